@@ -1,0 +1,41 @@
+# Two commands on a fresh machine (see README):
+#   make run    set everything up, then run the main job (TiDAL vs baselines on real FashionMNIST)
+#   make test   set everything up, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+RUN_DIR ?= runs/fashion-mnist-quick
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: run test setup data clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The CPU build of torch first, pinned, so the unpinned dependency below installs nothing more.
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[report,test]"
+	touch $@
+
+setup: $(VENV)/.installed data
+
+# Official FashionMNIST IDX files from the Debian package when we can install it;
+# otherwise tidal looks in $$TIDAL_DATA / ~/.cache/tidal and downloads when online.
+data:
+	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) \
+		|| echo "note: could not install dataset-fashion-mnist; tidal will look elsewhere or download"; \
+	else echo "note: run 'sudo apt-get install dataset-fashion-mnist' or set TIDAL_DATA; tidal will try to download"; fi
+
+run: setup
+	$(VENV)/bin/tidal run --preset quick --dataset fashion-mnist --imbalance 1 \
+		--methods tidal-entropy random entropy margin --seeds 0 --out $(RUN_DIR)
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

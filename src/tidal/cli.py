@@ -1,0 +1,181 @@
+"""Command-line front end: parses arguments, then makes one library call.
+
+    tidal run --preset quick --methods tidal-entropy random --seeds 0 1 --out runs/demo
+    tidal report runs/demo
+    tidal methods
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+from tidal.config import PRESETS, ALConfig, DataConfig, ExperimentConfig, StrategyConfig, TrainConfig
+
+__all__ = ["main", "build_parser", "config_from_args"]
+
+# CLI flag -> (config section, field); None section = top level.
+_OVERRIDES = {
+    "datasets": (None, "datasets"),
+    "imbalances": (None, "imbalances"),
+    "methods": (None, "methods"),
+    "seeds": (None, "seeds"),
+    "initial": ("al", "initial"),
+    "budget": ("al", "budget"),
+    "cycles": ("al", "cycles"),
+    "subset": ("al", "subset"),
+    "retrain": ("al", "retrain"),
+    "epochs": ("train", "epochs"),
+    "lr": ("train", "lr"),
+    "batch_size": ("train", "batch_size"),
+    "width": ("train", "width"),
+    "weight_decay": ("train", "weight_decay"),
+    "momentum": ("train", "momentum"),
+    "crop_padding": ("train", "crop_padding"),
+    "data_dir": ("data", "data_dir"),
+    "pool_limit": ("data", "pool_limit"),
+    "test_limit": ("data", "test_limit"),
+    "tidal_weight": ("strategy", "tidal_weight"),
+    "mc_samples": ("strategy", "mc_samples"),
+    "dropout": ("strategy", "dropout"),
+    "lloss_weight": ("strategy", "lloss_weight"),
+    "lloss_margin": ("strategy", "lloss_margin"),
+    "lloss_stop_at": ("strategy", "lloss_stop_at"),
+    "cal_threshold": ("strategy", "cal_threshold"),
+    "vaal_epochs": ("strategy", "vaal_epochs"),
+    "vaal_latent_dim": ("strategy", "vaal_latent_dim"),
+}
+
+
+def _method_help() -> str:
+    from tidal.strategies import list_strategies, strategy_class
+
+    return "; ".join(f"{n}: {strategy_class(n).description}" for n in list_strategies())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tidal", description="TiDAL: Training Dynamics for Active Learning (ICCV 2023).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an active-learning experiment and store its results",
+                         description="Run every (dataset, imbalance, seed, method) of an experiment; each finished "
+                                     "cycle is stored in OUT/results.sqlite, and re-running the same command "
+                                     "continues where it stopped. Flags override the preset.")
+    run.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                     help="starting configuration: 'quick' (CPU-sized, default) or 'paper' (paper §5.1)")
+    run.add_argument("--out", required=True, help="run directory for results.sqlite and the report")
+    g = run.add_argument_group("experiment")
+    g.add_argument("--dataset", dest="datasets", nargs="+", metavar="NAME", help="dataset(s): fashion-mnist")
+    g.add_argument("--imbalance", dest="imbalances", nargs="+", type=float, metavar="IR",
+                   help="imbalance ratio(s) N_max/N_min of the training pool, >= 1 (paper: 1, 10, 100)")
+    g.add_argument("--methods", nargs="+", metavar="NAME", help="strategies; see `tidal methods`")
+    g.add_argument("--seeds", nargs="+", type=int, metavar="N", help="one trial per seed")
+    g = run.add_argument_group("active learning")
+    g.add_argument("--initial", type=int, help="random initial labeled set size")
+    g.add_argument("--budget", type=int, help="samples labeled per cycle (top-k)")
+    g.add_argument("--cycles", type=int, help="training rounds (the last selects nothing)")
+    g.add_argument("--subset", type=int, help="random unlabeled subset scored per cycle (paper: 10000)")
+    g.add_argument("--retrain", choices=["scratch", "continue"],
+                   help="'scratch': a fresh model each cycle (paper); 'continue': keep training the last model")
+    g = run.add_argument_group("training")
+    g.add_argument("--epochs", type=int, help="epochs per cycle (lr decays x0.1 after 80%%)")
+    g.add_argument("--lr", type=float, help="initial SGD learning rate (paper: 0.1)")
+    g.add_argument("--batch-size", type=int, help="training batch size (paper: 128)")
+    g.add_argument("--width", type=int, help="ResNet-18 base width (paper: 64)")
+    g.add_argument("--weight-decay", type=float, help="SGD weight decay (paper: 5e-4)")
+    g.add_argument("--momentum", type=float, help="SGD momentum (paper: 0.9)")
+    g.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0 = no crop)")
+    g = run.add_argument_group("strategy options (each method reads its own)")
+    g.add_argument("--lambda", dest="tidal_weight", type=float,
+                   help="TiDAL's λ, weight of the TD-prediction loss (paper: 1.0)")
+    g.add_argument("--mc-samples", type=int, help="BALD: stochastic forward passes T (default 10)")
+    g.add_argument("--dropout", type=float, help="BALD: dropout before the classifier, training and scoring (default 0.5)")
+    g.add_argument("--lloss-weight", type=float, help="Learning Loss: weight of the ranking loss (default 1.0)")
+    g.add_argument("--lloss-margin", type=float, help="Learning Loss: ranking margin ξ (default 1.0)")
+    g.add_argument("--lloss-stop-at", type=float,
+                   help="Learning Loss: fraction of epochs after which its gradient to the backbone stops (default 0.6)")
+    g.add_argument("--cal-threshold", type=float,
+                   help="CAL: fraction of epochs correct below which a labeled sample counts as uncertain (default 0.5)")
+    g.add_argument("--vaal-epochs", type=int, help="VAAL/TA-VAAL: VAE + discriminator passes (default 10)")
+    g.add_argument("--vaal-latent-dim", type=int, help="VAAL/TA-VAAL: VAE latent size (default 32)")
+    g = run.add_argument_group("data and machine")
+    g.add_argument("--data-dir", help="folder with the dataset files (default: $TIDAL_DATA, the Debian package "
+                                      "location, then ~/.cache/tidal)")
+    g.add_argument("--no-download", action="store_true", help="never download missing dataset files")
+    g.add_argument("--pool-limit", type=int, help="use a random slice of N training images as the pool")
+    g.add_argument("--test-limit", type=int, help="evaluate on the first N test images")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars (prints one line per cycle)")
+
+    rep = sub.add_parser("report", help="rewrite report.md, results.csv and results.json of a run directory")
+    rep.add_argument("run_dir", help="a `tidal run --out` directory")
+    sub.add_parser("methods", help="list the registered selection strategies")
+    sub.add_parser("datasets", help="list the supported datasets")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The preset with every given flag applied (validation happens in the library)."""
+    cfg = PRESETS[args.preset]
+    sections = {"data": cfg.data, "train": cfg.train, "al": cfg.al, "strategy": cfg.strategy}
+    top = {}
+    for flag, (section, field) in _OVERRIDES.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if section is None:
+            top[field] = tuple(value)
+        else:
+            sections[section] = dataclasses.replace(sections[section], **{field: value})
+    if args.no_download:
+        sections["data"] = dataclasses.replace(sections["data"], download=False)
+    return dataclasses.replace(cfg, **top, **sections)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tidal.errors import TidalError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "methods":
+            from tidal.strategies import list_strategies, strategy_class
+
+            for name in list_strategies():
+                cls = strategy_class(name)
+                tag = " [semi-supervised]" if cls.semi_supervised else ""
+                print(f"{name:20s} {cls.description}{tag}")
+            return 0
+        if args.command == "datasets":
+            from tidal.data import DATASETS
+
+            print("\n".join(sorted(DATASETS)))
+            return 0
+        if args.command == "report":
+            from tidal.report import write_report
+
+            print(write_report(args.run_dir))
+            print(f"wrote {args.run_dir}/report.md, results.csv, results.json")
+            return 0
+        from tidal.experiment import run_experiment
+        from tidal.report import write_report
+
+        config = config_from_args(args)
+        summary = run_experiment(config, args.out, device=args.device, progress=not args.quiet)
+        print(write_report(args.out))
+        print(f"{summary.ran_cycles} cycles trained, {summary.skipped_cycles} already stored, "
+              f"{summary.seconds:.0f} s; wrote {args.out}/report.md, results.csv, results.json, results.sqlite")
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: every finished cycle is saved; run the same command again to continue",
+              file=sys.stderr)
+        return 130
+    except (TidalError, ValueError, FileNotFoundError) as exc:
+        print(f"tidal: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

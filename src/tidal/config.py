@@ -1,0 +1,195 @@
+"""Typed, frozen configuration and the two presets (``paper``, ``quick``).
+
+Every field carries its unit. ``ExperimentConfig.validate`` is the one place user input is
+checked; everything downstream trusts it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ALConfig",
+    "DataConfig",
+    "ExperimentConfig",
+    "PRESETS",
+    "StrategyConfig",
+    "TrainConfig",
+    "preset",
+]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data_dir: str | None = None  # folder with the dataset files (None: standard places, see README)
+    download: bool = True  # fetch missing files from the official location when online
+    pool_limit: int | None = None  # use a random slice of this many training images (None: all)
+    test_limit: int | None = None  # evaluate on the first N test images (None: all 10,000)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100  # epochs per training run (paper: 100 for FashionMNIST, 200 for CIFAR/SVHN)
+    lr: float = 0.1  # initial SGD learning rate
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # L2 penalty
+    lr_decay_at: float = 0.8  # fraction of the epochs after which lr is multiplied by lr_decay (paper: 80/100, 160/200)
+    lr_decay: float = 0.1  # multiplicative learning-rate decay
+    batch_size: int = 128  # training batch size, in images
+    width: int = 64  # ResNet-18 base width in channels (paper: 64)
+    crop_padding: int = 4  # random-crop padding in pixels (0 disables the crop)
+    flip: bool = True  # random horizontal flips
+    eval_batch_size: int = 1024  # batch size for evaluation and scoring, in images
+
+
+@dataclass(frozen=True)
+class ALConfig:
+    initial: int = 1000  # size of the random initial labeled set, in samples
+    budget: int = 1000  # samples labeled per cycle (k)
+    cycles: int = 10  # training rounds; the last one is evaluated but selects nothing
+    subset: int = 10000  # random unlabeled subset scored per cycle (S; paper: 10^4)
+    retrain: str = "scratch"  # "scratch" (paper) or "continue" (the authors' code keeps training the model)
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Options of the strategies; each strategy reads only its own fields."""
+
+    tidal_weight: float = 1.0  # λ of Eq. 9, weight of the TD-prediction KL term
+    mc_samples: int = 10  # T, stochastic forward passes for BALD (Gal et al. 2017)
+    dropout: float = 0.5  # dropout probability before the classifier for MC-dropout strategies (BALD)
+    lloss_weight: float = 1.0  # λ of Learning Loss's ranking loss (Yoo & Kweon 2019)
+    lloss_margin: float = 1.0  # ξ, margin of the pairwise ranking loss
+    lloss_stop_at: float = 0.6  # fraction of the epochs after which the loss module stops sending gradients to the backbone (120/200)
+    cal_threshold: float = 0.5  # CAL: a labeled sample whose fraction of epochs classified correctly is below this is "uncertain"
+    vaal_epochs: int = 10  # VAAL/TA-VAAL: passes over the unlabeled subset when training the VAE and discriminator
+    vaal_latent_dim: int = 32  # VAAL/TA-VAAL: latent size of the VAE
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    datasets: tuple[str, ...] = ("fashion-mnist",)  # dataset names (see `tidal datasets`)
+    imbalances: tuple[float, ...] = (1.0,)  # imbalance ratios N_max/N_min of the training pool (1, 10, 100)
+    methods: tuple[str, ...] = ("tidal-entropy", "random")  # strategy names (see `tidal methods`)
+    seeds: tuple[int, ...] = (0,)  # one trial per seed
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    al: ALConfig = field(default_factory=ALConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+
+    def validate(self) -> "ExperimentConfig":
+        """Check every field; raise ``ValueError`` quoting the bad value and the fix. Returns self."""
+        from tidal.data import DATASETS
+        from tidal.strategies import strategy_class
+
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ValueError(msg)
+
+        need(len(self.datasets) > 0, "no dataset given; pass --dataset fashion-mnist")
+        for name in self.datasets:
+            need(name in DATASETS, f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
+        need(len(self.methods) > 0, "no method given; pass --methods tidal-entropy random")
+        for name in self.methods:
+            strategy_class(name)  # raises with the list of valid names
+        need(len(set(self.methods)) == len(self.methods), f"methods {list(self.methods)} repeat a name")
+        need(len(self.seeds) > 0, "no seed given; pass --seeds 0")
+        need(len(set(self.seeds)) == len(self.seeds), f"seeds {list(self.seeds)} repeat a value")
+        for ir in self.imbalances:
+            need(math.isfinite(ir) and ir >= 1, f"imbalance={ir} must be >= 1 (1 = balanced; the paper uses 10 and 100)")
+        need(len(self.imbalances) > 0, "no imbalance ratio given; pass --imbalance 1")
+        a, t, d = self.al, self.train, self.data
+        need(a.initial >= 1, f"initial={a.initial} must be >= 1 labeled sample")
+        need(a.budget >= 1, f"budget={a.budget} must be >= 1 sample per cycle")
+        need(a.cycles >= 1, f"cycles={a.cycles} must be >= 1")
+        need(a.subset >= 1, f"subset={a.subset} must be > 0 (the paper scores a random subset of 10000)")
+        need(a.subset >= a.budget, f"subset={a.subset} must be >= budget={a.budget}: top-k is taken from the subset")
+        need(a.retrain in ("scratch", "continue"), f"retrain={a.retrain!r} must be 'scratch' or 'continue'")
+        need(t.epochs >= 1, f"epochs={t.epochs} must be >= 1")
+        need(t.lr > 0, f"lr={t.lr} must be > 0")
+        need(0 <= t.momentum < 1, f"momentum={t.momentum} must be in [0, 1)")
+        need(t.weight_decay >= 0, f"weight_decay={t.weight_decay} must be >= 0")
+        need(0 < t.lr_decay_at <= 1, f"lr_decay_at={t.lr_decay_at} must be a fraction of the epochs in (0, 1]")
+        need(t.lr_decay > 0, f"lr_decay={t.lr_decay} must be > 0")
+        need(t.batch_size >= 2, f"batch_size={t.batch_size} must be >= 2 (batch norm needs 2 samples)")
+        need(t.width >= 1, f"width={t.width} must be >= 1 channel")
+        need(t.crop_padding >= 0, f"crop_padding={t.crop_padding} must be >= 0 pixels")
+        need(t.eval_batch_size >= 1, f"eval_batch_size={t.eval_batch_size} must be >= 1")
+        need(d.pool_limit is None or d.pool_limit >= 2, f"pool_limit={d.pool_limit} must be >= 2 or unset")
+        need(d.test_limit is None or d.test_limit >= 1, f"test_limit={d.test_limit} must be >= 1 or unset")
+        sc = self.strategy
+        for name in ("tidal_weight", "lloss_weight", "lloss_margin"):
+            value = getattr(sc, name)
+            need(math.isfinite(value) and value >= 0, f"{name}={value} must be a finite number >= 0")
+        need(sc.mc_samples >= 1, f"mc_samples={sc.mc_samples} must be >= 1 stochastic pass (BALD uses T = 10)")
+        need(0 <= sc.dropout < 1, f"dropout={sc.dropout} must be in [0, 1)")
+        need(0 <= sc.lloss_stop_at <= 1, f"lloss_stop_at={sc.lloss_stop_at} must be a fraction in [0, 1]")
+        need(0 <= sc.cal_threshold <= 1, f"cal_threshold={sc.cal_threshold} must be in [0, 1]")
+        need(sc.vaal_epochs >= 1, f"vaal_epochs={sc.vaal_epochs} must be >= 1")
+        need(sc.vaal_latent_dim >= 1, f"vaal_latent_dim={sc.vaal_latent_dim} must be >= 1")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+        """Inverse of ``to_dict``."""
+        return cls(
+            datasets=tuple(d["datasets"]),
+            imbalances=tuple(float(x) for x in d["imbalances"]),
+            methods=tuple(d["methods"]),
+            seeds=tuple(int(s) for s in d["seeds"]),
+            data=DataConfig(**d["data"]),
+            train=TrainConfig(**d["train"]),
+            al=ALConfig(**d["al"]),
+            strategy=StrategyConfig(**d["strategy"]),
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define *which numbers* a run produces: all but the method/seed/setting
+        lists (a run directory may grow by methods or seeds) and where the data files live."""
+        d = self.to_dict()
+        for key in ("datasets", "imbalances", "methods", "seeds"):
+            d.pop(key)
+        d["data"].pop("data_dir")
+        d["data"].pop("download")
+        return d
+
+    def fingerprint(self) -> str:
+        """Short hash of ``identity()``."""
+        blob = json.dumps(self.identity(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+PRESETS: dict[str, ExperimentConfig] = {
+    # The paper's protocol (§5.1) on FashionMNIST: ResNet-18 width 64, 100 epochs, lr 0.1 decayed
+    # at epoch 80, batch 128, subset 10^4; initial set, budget and cycles as in Learning Loss [52].
+    "paper": ExperimentConfig(
+        methods=("tidal-entropy", "tidal-margin", "random", "entropy", "margin"),
+        seeds=(0, 1, 2),
+        train=TrainConfig(epochs=100, width=64),
+        al=ALConfig(initial=1000, budget=1000, cycles=10, subset=10000),
+    ),
+    # A CPU-sized version: width 8, 40 epochs; one (method, seed) run of 5 cycles with
+    # 500 initial + 500 per cycle takes 2-3 minutes on a 2-core machine (README, "Measured").
+    "quick": ExperimentConfig(
+        methods=("tidal-entropy", "random", "entropy", "margin"),
+        seeds=(0,),
+        train=TrainConfig(epochs=40, width=8),
+        al=ALConfig(initial=500, budget=500, cycles=5, subset=10000),
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> ExperimentConfig:
+    """A preset with top-level fields replaced, e.g. ``preset("quick", seeds=(0, 1))``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)

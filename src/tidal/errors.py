@@ -1,0 +1,26 @@
+"""Exceptions raised at the library's edges.
+
+Every predictable user mistake raises one of these (or a plain ``ValueError`` /
+``FileNotFoundError``) with the bad value quoted and the fix spelled out; the CLI turns
+them into one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TidalError", "DatasetError", "TrainingDivergedError", "RunDirectoryError"]
+
+
+class TidalError(Exception):
+    """Base class for errors the CLI reports as a single line."""
+
+
+class DatasetError(TidalError, FileNotFoundError):
+    """Dataset files are missing or corrupt."""
+
+
+class TrainingDivergedError(TidalError, RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class RunDirectoryError(TidalError, ValueError):
+    """The output directory holds results of a different experiment."""

@@ -1,0 +1,146 @@
+"""Methods x seeds x settings, each cycle stored durably, resumable at cycle boundaries."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from tidal.config import ExperimentConfig
+from tidal.data import DatasetSplits, ImageDataset, load_dataset, longtail_indices
+from tidal.errors import RunDirectoryError
+from tidal.loop import active_learning, derive_seed
+from tidal.results import DB_NAME, CycleRecord, ResultStore
+from tidal.strategies import create_strategy
+
+__all__ = ["make_pool", "resolve_device", "run_experiment", "RunSummary"]
+
+_POOL_STREAM = 2_000_003  # stream id for the pool draw (long-tail sampling and slicing)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; other strings are checked."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device={device!r} is not a torch device; use cpu, cuda, cuda:1 or auto") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asked for CUDA but torch sees no GPU; use --device cpu")
+    return dev
+
+
+def make_pool(train: ImageDataset, imbalance: float, pool_limit: int | None, seed: int) -> torch.Tensor:
+    """Absolute indices of the training samples that make up the pool of one (setting, seed).
+
+    Long-tailed subsampling at ``imbalance`` (1 = every sample), then, if ``pool_limit`` is
+    set, a random slice of that size. Seeded by ``seed``, so every method of a trial sees
+    the same pool.
+    """
+    g = torch.Generator().manual_seed(derive_seed(seed, _POOL_STREAM))
+    idx = longtail_indices(train.labels, imbalance, g)
+    if pool_limit is not None and pool_limit < len(idx):
+        idx = torch.sort(idx[torch.randperm(len(idx), generator=g)[:pool_limit]]).values
+    return idx
+
+
+@dataclass
+class RunSummary:
+    out: Path  # the run directory
+    ran_cycles: int  # cycles trained in this call
+    skipped_cycles: int  # cycles already stored and skipped
+    seconds: float
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise RunDirectoryError(f"--out {out} is a file; pass a directory path")
+    if out.is_dir() and not (out / DB_NAME).exists() and any(out.iterdir()):
+        raise RunDirectoryError(f"--out {out} exists and is not a tidal run directory; pass a new or empty directory")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    out: str | Path,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    splits: dict[str, DatasetSplits] | None = None,
+) -> RunSummary:
+    """Run every (dataset, imbalance, seed, method) of ``config``, storing each cycle in ``out``.
+
+    Cycles already stored are skipped; an interrupted (method, seed) continues from its last
+    stored cycle with the same numbers an uninterrupted run gives. ``splits`` may pass
+    preloaded datasets by name (tests, notebooks).
+
+    Raises ``ValueError`` / ``DatasetError`` / ``RunDirectoryError`` before any training when
+    the configuration, the data or the output directory is wrong.
+    """
+    config.validate()
+    dev = resolve_device(device)
+    out = Path(out)
+    # Check everything that can be checked before the first epoch.
+    loaded: dict[str, DatasetSplits] = {}
+    for name in config.datasets:
+        s = (splits or {}).get(name) or load_dataset(name, config.data.data_dir, config.data.download)
+        test = s.test if config.data.test_limit is None else s.test.subset(torch.arange(min(config.data.test_limit,
+                                                                                             len(s.test))))
+        loaded[name] = DatasetSplits(s.name, s.train.to(dev), test.to(dev), s.class_names)
+    al = config.al
+    needed = al.initial + (al.cycles - 1) * al.budget
+    pools: dict[tuple[str, float, int], torch.Tensor] = {}
+    for name in config.datasets:
+        for ir in config.imbalances:
+            for seed in config.seeds:
+                pool = make_pool(loaded[name].train, ir, config.data.pool_limit, seed)
+                if al.initial > len(pool):
+                    raise ValueError(f"initial={al.initial} is larger than the {name} pool at imbalance {ir:g} "
+                                     f"({len(pool)} samples); lower --initial")
+                if needed > len(pool):
+                    raise ValueError(
+                        f"initial={al.initial} + {al.cycles - 1} cycles x budget={al.budget} = {needed} labels, "
+                        f"but the {name} pool at imbalance {ir:g} holds {len(pool)} samples; "
+                        "lower --budget or --cycles")
+                pools[(name, ir, seed)] = pool
+    _prepare_out(out)
+    store = ResultStore(out / DB_NAME)
+    start, ran, skipped = time.perf_counter(), 0, 0
+    try:
+        store.bind(config)
+        runs = [(n, ir, s, m) for n in config.datasets for ir in config.imbalances for s in config.seeds
+                for m in config.methods]
+        bar = tqdm(total=len(runs) * al.cycles, desc="cycles", unit="cycle", disable=not progress)
+        for name, ir, seed, method in runs:
+            done = store.records(dataset=name, imbalance=float(ir), method=method, seed=seed)
+            bar.update(len(done))
+            skipped += len(done)
+            if len(done) >= al.cycles:
+                continue
+            labeled = None
+            if done:  # resume after the last stored cycle
+                last = done[-1]
+                labeled = torch.tensor(sorted(last.labeled + last.selected), dtype=torch.int64)
+            bar.set_postfix_str(f"{name} IR={ir:g} {method} seed={seed}")
+            split = loaded[name]
+            for r in active_learning(split.train, split.test, pools[(name, ir, seed)],
+                                     create_strategy(method, config.strategy), al, config.train, seed, dev,
+                                     start_cycle=len(done), labeled=labeled, progress=progress):
+                store.add_cycle(CycleRecord(
+                    name, float(ir), method, seed, r.cycle, len(r.labeled), r.accuracy, r.class_counts,
+                    r.labeled.tolist(), r.selected.tolist(), r.scores.tolist(), r.train_seconds, r.score_seconds,
+                    r.eval_seconds, r.final_loss, time.time()))
+                ran += 1
+                bar.update(1)
+                if not progress:
+                    log(f"{name} IR={ir:g} {method} seed={seed} cycle {r.cycle + 1}/{al.cycles}: "
+                        f"{len(r.labeled)} labeled, accuracy {100 * r.accuracy:.2f}%")
+        bar.close()
+    finally:
+        store.close()
+    return RunSummary(out, ran, skipped, time.perf_counter() - start)

@@ -1,0 +1,137 @@
+"""The active-learning cycle (paper §5.1) for one (dataset setting, method, seed).
+
+Cycle ``c``: draw a random subset (size S) of the unlabeled pool; train a fresh model (and
+the strategy's auxiliary objective) on the labeled set; evaluate on the test set; if it is
+not the last cycle, gather what the strategy needs for the subset, score it and label the
+top-k. Each cycle's randomness comes from its own generator seeded by ``(seed, cycle)``, so
+a run can be resumed at any cycle boundary from the stored labeled set alone and gives the
+same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tidal.config import ALConfig, TrainConfig
+from tidal.data.dataset import ImageDataset
+from tidal.errors import TrainingDivergedError
+from tidal.inference import evaluate, gather
+from tidal.models.resnet import ResNet18
+from tidal.pool import LabelPool
+from tidal.strategies.base import Strategy, TrainContext, select_top_k
+from tidal.train import train_model
+
+__all__ = ["CycleResult", "active_learning", "derive_seed", "initial_labeled"]
+
+
+@dataclass
+class CycleResult:
+    """One cycle's outcome; ``selected`` is empty on the last cycle."""
+
+    cycle: int  # 0-based
+    labeled: torch.Tensor  # absolute indices trained on this cycle [m]
+    accuracy: float  # test accuracy in [0, 1]
+    class_counts: list[int]  # labeled samples per class
+    selected: torch.Tensor  # absolute indices labeled at the end of this cycle [k]
+    scores: torch.Tensor  # their scores [k], best first
+    train_seconds: float
+    score_seconds: float
+    eval_seconds: float
+    final_loss: float
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (e.g. ``(seed, cycle)``), well mixed by numpy's SeedSequence."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32).view(np.uint64)[0]
+               >> np.uint64(1))
+
+
+_INITIAL_STREAM = 1_000_003  # stream id for the initial-set draw (distinct from every cycle number)
+
+
+def initial_labeled(pool: torch.Tensor, initial: int, seed: int) -> torch.Tensor:
+    """The random initial labeled set: ``initial`` absolute indices of ``pool``, sorted."""
+    if initial > len(pool):
+        raise ValueError(f"initial={initial} is larger than the pool ({len(pool)} samples); lower --initial")
+    g = torch.Generator().manual_seed(derive_seed(seed, _INITIAL_STREAM))
+    return torch.sort(pool[torch.randperm(len(pool), generator=g)[:initial]]).values
+
+
+def active_learning(
+    train: ImageDataset,
+    test: ImageDataset,
+    pool: torch.Tensor,
+    strategy: Strategy,
+    al: ALConfig,
+    train_config: TrainConfig,
+    seed: int,
+    device: torch.device | str = "cpu",
+    start_cycle: int = 0,
+    labeled: torch.Tensor | None = None,
+    progress: bool = False,
+) -> Iterator[CycleResult]:
+    """Run (or resume) the cycles of one method and seed, yielding each finished cycle.
+
+    Args:
+        train, test: splits already on ``device``.
+        pool: absolute indices of the training samples that may be labeled, ``[N]``.
+        start_cycle, labeled: resume at ``start_cycle`` with this labeled set (default: the
+            random initial set at cycle 0).
+    Raises:
+        ValueError: the initial set or the budget does not fit the pool.
+        TrainingDivergedError: NaN loss; the message names the cycle and the seed.
+    """
+    device = torch.device(device)
+    needed = al.initial + (al.cycles - 1) * al.budget
+    if needed > len(pool):
+        raise ValueError(
+            f"initial={al.initial} + {al.cycles - 1} cycles x budget={al.budget} = {needed} labels, "
+            f"but the pool holds {len(pool)} samples; lower --initial, --budget or --cycles"
+        )
+    state = LabelPool(pool)
+    state.label(initial_labeled(pool, al.initial, seed) if labeled is None else labeled, round=start_cycle)
+    model = None
+    for cycle in range(start_cycle, al.cycles):
+        g = torch.Generator().manual_seed(derive_seed(seed, cycle))
+        unlabeled = state.unlabeled
+        candidates = unlabeled[torch.randperm(len(unlabeled), generator=g)[: al.subset]]
+        lab = state.labeled
+        if model is None or al.retrain == "scratch":
+            with torch.random.fork_rng(devices=[]):  # weights drawn on the CPU, from this cycle's seed
+                torch.manual_seed(derive_seed(seed, cycle, 1))
+                model = ResNet18(train.num_classes, train_config.width, train.image_shape[0], strategy.dropout)
+        ctx = TrainContext(train, lab.to(device), candidates.to(device), train.num_classes, model.feature_channels,
+                           model.embedding_dim, train_config.epochs, device, train_config.eval_batch_size)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, cycle, 2))
+            objective = strategy.make_objective(ctx)
+        model.to(device)
+        if objective is not None:
+            objective.to(device)
+        try:
+            stats = train_model(model, objective, train, lab, train_config, g, progress,
+                                desc=f"{strategy.name} seed {seed} cycle {cycle + 1}/{al.cycles}")
+        except TrainingDivergedError as exc:
+            raise TrainingDivergedError(f"{strategy.name}, seed {seed}, cycle {cycle + 1}: {exc}") from exc
+        t0 = time.perf_counter()
+        accuracy = evaluate(model, test, train_config.eval_batch_size)
+        eval_seconds = time.perf_counter() - t0
+        selected = torch.zeros(0, dtype=torch.int64)
+        scores = torch.zeros(0)
+        t0 = time.perf_counter()
+        if cycle < al.cycles - 1:
+            k = al.budget
+            inputs = gather(model, objective, strategy.needs, train, candidates.to(device), lab.to(device), k, g,
+                            train_config.eval_batch_size, strategy.mc_samples)
+            raw = strategy.score(inputs)
+            selected, scores = select_top_k(raw, candidates, k)
+            state.label(selected, round=cycle + 1)
+        score_seconds = time.perf_counter() - t0
+        counts = torch.bincount(train.labels[lab.to(device)].cpu(), minlength=train.num_classes).tolist()
+        yield CycleResult(cycle, lab, accuracy, counts, selected, scores.float(), stats.seconds, score_seconds,
+                          eval_seconds, stats.final_loss)

@@ -1,0 +1,186 @@
+"""The strategy interface, the training hook, and the one place that does the top-k.
+
+A strategy is a small registered object. It declares what it ``needs`` at scoring time,
+optionally returns an :class:`AuxObjective` that the training step adds to the loss, and
+maps the gathered inputs to one score per candidate where **higher = more informative**.
+The loop gathers the needs in one pass and calls :func:`select_top_k`; neither the loop
+nor the training step ever looks at a strategy's name.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from tidal.config import StrategyConfig
+    from tidal.data.dataset import ImageDataset
+    from tidal.models.resnet import ModelOutput
+
+__all__ = [
+    "NEEDS",
+    "AuxObjective",
+    "ScoreInputs",
+    "StepBatch",
+    "Strategy",
+    "TrainContext",
+    "create_strategy",
+    "list_strategies",
+    "register",
+    "select_top_k",
+]
+
+# What a strategy may ask the loop to gather for the candidates (and the labeled set).
+NEEDS = frozenset(
+    {
+        "probs",  # softmax of the trained classifier, [n, C]
+        "embedding",  # penultimate embedding, [n, D]
+        "aux",  # outputs of the strategy's AuxObjective.predict, dict name -> [n, ...]
+        "mc_probs",  # softmax of T stochastic passes with dropout active, [T, n, C]
+        "labeled_embedding",  # penultimate embedding of the labeled set, [m, D]
+    }
+)
+
+
+@dataclass
+class TrainContext:
+    """What a strategy's training hook may know when a cycle's training starts."""
+
+    dataset: "ImageDataset"  # the training split, on the training device
+    labeled: torch.Tensor  # absolute indices of the labeled set, int64 [m]
+    candidates: torch.Tensor  # absolute indices of this cycle's scored subset, int64 [n]
+    num_classes: int  # C
+    feature_channels: tuple[int, ...]  # channels of the backbone's feature maps
+    embedding_dim: int  # D
+    epochs: int  # epochs this training run lasts
+    device: torch.device
+    eval_batch_size: int = 1024  # batch size for any inference the hook runs
+
+
+@dataclass
+class StepBatch:
+    """One training step's batch, as the aux objective sees it."""
+
+    x: torch.Tensor  # augmented, normalised inputs [B, C_in, H, W]
+    y: torch.Tensor  # labels [B]
+    indices: torch.Tensor  # absolute dataset indices [B]
+    epoch: int  # 0-based epoch
+    out: "ModelOutput"  # the backbone's forward pass on x
+    ce: torch.Tensor  # per-sample cross-entropy [B] (its mean is the target loss, Eq. 7)
+
+
+class AuxObjective(nn.Module):
+    """Extra training a strategy plugs into the training step (TiDAL's module, Learning Loss, ...).
+
+    Its parameters are optimised together with the backbone. The training step calls
+    ``loss`` on every batch and adds the result to the mean cross-entropy, and calls
+    ``end_epoch`` after every epoch; the scoring pass calls ``predict`` on every candidate
+    batch and hands the concatenated outputs to the strategy as ``ScoreInputs.aux``.
+    """
+
+    def loss(self, batch: StepBatch) -> torch.Tensor:
+        """A scalar added to the mean cross-entropy (default: 0)."""
+        return batch.ce.new_zeros(())
+
+    def end_epoch(self, epoch: int, model: nn.Module) -> None:
+        """Called after each epoch with the backbone (default: nothing)."""
+
+    def predict(self, out: "ModelOutput") -> dict[str, torch.Tensor]:
+        """Per-sample outputs for scoring, each ``[B, ...]`` (default: none)."""
+        return {}
+
+
+@dataclass
+class ScoreInputs:
+    """Everything gathered for one cycle's candidates; fields a strategy did not ask for are None."""
+
+    candidates: torch.Tensor  # absolute indices [n]
+    labeled: torch.Tensor  # absolute indices of the labeled set [m]
+    k: int  # how many will be selected
+    generator: torch.Generator  # randomness for stochastic strategies
+    probs: torch.Tensor | None = None  # [n, C]
+    embedding: torch.Tensor | None = None  # [n, D]
+    mc_probs: torch.Tensor | None = None  # [T, n, C]
+    labeled_embedding: torch.Tensor | None = None  # [m, D]
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [n, ...]
+    objective: AuxObjective | None = None  # the hook that trained with the model this cycle
+
+
+class Strategy:
+    """Base class: subclass, set ``name``/``description``/``needs``, implement ``score``.
+
+    Constructors only store the configuration; all state that lives for one training run
+    belongs to the AuxObjective returned by ``make_objective``.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset()
+    semi_supervised: ClassVar[bool] = False  # True when it trains on unlabeled data
+    mc_samples: int = 0  # stochastic passes gathered when "mc_probs" is needed
+    dropout: float = 0.0  # dropout before the classifier, in training and scoring
+
+    def __init__(self, config: "StrategyConfig") -> None:
+        self.config = config
+
+    def make_objective(self, ctx: TrainContext) -> AuxObjective | None:
+        """The training hook for one training run (default: plain cross-entropy)."""
+        return None
+
+    def score(self, inputs: ScoreInputs) -> torch.Tensor:
+        """One float per candidate, ``[n]``; higher = more informative."""
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"strategy name {cls.name!r} is already registered by {_REGISTRY[cls.name].__name__}")
+    unknown = set(cls.needs) - NEEDS
+    if unknown:
+        raise ValueError(f"{cls.__name__}.needs has unknown entries {sorted(unknown)}; valid: {sorted(NEEDS)}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_strategies(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style ``pattern``, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The class registered as ``name``; unknown names raise a ``ValueError`` listing valid ones."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; choose from: {', '.join(list_strategies())}")
+    return _REGISTRY[name]
+
+
+def create_strategy(name: str, config: "StrategyConfig | None" = None) -> Strategy:
+    """Instantiate the strategy registered as ``name`` with ``config`` (defaults when None)."""
+    from tidal.config import StrategyConfig
+
+    return strategy_class(name)(config or StrategyConfig())
+
+
+def select_top_k(scores: torch.Tensor, candidates: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` candidates with the highest scores: ``(indices [k], scores [k])``, best first.
+
+    NaN scores rank last; ties keep candidate order (stable sort), so results are
+    deterministic. This is the only top-k in the package.
+    """
+    if scores.shape != candidates.shape:
+        raise ValueError(f"scores shape {tuple(scores.shape)} != candidates shape {tuple(candidates.shape)}")
+    if not 0 <= k <= len(candidates):
+        raise ValueError(f"k={k} must be between 0 and the number of candidates ({len(candidates)})")
+    clean = torch.nan_to_num(scores.double().cpu(), nan=float("-inf"))
+    order = torch.argsort(clean, descending=True, stable=True)[:k]
+    return candidates.cpu()[order], scores.cpu()[order]

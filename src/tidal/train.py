@@ -1,0 +1,105 @@
+"""One training run: SGD over the labeled set, with a strategy's auxiliary objective.
+
+The step is the same for every method: ``loss = mean CE + objective.loss(batch)``
+(Eq. 9 for TiDAL). The objective's parameters are optimised with the backbone's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from tidal.config import TrainConfig
+from tidal.data.augment import augment, to_float
+from tidal.data.dataset import ImageDataset
+from tidal.errors import TrainingDivergedError
+from tidal.strategies.base import AuxObjective, StepBatch
+
+__all__ = ["TrainStats", "train_model", "epoch_batches"]
+
+
+@dataclass
+class TrainStats:
+    seconds: float  # wall time of the run
+    final_loss: float  # mean total loss of the last epoch
+    images_per_second: float  # training throughput
+
+
+def epoch_batches(indices: torch.Tensor, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffle ``indices`` and split into batches; a trailing batch of one joins the previous one
+    (batch norm cannot train on a single sample)."""
+    perm = indices[torch.randperm(len(indices), generator=generator)]
+    batches = list(perm.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
+def train_model(
+    model: nn.Module,
+    objective: AuxObjective | None,
+    dataset: ImageDataset,
+    labeled: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator,
+    progress: bool = False,
+    desc: str = "train",
+) -> TrainStats:
+    """Train ``model`` (and ``objective``) in place on ``dataset[labeled]``.
+
+    Args:
+        dataset: training split on the training device.
+        labeled: absolute indices of the labeled set, int64 ``[m]``, ``m >= 2``.
+        generator: CPU generator for shuffling and augmentation.
+    Raises:
+        TrainingDivergedError: the loss became NaN/inf (checked once per epoch).
+    """
+    if len(labeled) < 2:
+        raise ValueError(f"the labeled set has {len(labeled)} sample(s); training needs at least 2")
+    params = list(model.parameters()) + (list(objective.parameters()) if objective is not None else [])
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    decay_epoch = int(round(config.lr_decay_at * config.epochs))
+    model.train()
+    if objective is not None:
+        objective.train()
+    device = dataset.images.device
+    start, seen, last_loss = time.perf_counter(), 0, float("nan")
+    bar = tqdm(range(config.epochs), desc=desc, leave=False, disable=not progress, unit="epoch")
+    for epoch in bar:
+        lr = config.lr * (config.lr_decay if epoch >= decay_epoch else 1.0)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=device)
+        batches = epoch_batches(labeled, config.batch_size, generator)
+        for idx in batches:
+            idx_dev = idx.to(device)
+            x = to_float(dataset.images[idx_dev], dataset.mean, dataset.std)
+            x = augment(x, config.crop_padding, config.flip, generator)
+            y = dataset.labels[idx_dev]
+            out = model(x)
+            ce = F.cross_entropy(out.logits, y, reduction="none")
+            loss = ce.mean()
+            if objective is not None:
+                loss = loss + objective.loss(StepBatch(x=x, y=y, indices=idx_dev, epoch=epoch, out=out, ce=ce))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+            seen += len(idx)
+        last_loss = float(total) / len(batches)  # one sync per epoch
+        if not math.isfinite(last_loss):
+            raise TrainingDivergedError(
+                f"training loss became {last_loss} at epoch {epoch + 1}/{config.epochs}; "
+                f"lower the learning rate (lr={config.lr})"
+            )
+        if objective is not None:
+            objective.end_epoch(epoch, model)
+        bar.set_postfix(loss=f"{last_loss:.3f}")
+    seconds = time.perf_counter() - start
+    return TrainStats(seconds=seconds, final_loss=last_loss, images_per_second=seen / max(seconds, 1e-9))
