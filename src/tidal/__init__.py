@@ -12,10 +12,17 @@ from tidal.config import ALConfig, DataConfig, ExperimentConfig, StrategyConfig,
 from tidal.dynamics import TrainingDynamics, td_kl_loss
 from tidal.experiment import run_experiment
 from tidal.loop import active_learning
-from tidal.report import write_report
 from tidal.strategies import AuxObjective, Strategy, create_strategy, list_strategies, register
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # the report package is imported on first use only
+    if name == "write_report":
+        from tidal.report import write_report
+
+        return write_report
+    raise AttributeError(f"module 'tidal' has no attribute {name!r}")
 
 __all__ = [
     "ALConfig",

@@ -62,11 +62,12 @@ class StrategyConfig:
 
     tidal_weight: float = 1.0  # λ of Eq. 9, weight of the TD-prediction KL term
     mc_samples: int = 10  # T, stochastic forward passes for BALD (Gal et al. 2017)
-    dropout: float = 0.5  # dropout probability before the classifier for MC-dropout strategies (BALD)
+    dropout: float = 0.5  # BALD: dropout before the classifier, in training and scoring (authors' code: 0.5 CIFAR, 0.2 FashionMNIST)
     lloss_weight: float = 1.0  # λ of Learning Loss's ranking loss (Yoo & Kweon 2019)
     lloss_margin: float = 1.0  # ξ, margin of the pairwise ranking loss
     lloss_stop_at: float = 0.6  # fraction of the epochs after which the loss module stops sending gradients to the backbone (120/200)
-    cal_threshold: float = 0.5  # CAL: a labeled sample whose fraction of epochs classified correctly is below this is "uncertain"
+    cal_threshold: float = 0.5  # CAL: labeled samples correct in fewer than this fraction of epochs are "uncertain"
+    #   (CAL's code bins correctness and uses <= 0.2; 0.5 here because a ResNet fits its labeled set within a few epochs)
     vaal_epochs: int = 10  # VAAL/TA-VAAL: passes over the unlabeled subset when training the VAE and discriminator
     vaal_latent_dim: int = 32  # VAAL/TA-VAAL: latent size of the VAE
 

@@ -1,4 +1,7 @@
-"""Batched inference: evaluation and the one-pass gathering of what strategies need."""
+"""Batched inference over in-memory datasets (evaluation, scoring passes, hooks).
+
+Imports nothing from ``tidal.strategies``, so strategy modules may import it at top level.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,8 @@ from torch import nn
 from tidal.data.augment import to_float
 from tidal.data.dataset import ImageDataset
 from tidal.models.resnet import ModelOutput
-from tidal.strategies.base import AuxObjective, ScoreInputs
 
-__all__ = ["batched_outputs", "evaluate", "gather"]
+__all__ = ["batched_outputs", "evaluate"]
 
 
 @torch.no_grad()
@@ -39,64 +41,3 @@ def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 1024) ->
     for chunk, out in batched_outputs(model, dataset, torch.arange(len(dataset)), batch_size):
         correct += int((out.logits.argmax(dim=1) == dataset.labels[chunk]).sum())
     return correct / max(len(dataset), 1)
-
-
-def _set_dropout(model: nn.Module, active: bool) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.train(active)
-
-
-def gather(
-    model: nn.Module,
-    objective: AuxObjective | None,
-    needs: frozenset[str],
-    dataset: ImageDataset,
-    candidates: torch.Tensor,
-    labeled: torch.Tensor,
-    k: int,
-    generator: torch.Generator,
-    batch_size: int = 1024,
-    mc_samples: int = 0,
-) -> ScoreInputs:
-    """Run the model once over the candidates and collect exactly what ``needs`` asks for.
-
-    Returns a :class:`ScoreInputs` with tensors on the CPU. ``mc_probs`` runs ``mc_samples``
-    extra passes with dropout active (MC dropout); ``labeled_embedding`` runs one pass over
-    the labeled set.
-    """
-    inputs = ScoreInputs(candidates=candidates.cpu(), labeled=labeled.cpu(), k=k, generator=generator,
-                         objective=objective)
-    if needs & {"probs", "embedding", "aux"}:
-        probs, embs, aux = [], [], []
-        for _, out in batched_outputs(model, dataset, candidates, batch_size):
-            if "probs" in needs:
-                probs.append(torch.softmax(out.logits, dim=1).cpu())
-            if "embedding" in needs:
-                embs.append(out.embedding.cpu())
-            if "aux" in needs and objective is not None:
-                with torch.no_grad():
-                    aux.append({key: v.cpu() for key, v in objective.predict(out).items()})
-        inputs.probs = torch.cat(probs) if probs else None
-        inputs.embedding = torch.cat(embs) if embs else None
-        if aux:
-            inputs.aux = {key: torch.cat([a[key] for a in aux]) for key in aux[0]}
-    if "mc_probs" in needs:
-        samples = []
-        model.eval()
-        _set_dropout(model, True)
-        try:
-            with torch.no_grad():
-                for _ in range(mc_samples):
-                    passes = [torch.softmax(model(to_float(dataset.images[c.to(dataset.images.device)], dataset.mean,
-                                                           dataset.std)).logits, dim=1).cpu()
-                              for c in candidates.split(batch_size)]
-                    samples.append(torch.cat(passes))
-        finally:
-            _set_dropout(model, False)
-        inputs.mc_probs = torch.stack(samples) if samples else None
-    if "labeled_embedding" in needs:
-        inputs.labeled_embedding = torch.cat(
-            [out.embedding.cpu() for _, out in batched_outputs(model, dataset, labeled, batch_size)]
-        )
-    return inputs

@@ -20,7 +20,8 @@ import torch
 from tidal.config import ALConfig, TrainConfig
 from tidal.data.dataset import ImageDataset
 from tidal.errors import TrainingDivergedError
-from tidal.inference import evaluate, gather
+from tidal.gather import gather
+from tidal.inference import evaluate
 from tidal.models.resnet import ResNet18
 from tidal.pool import LabelPool
 from tidal.strategies.base import Strategy, TrainContext, select_top_k

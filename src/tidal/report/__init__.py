@@ -1,6 +1,22 @@
-"""Reports computed from a run directory's stored results only."""
+"""Reports computed from a run directory's stored results only.
 
-from tidal.report.summary import SettingSummary, format_markdown, summarize
+``write_report(run_dir)`` writes report.md, report.html, figures/*.png, results.csv and
+results.json. The statistics are plain functions in ``tidal.report.stats``; the figures in
+``tidal.report.figures`` import matplotlib (the optional ``report`` extra) only when they draw.
+"""
+
+from tidal.report.stats import area_under_curve, auroc, kl_divergence, mean_ci
+from tidal.report.summary import SettingSummary, summarize
+from tidal.report.tables import format_markdown
 from tidal.report.writer import write_report
 
-__all__ = ["SettingSummary", "format_markdown", "summarize", "write_report"]
+__all__ = [
+    "SettingSummary",
+    "area_under_curve",
+    "auroc",
+    "format_markdown",
+    "kl_divergence",
+    "mean_ci",
+    "summarize",
+    "write_report",
+]

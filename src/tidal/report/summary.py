@@ -1,99 +1,168 @@
-"""Summary tables computed from stored results only.
+"""Per-setting statistics computed from stored results only.
 
-Relative improvement of a method over random at a cycle (the paper's Figures 3-5) is
-``100 * (acc_method - acc_random) / acc_random`` for each seed that has both, then averaged
-over seeds.
+For each (dataset, imbalance) setting and method: test accuracy per cycle and the relative
+improvement over random per cycle (the paper's Figures 3-5: ``100 * (acc_method -
+acc_random) / acc_random`` for each seed that has both, then mean and 95% CI across seeds),
+one-number summaries per method (mean relative improvement over the cycles after the first,
+which all methods share because the initial labeled set depends on the seed only; and the
+normalised area under the accuracy-vs-labels curve), the class make-up of what each method
+selected, and the wall time per cycle.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from tidal.report.stats import area_under_curve, mean_ci
 from tidal.results import CycleRecord
 
-__all__ = ["SettingSummary", "summarize", "format_markdown"]
+__all__ = ["REFERENCE", "Curve", "Overall", "SettingSummary", "Timing", "summarize", "tail_classes"]
 
-REFERENCE = "random"
+REFERENCE = "random"  # the method every other is compared with
+NAN = float("nan")
+
+
+@dataclass
+class Curve:
+    """A statistic per cycle, across seeds."""
+
+    mean: list[float]  # mean across seeds (NaN where no seed has the cycle)
+    half: list[float]  # half-width of the confidence interval (NaN with fewer than 2 seeds)
+    n: list[int]  # number of seeds behind each point
+
+
+@dataclass
+class Overall:
+    """One-number summaries of a method in a setting, each as (mean, CI half-width) across seeds."""
+
+    relative: tuple[float, float]  # mean relative improvement over random (%) over cycles 2..K (NaN: no random)
+    auc: tuple[float, float]  # area under accuracy (%) vs labels, divided by the label range (%)
+    seeds: int  # seeds with every cycle stored (the ones behind ``auc``)
+
+
+@dataclass
+class Timing:
+    """Wall time of a method's cycles, in seconds."""
+
+    train: float  # mean training time per cycle
+    score: float  # mean scoring (selection) time per cycle
+    eval: float  # mean test-set evaluation time per cycle
+    per_cycle: list[float]  # mean total (train + score + eval) per cycle index, across seeds
+    per_run: float  # mean over complete seeds of the summed time of all cycles
 
 
 @dataclass
 class SettingSummary:
-    """Per-method statistics of one (dataset, imbalance) setting."""
+    """Everything the report shows about one (dataset, imbalance) setting."""
 
     dataset: str
     imbalance: float
-    n_labeled: list[int]  # labeled-set size per cycle (from the first method's first seed)
-    accuracy: dict[str, list[float]]  # method -> mean test accuracy (%) per cycle
-    accuracy_std: dict[str, list[float]]  # method -> std across seeds (%) per cycle
-    seeds: dict[str, int]  # method -> number of seeds with every cycle stored
-    relative: dict[str, list[float]]  # method -> mean relative improvement over random (%) per cycle
+    n_labeled: list[int]  # labeled-set size per cycle
+    methods: list[str]  # random first, then alphabetical
+    num_classes: int
+    tail: list[int]  # the tail half of the classes (class C-1 is the rarest under long-tail sampling)
+    confidence: float  # of every interval, e.g. 0.95
+    accuracy: dict[str, Curve] = field(default_factory=dict)  # test accuracy (%)
+    relative: dict[str, Curve] = field(default_factory=dict)  # improvement over random (%); empty without random
+    overall: dict[str, Overall] = field(default_factory=dict)
+    tail_selected: dict[str, Curve] = field(default_factory=dict)  # per selection round: tail samples picked
+    selected: dict[str, list[float]] = field(default_factory=dict)  # per selection round: samples picked (mean)
+    final_counts: dict[str, list[float]] = field(default_factory=dict)  # labeled per class at the last cycle (mean)
+    timing: dict[str, Timing] = field(default_factory=dict)
+    best: str | None = None  # method with the highest mean area under the accuracy curve
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe name of the setting, e.g. ``fashion-mnist-ir10``."""
+        return f"{self.dataset}-ir{self.imbalance:g}".replace("/", "-").replace(" ", "-")
 
 
-def summarize(records: list[CycleRecord]) -> list[SettingSummary]:
-    """Group records by setting, method and cycle; only complete cycles of a seed count."""
+def tail_classes(num_classes: int) -> list[int]:
+    """The last ``num_classes // 2`` class indices: the rare half under long-tail sampling."""
+    return list(range(num_classes - num_classes // 2, num_classes))
+
+
+def _curve(per_cycle: list[list[float]], confidence: float) -> Curve:
+    stats = [mean_ci(v, confidence) if v else (NAN, NAN) for v in per_cycle]
+    return Curve([m for m, _ in stats], [h for _, h in stats], [len(v) for v in per_cycle])
+
+
+def _relative(acc: float, ref: float) -> float:
+    """Relative improvement (%) of accuracy ``acc`` over ``ref``; NaN when random scored 0."""
+    return 100.0 * (acc - ref) / ref if ref > 0 else NAN
+
+
+def _summarize_setting(recs: list[CycleRecord], confidence: float) -> SettingSummary:
+    by: dict[str, dict[int, dict[int, CycleRecord]]] = defaultdict(lambda: defaultdict(dict))  # method->seed->cycle
+    sizes: dict[int, int] = {}
+    for r in recs:
+        by[r.method][r.seed][r.cycle] = r
+        sizes.setdefault(r.cycle, r.n_labeled)
+    cycles = sorted(sizes)
+    methods = sorted(by, key=lambda m: (m != REFERENCE, m))
+    num_classes = len(recs[0].class_counts)
+    s = SettingSummary(recs[0].dataset, recs[0].imbalance, [sizes[c] for c in cycles], methods, num_classes,
+                       tail_classes(num_classes), confidence)
+    acc = {m: {seed: {c: 100.0 * r.accuracy for c, r in cs.items()} for seed, cs in by[m].items()} for m in methods}
+    ref = acc.get(REFERENCE)
+    for m in methods:
+        s.accuracy[m] = _curve([[a[c] for a in acc[m].values() if c in a] for c in cycles], confidence)
+        complete = [seed for seed, a in acc[m].items() if all(c in a for c in cycles)]
+        aucs = [area_under_curve(s.n_labeled, [acc[m][seed][c] for c in cycles]) for seed in complete]
+        rel_overall = (NAN, NAN)
+        if ref is not None:
+            rel = {seed: {c: _relative(a[c], ref[seed][c]) for c in a if c in ref[seed]}
+                   for seed, a in acc[m].items() if seed in ref}
+            s.relative[m] = _curve([[r[c] for r in rel.values() if c in r] for c in cycles], confidence)
+            later = cycles[1:] or cycles  # cycle 1 is the shared random initial set
+            paired = [float(np.mean([rel[seed][c] for c in later])) for seed in complete
+                      if seed in rel and all(c in rel[seed] for c in later)]
+            rel_overall = mean_ci(paired, confidence) if paired else (NAN, NAN)
+        s.overall[m] = Overall(rel_overall, mean_ci(aucs, confidence) if aucs else (NAN, NAN), len(complete))
+        _class_makeup(s, m, by[m], cycles)
+        _timing(s, m, by[m], cycles, complete)
+    ranked = [m for m in methods if s.overall[m].auc[0] == s.overall[m].auc[0]]  # drop NaN
+    s.best = max(ranked, key=lambda m: s.overall[m].auc[0]) if ranked else None
+    return s
+
+
+def _class_makeup(s: SettingSummary, m: str, seeds: dict[int, dict[int, CycleRecord]], cycles: list[int]) -> None:
+    """What was labeled at the end of cycle c = class counts of cycle c+1 minus those of cycle c."""
+    tail, picked = [], []
+    for c, nxt in zip(cycles[:-1], cycles[1:]):
+        diffs = [np.subtract(cs[nxt].class_counts, cs[c].class_counts)
+                 for cs in seeds.values() if c in cs and nxt in cs]
+        tail.append([float(d[s.tail].sum()) for d in diffs])
+        picked.append(float(np.mean([d.sum() for d in diffs])) if diffs else NAN)
+    s.tail_selected[m] = _curve(tail, s.confidence)
+    s.selected[m] = picked
+    last = [cs[cycles[-1]].class_counts for cs in seeds.values() if cycles[-1] in cs]
+    s.final_counts[m] = np.mean(last, axis=0).tolist() if last else [NAN] * s.num_classes
+
+
+def _timing(s: SettingSummary, m: str, seeds: dict[int, dict[int, CycleRecord]], cycles: list[int],
+            complete: list[int]) -> None:
+    def total(r: CycleRecord) -> float:
+        return r.train_seconds + r.score_seconds + r.eval_seconds
+
+    rs = [r for cs in seeds.values() for r in cs.values()]
+    per_cycle = [[total(cs[c]) for cs in seeds.values() if c in cs] for c in cycles]
+    runs = [sum(total(r) for r in seeds[seed].values()) for seed in complete]
+    s.timing[m] = Timing(
+        train=float(np.mean([r.train_seconds for r in rs])),
+        score=float(np.mean([r.score_seconds for r in rs])),
+        eval=float(np.mean([r.eval_seconds for r in rs])),
+        per_cycle=[float(np.mean(v)) if v else NAN for v in per_cycle],
+        per_run=float(np.mean(runs)) if runs else NAN,
+    )
+
+
+def summarize(records: list[CycleRecord], confidence: float = 0.95) -> list[SettingSummary]:
+    """One ``SettingSummary`` per (dataset, imbalance), in sorted order."""
     by_setting: dict[tuple[str, float], list[CycleRecord]] = defaultdict(list)
     for r in records:
         by_setting[(r.dataset, r.imbalance)].append(r)
-    summaries = []
-    for (dataset, imbalance), recs in sorted(by_setting.items()):
-        acc: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))  # method->cycle->seed
-        sizes: dict[int, int] = {}
-        for r in recs:
-            acc[r.method][r.cycle][r.seed] = 100.0 * r.accuracy
-            sizes.setdefault(r.cycle, r.n_labeled)
-        cycles = sorted(sizes)
-        methods = sorted(acc, key=lambda m: (m != REFERENCE, m))
-        s = SettingSummary(dataset, imbalance, [sizes[c] for c in cycles], {}, {}, {}, {})
-        for m in methods:
-            per_cycle = [acc[m].get(c, {}) for c in cycles]
-            s.accuracy[m] = [float(np.mean(list(v.values()))) if v else float("nan") for v in per_cycle]
-            s.accuracy_std[m] = [float(np.std(list(v.values()))) if v else float("nan") for v in per_cycle]
-            s.seeds[m] = len(per_cycle[-1]) if per_cycle else 0
-            if REFERENCE in acc:
-                rel = []
-                for c in cycles:
-                    ref = acc[REFERENCE].get(c, {})
-                    pairs = [(a, ref[seed]) for seed, a in acc[m].get(c, {}).items() if seed in ref]
-                    rel.append(float(np.mean([100.0 * (a - b) / b for a, b in pairs])) if pairs else float("nan"))
-                s.relative[m] = rel
-        summaries.append(s)
-    return summaries
-
-
-def _fmt(x: float, digits: int = 2, signed: bool = False) -> str:
-    if x != x:  # NaN
-        return "–"
-    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
-
-
-def format_markdown(summaries: list[SettingSummary]) -> str:
-    """Markdown tables: mean accuracy per cycle and relative improvement over random."""
-    lines: list[str] = []
-    for s in summaries:
-        lines.append(f"### {s.dataset}, imbalance ratio {s.imbalance:g}")
-        lines.append("")
-        head = "| method | seeds | " + " | ".join(f"{n}" for n in s.n_labeled) + " |"
-        rule = "|---|---:|" + "---:|" * len(s.n_labeled)
-        lines += ["Mean test accuracy (%) by number of labeled samples:", "", head, rule]
-        for m, row in s.accuracy.items():
-            lines.append(f"| {m} | {s.seeds[m]} | " + " | ".join(_fmt(v) for v in row) + " |")
-        lines.append("")
-        if s.relative:
-            lines += ["Relative accuracy improvement over random (%), mean over seeds; "
-                      "the last column averages the cycles after the first:", ""]
-            lines.append("| method | " + " | ".join(f"{n}" for n in s.n_labeled) + " | mean |")
-            lines.append("|---|" + "---:|" * (len(s.n_labeled) + 1))
-            for m, row in s.relative.items():
-                if m == REFERENCE:
-                    continue
-                tail = [v for v in row[1:] if v == v]
-                mean = float(np.mean(tail)) if tail else float("nan")
-                lines.append(f"| {m} | " + " | ".join(_fmt(v, signed=True) for v in row) + f" | "
-                             f"{_fmt(mean, signed=True)} |")
-            lines.append("")
-        else:
-            lines += ["(no `random` runs in this setting, so no relative improvement)", ""]
-    return "\n".join(lines)
+    return [_summarize_setting(recs, confidence) for _, recs in sorted(by_setting.items())]

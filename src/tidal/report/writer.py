@@ -1,4 +1,14 @@
-"""Write ``report.md``, ``results.csv`` and ``results.json`` for a run directory."""
+"""Write the report of a run directory from its database.
+
+Files written (each atomically: a temporary file, then ``os.replace``):
+
+* ``report.md``: per (dataset, imbalance) setting, a summary table (mean relative improvement
+  over random and area under the accuracy curve, with CIs; the best method in bold), the
+  figures, the per-cycle tables, the class make-up table and the timing table;
+* ``report.html``: the same as one self-contained page (figures inlined);
+* ``figures/*.png``: the figures (only when matplotlib is installed);
+* ``results.csv`` (one row per stored cycle, without index lists) and ``results.json`` (all of it).
+"""
 
 from __future__ import annotations
 
@@ -8,20 +18,90 @@ import os
 from pathlib import Path
 
 from tidal.errors import RunDirectoryError
-from tidal.report.summary import format_markdown, summarize
-from tidal.results import DB_NAME, ResultStore
+from tidal.report.document import Document
+from tidal.report.style import figures_available
+from tidal.report.summary import SettingSummary, summarize
+from tidal.report.tables import (
+    accuracy_table,
+    classes_table,
+    format_markdown,
+    overview_table,
+    relative_table,
+    timing_table,
+)
+from tidal.results import DB_NAME, CycleRecord, ResultStore
 
-__all__ = ["write_report"]
+__all__ = ["FIGURES_DIR", "write_report"]
+
+FIGURES_DIR = "figures"  # folder of the PNGs, inside the run directory
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
+def _setting_section(doc: Document, s: SettingSummary, figs: dict[str, tuple[Path, str]]) -> None:
+    doc.heading(2, f"{s.dataset}, imbalance ratio {s.imbalance:g}")
+    if s.best is not None:
+        doc.paragraph(f"Best method by area under the accuracy curve: **{s.best}**.")
+    doc.table(overview_table(s))
+    for kind in ("relative", "accuracy", "ablation"):
+        if kind in figs:
+            doc.figure(*figs[kind])
+    if not s.relative:
+        doc.paragraph("No `random` runs in this setting, so no relative improvement.")
+    doc.table(relative_table(s))
+    doc.table(accuracy_table(s))
+    doc.heading(3, "Class make-up of the selections")
+    doc.table(classes_table(s))
+    if "classes" in figs:
+        doc.figure(*figs["classes"])
+    doc.heading(3, "Wall time")
+    doc.table(timing_table(s))
+    if "timing" in figs:
+        doc.figure(*figs["timing"])
+
+
+def _build_document(run_dir: Path, records: list[CycleRecord], summaries: list[SettingSummary],
+                    cfg: dict) -> Document:
+    doc = Document("TiDAL active-learning report")
+    doc.paragraph(f"Run directory: `{run_dir}`. {len(records)} stored cycles in {len(summaries)} setting(s); "
+                  "every number below is computed from `results.sqlite`.")
+    draw = figures_available()
+    if not draw:
+        doc.paragraph("Figures need matplotlib: `pip install tidal-al[report]`, then `tidal report "
+                      f"{run_dir}` again.")
+    for s in summaries:
+        figs = {}
+        if draw:
+            from tidal.report.figures import write_setting_figures  # imports matplotlib when drawing
+
+            figs = write_setting_figures(s, run_dir / FIGURES_DIR)
+        _setting_section(doc, s, figs)
+    doc.heading(2, "Configuration")
+    doc.code(json.dumps(cfg, indent=2))
+    return doc
+
+
+def _write_tables(run_dir: Path, records: list[CycleRecord], cfg: dict) -> None:
+    rows = [r.summary_dict() for r in records]
+    tmp = run_dir / "results.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, run_dir / "results.csv")
+    _atomic_write(run_dir / "results.json", json.dumps({"config": cfg, "cycles": [r.__dict__ for r in records]}))
+
+
 def write_report(run_dir: str | Path) -> str:
-    """Regenerate the report files of ``run_dir`` from its database; returns the summary markdown."""
+    """Regenerate the report files of ``run_dir`` from its database; returns the summary markdown.
+
+    Raises:
+        RunDirectoryError: ``run_dir`` holds no results database, or no finished cycle.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / DB_NAME).is_file():
         raise RunDirectoryError(f"{run_dir} holds no {DB_NAME}; pass the --out directory of a `tidal run`")
@@ -30,18 +110,10 @@ def write_report(run_dir: str | Path) -> str:
         config = store.config()
     if not records:
         raise RunDirectoryError(f"{run_dir} has no finished cycle yet; run `tidal run` first")
-    summary = format_markdown(summarize(records))
     cfg = config.to_dict() if config else {}
-    md = ["# TiDAL active-learning report", "", f"Run directory: `{run_dir}`", "", summary,
-          "## Configuration", "", "```json", json.dumps(cfg, indent=2), "```", ""]
-    _atomic_write(run_dir / "report.md", "\n".join(md))
-    rows = [r.summary_dict() for r in records]
-    tmp = run_dir / "results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, run_dir / "results.csv")
-    _atomic_write(run_dir / "results.json",
-                  json.dumps({"config": cfg, "cycles": [r.__dict__ for r in records]}))
-    return summary
+    summaries = summarize(records)
+    doc = _build_document(run_dir, records, summaries, cfg)
+    _atomic_write(run_dir / "report.md", doc.to_markdown(base=run_dir))
+    _atomic_write(run_dir / "report.html", doc.to_html())
+    _write_tables(run_dir, records, cfg)
+    return format_markdown(summaries)

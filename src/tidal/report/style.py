@@ -1,0 +1,79 @@
+"""The look shared by every figure: one fixed colour per method, figure creation, atomic PNG saving.
+
+matplotlib is optional (the ``report`` extra), so it is imported inside ``new_figure`` only;
+importing this module costs nothing. Figures are built with the object-oriented API and the
+Agg canvas directly (no ``pyplot``), so no global backend state is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DPI", "METHOD_COLORS", "figures_available", "method_color", "new_figure", "save_figure"]
+
+DPI = 120  # dots per inch of the saved PNGs
+
+# A method keeps its colour in every figure and every run, however many methods a run has.
+METHOD_COLORS: dict[str, str] = {
+    "random": "#4d4d4d",  # dark grey: the reference
+    "tidal-entropy": "#d62728",  # TiDAL in reds and oranges
+    "tidal-margin": "#ff7f0e",
+    "tidal-exact": "#8c1a3c",
+    "entropy": "#1f77b4",  # the snapshot counterparts in blues
+    "margin": "#17becf",
+    "least-confidence": "#9467bd",
+    "bald": "#2ca02c",
+    "coreset": "#8c564b",
+    "core-set": "#8c564b",
+    "lloss": "#e377c2",
+    "learning-loss": "#e377c2",
+    "cal": "#bcbd22",
+    "vaal": "#393b79",
+    "ta-vaal": "#637939",
+}
+# Methods not listed above draw from this palette by a hash of their name (stable across runs).
+_EXTRA = ["#6b6ecf", "#b5cf6b", "#e7969c", "#de9ed6", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#843c39",
+          "#7b4173"]
+
+
+def method_color(method: str) -> str:
+    """The colour of ``method``: fixed for known names, a hash-chosen one otherwise."""
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    return _EXTRA[zlib.crc32(method.encode()) % len(_EXTRA)]
+
+
+def figures_available() -> bool:
+    """Whether matplotlib is installed (``pip install tidal-al[report]``)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 4.2) -> tuple[Any, Any]:
+    """A matplotlib ``Figure`` on an Agg canvas and its axes (an array when there are several).
+
+    ``width`` and ``height`` are inches per panel.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=True)
+    return fig, axes
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically (temporary file, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=DPI)
+    os.replace(tmp, path)
+    return path

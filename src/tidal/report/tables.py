@@ -1,0 +1,152 @@
+"""The report's tables, built once from a ``SettingSummary`` and rendered as Markdown or HTML."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+
+from tidal.report.summary import REFERENCE, Curve, SettingSummary
+
+__all__ = [
+    "Table",
+    "accuracy_table",
+    "classes_table",
+    "format_markdown",
+    "overview_table",
+    "relative_table",
+    "timing_table",
+]
+
+
+@dataclass
+class Table:
+    """A table of preformatted cells; rows listed in ``bold`` are emphasised (e.g. the best method)."""
+
+    header: list[str]
+    rows: list[list[str]]
+    caption: str = ""  # one sentence saying what the numbers are, with units
+    bold: set[int] = field(default_factory=set)  # row numbers to render in bold
+
+    def to_markdown(self) -> str:
+        lines = [self.caption, ""] if self.caption else []
+        lines.append("| " + " | ".join(self.header) + " |")
+        lines.append("|---|" + "---:|" * (len(self.header) - 1))
+        for i, row in enumerate(self.rows):
+            cells = [f"**{c}**" if i in self.bold and c else c for c in row]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def to_html(self) -> str:
+        out = ["<table>"]
+        if self.caption:
+            out.append(f"<caption>{html.escape(self.caption)}</caption>")
+        out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in self.header) + "</tr>")
+        for i, row in enumerate(self.rows):
+            cells = [html.escape(c) for c in row]
+            if i in self.bold:
+                cells = [f"<strong>{c}</strong>" for c in cells]
+            cls = ' class="best"' if i in self.bold else ""
+            out.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        out.append("</table>")
+        return "\n".join(out) + "\n"
+
+
+def _num(x: float, digits: int = 2, signed: bool = False) -> str:
+    if x != x:  # NaN
+        return "–"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def _ci(mean: float, half: float, digits: int = 2, signed: bool = False) -> str:
+    """``mean ± half``; only the mean when the interval is undefined (a single seed)."""
+    if mean != mean:
+        return "–"
+    return _num(mean, digits, signed) + ("" if half != half else f" ± {half:.{digits}f}")
+
+
+def _curve_cells(c: Curve, signed: bool = False) -> list[str]:
+    return [_ci(m, h, signed=signed) for m, h in zip(c.mean, c.half)]
+
+
+def _pct(confidence: float) -> str:
+    return f"{100 * confidence:g}%"
+
+
+def overview_table(s: SettingSummary) -> Table:
+    """Per method: mean relative improvement over random and area under the accuracy curve, with CIs."""
+    rows, bold = [], set()
+    for i, m in enumerate(s.methods):
+        o = s.overall[m]
+        rel = "(reference)" if m == REFERENCE else _ci(*o.relative, signed=True)
+        rows.append([m, str(o.seeds), rel, _ci(*o.auc)])
+        if m == s.best:
+            bold.add(i)
+    if len(s.n_labeled) > 1:
+        how = (f"Relative improvement: over random, averaged over cycles 2-{len(s.n_labeled)} (cycle 1 is the shared "
+               f"random initial set). Area: under test accuracy (%) vs labeled samples ({s.n_labeled[0]}-"
+               f"{s.n_labeled[-1]}), divided by the label range.")
+    else:
+        how = "Only cycle 1 is stored so far: both columns describe its accuracy alone."
+    caption = f"Mean ± {_pct(s.confidence)} CI across seeds. {how} Bold: the highest area."
+    return Table(["method", "seeds", "rel. improvement (%)", "area under accuracy (%)"], rows, caption, bold)
+
+
+def accuracy_table(s: SettingSummary) -> Table:
+    rows = [[m] + _curve_cells(s.accuracy[m]) for m in s.methods]
+    return Table(["method"] + [str(n) for n in s.n_labeled], rows,
+                 f"Test accuracy (%) by number of labeled samples, mean ± {_pct(s.confidence)} CI across seeds.")
+
+
+def relative_table(s: SettingSummary) -> Table | None:
+    """None when the setting has no random runs."""
+    if not s.relative:
+        return None
+    rows = [[m] + _curve_cells(s.relative[m], signed=True) for m in s.methods if m != REFERENCE]
+    return Table(["method"] + [str(n) for n in s.n_labeled], rows,
+                 f"Relative accuracy improvement over random (%) by number of labeled samples, "
+                 f"mean ± {_pct(s.confidence)} CI across seeds.")
+
+
+def classes_table(s: SettingSummary) -> Table:
+    """Tail-half samples picked per selection round, their share, and the final labeled set's balance."""
+    rounds = [f"{n}→{m}" for n, m in zip(s.n_labeled[:-1], s.n_labeled[1:])]
+    rows = []
+    for m in s.methods:
+        picked = [x for x in s.selected[m] if x == x]
+        tail = [x for x in s.tail_selected[m].mean if x == x]
+        share = 100.0 * sum(tail) / sum(picked) if picked and sum(picked) > 0 else float("nan")
+        final = s.final_counts[m]
+        total = sum(final)
+        final_share = 100.0 * sum(final[c] for c in s.tail) / total if total > 0 else float("nan")
+        if any(c != c for c in final):  # the method has not reached the last cycle yet
+            ratio_cell = "–"
+        else:
+            ratio_cell = _num(max(final) / min(final), 2) if min(final) > 0 else "∞"
+        rows.append([m] + _curve_cells(s.tail_selected[m]) + [_num(share, 1), _num(final_share, 1), ratio_cell])
+    tail = f"classes {s.tail[0]}-{s.tail[-1]}" if s.tail else "none"
+    caption = (f"Samples from the tail half of the classes ({tail} of {s.num_classes}) selected in each round "
+               f"(labeled-set size before→after), mean ± {_pct(s.confidence)} CI across seeds; their share of all "
+               "selected samples; the tail share of the final labeled set; and its largest/smallest class ratio.")
+    return Table(["method"] + rounds + ["tail share of selected (%)", "tail share of labeled set (%)",
+                                         "labeled max/min"], rows, caption)
+
+
+def timing_table(s: SettingSummary) -> Table:
+    rows = []
+    for m in s.methods:
+        t = s.timing[m]
+        rows.append([m, _num(t.train, 1), _num(t.score, 1), _num(t.eval, 1), _num(t.train + t.score + t.eval, 1),
+                     _num(t.per_run, 0)])
+    return Table(["method", "train (s)", "score (s)", "eval (s)", "total (s)", "whole run (s)"], rows,
+                 "Wall time per cycle in seconds, mean over seeds and cycles; whole run: all cycles of one seed.")
+
+
+def format_markdown(summaries: list[SettingSummary]) -> str:
+    """The summary printed by ``tidal report``: per setting, the overview and the per-cycle tables."""
+    parts = []
+    for s in summaries:
+        parts += [f"### {s.dataset}, imbalance ratio {s.imbalance:g}", "", overview_table(s).to_markdown(),
+                  accuracy_table(s).to_markdown()]
+        rel = relative_table(s)
+        parts.append(rel.to_markdown() if rel else "(no `random` runs in this setting, so no relative improvement)\n")
+    return "\n".join(parts)

@@ -1,0 +1,74 @@
+"""Figures from arrays (the paper's Figures 2 and 7), method colours and the ablation's methods."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import numpy as np
+import pytest
+
+from tidal.report.figures import ablation_methods, plot_score_distributions, plot_td_prediction_kl
+from tidal.report.style import METHOD_COLORS, method_color
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_td_prediction_kl_figure(tmp_path):
+    epochs = np.arange(1, 21)
+    path = plot_td_prediction_kl(epochs, 2.0 / epochs, 1.5 - 0.02 * epochs, tmp_path / "fig7.png")
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match="equal length"):
+        plot_td_prediction_kl(epochs, epochs[:-1], epochs, tmp_path / "bad.png")
+
+
+def _scores(n: int = 400) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(0)
+    is_tail = rng.random(n) < 0.3
+    return {
+        "H (snapshot)": rng.normal(0.5, 0.2, n) + 0.05 * is_tail,
+        "M (snapshot)": rng.normal(0.4, 0.2, n),
+        "H-bar (TD)": rng.normal(0.3, 0.1, n) + 0.5 * is_tail,
+        "M-bar (TD)": rng.normal(0.2, 0.1, n) + 0.4 * is_tail,
+    }, is_tail
+
+
+def test_score_distribution_figure_with_kde_and_without_scipy(tmp_path, monkeypatch):
+    scores, is_tail = _scores()
+    assert plot_score_distributions(scores, is_tail, tmp_path / "kde.png").read_bytes()[:8] == PNG_MAGIC
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)  # histogram fallback
+    assert plot_score_distributions(scores, is_tail, tmp_path / "hist.png").stat().st_size > 10_000
+
+
+def test_score_distribution_errors(tmp_path):
+    scores, is_tail = _scores(50)
+    with pytest.raises(ValueError, match="some as head"):
+        plot_score_distributions(scores, np.ones(50, dtype=bool), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="49 values"):
+        plot_score_distributions({"H": np.zeros(49)}, is_tail, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="empty"):
+        plot_score_distributions({}, is_tail, tmp_path / "x.png")
+
+
+def test_method_colours_are_fixed_distinct_and_stable():
+    paper = ["random", "tidal-entropy", "tidal-margin", "tidal-exact", "entropy", "margin", "least-confidence",
+             "bald", "coreset", "lloss", "cal", "vaal", "ta-vaal"]
+    assert len({method_color(m) for m in paper}) == len(paper)
+    assert method_color("tidal-entropy") == METHOD_COLORS["tidal-entropy"]
+    new = method_color("some-new-method")
+    assert re.fullmatch(r"#[0-9a-f]{6}", new) and method_color("some-new-method") == new
+
+
+class _Setting:
+    def __init__(self, methods: list[str]) -> None:
+        self.methods = methods
+
+
+@pytest.mark.parametrize("methods, expected", [
+    (["random", "tidal-entropy", "entropy", "margin"], ["tidal-entropy", "entropy", "margin"]),
+    (["random", "tidal-margin", "tidal-exact", "margin"], ["tidal-margin", "tidal-exact", "margin"]),
+    (["random", "tidal-entropy"], []),  # no snapshot counterpart
+    (["random", "entropy", "margin"], []),  # no TiDAL
+])
+def test_ablation_uses_only_the_methods_present(methods, expected):
+    assert ablation_methods(_Setting(methods)) == expected

@@ -1,0 +1,109 @@
+"""tidal.report.stats against hand-computed answers and scipy."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from tidal.report.stats import area_under_curve, auroc, kl_divergence, mean_ci, t_quantile
+from tidal.report import stats as report_stats
+
+
+def test_mean_ci_by_hand():
+    # values 1, 2, 3: mean 2, sample std 1, t_{0.975, 2} = 4.302652729911275
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert half == pytest.approx(4.302652729911275 / math.sqrt(3), rel=1e-9)
+
+
+@pytest.mark.parametrize("values", [[0.61, 0.64, 0.66], [1.0, 4.0, 2.5, 3.5, 0.5], [10.0, 10.5]])
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_mean_ci_equals_scipy_interval(values, confidence):
+    x = np.asarray(values)
+    lo, hi = sps.t.interval(confidence, x.size - 1, loc=x.mean(), scale=sps.sem(x))
+    mean, half = mean_ci(x, confidence)
+    assert mean - half == pytest.approx(lo, rel=1e-10)
+    assert mean + half == pytest.approx(hi, rel=1e-10)
+
+
+def test_mean_ci_edges():
+    mean, half = mean_ci([0.7])
+    assert mean == 0.7 and math.isnan(half)  # one seed: no interval
+    assert mean_ci([2.0, 2.0, 2.0]) == (2.0, 0.0)
+    with pytest.raises(ValueError, match="at least one value"):
+        mean_ci([])
+    with pytest.raises(ValueError, match="confidence=95"):
+        mean_ci([1.0, 2.0], confidence=95)
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 6, 9, 10, 29, 60])
+@pytest.mark.parametrize("q", [0.6, 0.95, 0.975, 0.995])
+def test_exact_t_quantile_without_scipy_matches_scipy(df, q):
+    assert report_stats._t_quantile_exact(q, df) == pytest.approx(sps.t.ppf(q, df), rel=1e-9)
+
+
+def test_mean_ci_without_scipy(monkeypatch):
+    values = [0.61, 0.64, 0.66, 0.70]
+    expected = mean_ci(values)
+    monkeypatch.setitem(sys.modules, "scipy", None)  # `from scipy import stats` now raises ImportError
+    assert mean_ci(values) == pytest.approx(expected, rel=1e-9)
+    assert t_quantile(0.975, 1) == pytest.approx(12.706204736174705, rel=1e-9)
+
+
+def test_auroc_by_hand():
+    # positives 0.35 and 0.8, negatives 0.1 and 0.4: of the 4 pairs, 3 rank the positive higher
+    assert auroc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == 0.75
+    # ties count one half: pos {2, 3} vs neg {1, 2}: (1 + 0.5 + 1 + 1) / 4
+    assert auroc([1, 2, 2, 3], [False, True, False, True]) == 0.875
+    assert auroc([5, 5, 5, 5], [True, False, True, False]) == 0.5
+    assert auroc([0.0, 1.0], [False, True]) == 1.0
+    assert auroc([0.0, 1.0], [True, False]) == 0.0
+
+
+def test_auroc_equals_pairwise_definition_and_mann_whitney():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, size=40).astype(float)  # many ties
+    pos = rng.random(40) < 0.4
+    p, n = scores[pos], scores[~pos]
+    pairwise = ((p[:, None] > n[None, :]).sum() + 0.5 * (p[:, None] == n[None, :]).sum()) / (p.size * n.size)
+    assert auroc(scores, pos) == pytest.approx(pairwise, rel=1e-12)
+    u = sps.mannwhitneyu(p, n).statistic
+    assert auroc(scores, pos) == pytest.approx(u / (p.size * n.size), rel=1e-12)
+
+
+def test_auroc_errors():
+    with pytest.raises(ValueError, match="0 positive"):
+        auroc([0.1, 0.2], [False, False])
+    with pytest.raises(ValueError, match="3 values"):
+        auroc([0.1, 0.2, 0.3], [True, False])
+    with pytest.raises(ValueError, match="NaN"):
+        auroc([0.1, float("nan")], [True, False])
+
+
+def test_kl_divergence_by_hand():
+    p = np.array([[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]])
+    q = np.array([[0.25, 0.75], [0.5, 0.5], [0.2, 0.8]])
+    expected = [0.5 * math.log(2) + 0.5 * math.log(0.5 / 0.75), math.log(2), 0.0]  # row 2: 0 log 0 = 0
+    np.testing.assert_allclose(kl_divergence(p, q), expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(kl_divergence(p, q), sps.entropy(p, q, axis=1), rtol=1e-12, atol=1e-15)
+    assert kl_divergence([0.5, 0.5], [1.0, 0.0])[0] == math.inf
+    assert kl_divergence([0.3, 0.7], [0.3, 0.7]).shape == (1,)
+    with pytest.raises(ValueError, match="shape"):
+        kl_divergence(np.ones((2, 3)) / 3, np.ones((2, 2)) / 2)
+
+
+def test_area_under_curve_by_hand():
+    # trapezoids: [0, 1] area 1, [1, 3] area 4; divided by the range 3
+    assert area_under_curve([0, 1, 3], [0, 2, 2]) == pytest.approx(5 / 3)
+    assert area_under_curve([100, 150, 250], [60.0, 60.0, 60.0]) == pytest.approx(60.0)
+    assert area_under_curve([100], [55.0]) == 55.0
+    x, y = np.array([1.0, 2.0, 4.0, 8.0]), np.array([0.3, 0.5, 0.6, 0.65])
+    assert area_under_curve(x, y) == pytest.approx(np.trapezoid(y, x) / 7.0)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        area_under_curve([1, 1, 2], [0, 1, 2])
+    with pytest.raises(ValueError, match="equal length"):
+        area_under_curve([1, 2], [0.5])

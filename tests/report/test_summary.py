@@ -1,0 +1,114 @@
+"""summarize() and the tables against statistics recomputed by hand from the synthetic run."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from tidal.report import summarize
+from tidal.report.tables import classes_table, overview_table, timing_table
+from tidal.results import DB_NAME, ResultStore
+
+
+def scipy_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% Student-t interval, straight from scipy."""
+    x = np.asarray(values)
+    if np.ptp(x) == 0:
+        return float(x.mean()), 0.0  # scipy answers NaN for a zero-width interval
+    lo, hi = sps.t.interval(0.95, x.size - 1, loc=x.mean(), scale=sps.sem(x))
+    return float(x.mean()), float(hi - lo) / 2
+
+
+def relative(synth, method: str, seed: int, cycle: int) -> float:
+    ref = synth.accuracy("random", seed, cycle)
+    return 100.0 * (synth.accuracy(method, seed, cycle) - ref) / ref
+
+
+def area(synth, method: str, seed: int) -> float:
+    """Area under accuracy (%) vs labels 100..250, divided by the range 150."""
+    return float(np.trapezoid([100 * synth.accuracy(method, seed, c) for c in range(4)], synth.N_LABELED)) / 150.0
+
+
+@pytest.fixture(scope="module")
+def summary(synth, tmp_path_factory):
+    path = synth.build_run(tmp_path_factory.mktemp("summary"))
+    with ResultStore(path / DB_NAME) as store:
+        (s,) = summarize(store.records())
+    return s
+
+
+def test_relative_curves_equal_hand_computation(synth, summary):
+    assert summary.n_labeled == list(synth.N_LABELED)
+    assert summary.methods == ["random", "entropy", "margin", "tidal-entropy"]
+    for m in synth.METHODS:
+        for c in range(4):
+            mean, half = scipy_ci([relative(synth, m, seed, c) for seed in synth.SEEDS])
+            assert summary.relative[m].mean[c] == pytest.approx(mean, abs=1e-9)
+            assert summary.relative[m].half[c] == pytest.approx(half, rel=1e-9, abs=1e-9)
+    # one point by hand: seed 0 at 150 labels, tidal-entropy 0.64 vs random 0.60
+    assert relative(synth, "tidal-entropy", 0, 1) == pytest.approx(100 * 0.04 / 0.60)
+
+
+def test_overall_relative_and_area_equal_hand_computation(synth, summary):
+    for m in synth.METHODS:
+        o = summary.overall[m]
+        assert o.seeds == 3
+        assert o.auc == pytest.approx(scipy_ci([area(synth, m, seed) for seed in synth.SEEDS]), rel=1e-9)
+        if m != "random":
+            per_seed = [np.mean([relative(synth, m, seed, c) for c in (1, 2, 3)]) for seed in synth.SEEDS]
+            assert o.relative == pytest.approx(scipy_ci(per_seed), rel=1e-9)
+    # random's area for seed 0 by hand: (55 + 63 + 68) * 50 / 150 = 62.0
+    assert area(synth, "random", 0) == pytest.approx(62.0)
+    assert summary.best == "tidal-entropy"
+
+
+def test_overview_table_bolds_the_best_method_with_hand_values(synth, summary):
+    md = overview_table(summary).to_markdown()
+    per_seed = [np.mean([relative(synth, "tidal-entropy", s, c) for c in (1, 2, 3)]) for s in synth.SEEDS]
+    mean, half = scipy_ci(per_seed)
+    auc_mean, auc_half = scipy_ci([area(synth, "tidal-entropy", s) for s in synth.SEEDS])
+    assert f"| **tidal-entropy** | **3** | **{mean:+.2f} ± {half:.2f}** | **{auc_mean:.2f} ± {auc_half:.2f}** |" in md
+    assert sum("**" in line for line in md.splitlines()[3:]) == 1  # only the best row is bold
+    assert "| random | 3 | (reference) |" in md
+
+
+def test_class_makeup_and_timing(synth, summary):
+    for m in synth.METHODS:
+        mean, half = scipy_ci([synth.tail_selected(m, seed) for seed in synth.SEEDS])
+        assert summary.tail_selected[m].mean == pytest.approx([mean] * 3)
+        assert summary.tail_selected[m].half == pytest.approx([half] * 3, rel=1e-9)
+        assert summary.selected[m] == [50.0, 50.0, 50.0]
+        assert sum(summary.final_counts[m]) == pytest.approx(250.0)
+    assert summary.tail == [5, 6, 7, 8, 9]
+    t = summary.timing["tidal-entropy"]
+    assert (t.train, t.score, t.eval) == pytest.approx((13.5, 1.5, 0.5))  # train 12..15 s; score 2 s in 3 of 4 cycles
+    assert t.per_cycle == pytest.approx([14.5, 15.5, 16.5, 15.5])
+    assert t.per_run == pytest.approx(62.0)
+    # tidal-entropy picks 35 + seed of 50 from the tail: 36 of 50 on average = 72.0 %
+    row = next(r for r in classes_table(summary).rows if r[0] == "tidal-entropy")
+    assert row[1:5] == ["36.00 ± 2.48", "36.00 ± 2.48", "36.00 ± 2.48", "72.0"]
+    row = next(r for r in timing_table(summary).rows if r[0] == "tidal-entropy")
+    assert row[1:] == ["13.5", "1.5", "0.5", "15.5", "62"]
+
+
+def test_incomplete_seed_counts_per_cycle_but_not_overall(synth, tmp_path):
+    extra = [synth.make_record("random", 3, 0), synth.make_record("random", 3, 1)]  # a seed still running
+    with ResultStore(synth.build_run(tmp_path / "run", extra) / DB_NAME) as store:
+        (s,) = summarize(store.records())
+    assert s.accuracy["random"].n == [4, 4, 3, 3]
+    assert s.overall["random"].seeds == 3
+    assert s.overall["random"].auc == pytest.approx(scipy_ci([area(synth, "random", sd) for sd in synth.SEEDS]))
+
+
+def test_setting_without_random_and_single_seed(synth, tmp_path):
+    extra = [synth.make_record("tidal-entropy", 0, c, imbalance=1.0) for c in range(4)]
+    with ResultStore(synth.build_run(tmp_path / "run", extra) / DB_NAME) as store:
+        balanced, _ = summarize(store.records())
+    assert balanced.imbalance == 1.0 and balanced.relative == {}
+    assert math.isnan(balanced.overall["tidal-entropy"].relative[0])
+    assert math.isnan(balanced.accuracy["tidal-entropy"].half[0])  # one seed: no interval
+    assert balanced.overall["tidal-entropy"].auc[0] == pytest.approx(area(synth, "tidal-entropy", 0))
+    assert "±" not in overview_table(balanced).to_markdown().splitlines()[-1]

@@ -1,0 +1,107 @@
+"""write_report on the synthetic run directory: files, figures, bold best method, errors."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from tidal.errors import RunDirectoryError
+from tidal.report import format_markdown, summarize, write_report
+from tidal.report.tables import overview_table
+from tidal.results import DB_NAME, ResultStore
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FIGURES = ["relative", "accuracy", "ablation", "classes", "timing"]
+
+
+def test_writes_report_files_and_every_figure(run_dir):
+    for name in ("report.md", "report.html", "results.csv", "results.json"):
+        assert (run_dir / name).stat().st_size > 0, name
+    for kind in FIGURES:
+        png = run_dir / "figures" / f"fashion-mnist-ir10-{kind}.png"
+        assert png.stat().st_size > 10_000, png
+        assert png.read_bytes()[:8] == PNG_MAGIC
+    assert not list(run_dir.rglob("*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_markdown_embeds_the_figures_by_relative_path(run_dir):
+    md = (run_dir / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert sorted(links) == sorted(f"figures/fashion-mnist-ir10-{kind}.png" for kind in FIGURES)
+    assert all((run_dir / link).is_file() for link in links)
+    for heading in ("## fashion-mnist, imbalance ratio 10", "### Class make-up of the selections", "### Wall time",
+                    "## Configuration"):
+        assert heading in md
+    assert "Best method by area under the accuracy curve: **tidal-entropy**." in md
+    assert re.search(r"^\| \*\*tidal-entropy\*\* \| \*\*3\*\* \|", md, re.M)
+
+
+def test_html_is_self_contained(run_dir):
+    page = (run_dir / "report.html").read_text()
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == len(FIGURES)
+    assert base64.b64decode(images[0])[:8] == PNG_MAGIC
+    assert "figures/" not in page and "<style>" in page
+    best = re.findall(r'<tr class="best">(.*?)</tr>', page)
+    assert len(best) == 1 and "<strong>tidal-entropy</strong>" in best[0]
+    assert "<code>results.sqlite</code>" in page  # inline markdown translated
+
+
+def test_returns_the_summary_markdown(synth, tmp_path):
+    run = synth.build_run(tmp_path / "run")
+    summary = write_report(run)
+    with ResultStore(run / DB_NAME) as store:
+        (s,) = summarize(store.records())
+    assert summary == format_markdown([s])
+    overview = overview_table(s).to_markdown()
+    assert "| **tidal-entropy** |" in overview and overview in summary and overview in (run / "report.md").read_text()
+
+
+def test_without_matplotlib_writes_text_and_says_how_to_get_figures(synth, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    run = synth.build_run(tmp_path / "run")
+    write_report(run)
+    md = (run / "report.md").read_text()
+    assert "pip install tidal-al[report]" in md and "![" not in md
+    assert not (run / "figures").exists()
+    assert "data:image/png" not in (run / "report.html").read_text()
+    assert (run / "results.csv").stat().st_size > 0
+
+
+def test_missing_database_names_the_directory(tmp_path):
+    with pytest.raises(RunDirectoryError, match=re.escape(str(tmp_path / "nowhere"))):
+        write_report(tmp_path / "nowhere")
+
+
+def test_empty_database_is_refused(tmp_path):
+    ResultStore(tmp_path / DB_NAME).close()
+    with pytest.raises(RunDirectoryError, match="no finished cycle"):
+        write_report(tmp_path)
+
+
+def test_importing_the_package_does_not_import_matplotlib():
+    code = "import sys, tidal, tidal.report.figures; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_sparse_settings_still_report_without_warnings(synth, tmp_path):
+    """A setting without random and with one seed, and one with a single cycle stored so far."""
+    extra = [synth.make_record("tidal-entropy", 0, c, imbalance=1.0) for c in range(4)]
+    extra += [synth.make_record(m, 0, 0, imbalance=100.0) for m in ("random", "entropy")]
+    run = synth.build_run(tmp_path / "run", extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_report(run)
+    figures = sorted(p.name for p in (run / "figures").iterdir())
+    assert "fashion-mnist-ir1-relative.png" not in figures and "fashion-mnist-ir1-ablation.png" not in figures
+    assert {"fashion-mnist-ir1-accuracy.png", "fashion-mnist-ir100-relative.png",
+            "fashion-mnist-ir100-classes.png", "fashion-mnist-ir100-timing.png"} <= set(figures)
+    md = (run / "report.md").read_text()
+    assert "No `random` runs in this setting" in md
+    assert md.count("Best method by area under the accuracy curve") == 3

@@ -1,0 +1,40 @@
+"""Every registered strategy through a tiny two-cycle loop (new strategies join automatically)."""
+
+import pytest
+import torch
+
+from tidal.config import ALConfig, StrategyConfig, TrainConfig
+from tidal.loop import active_learning
+from tidal.strategies import create_strategy, list_strategies, strategy_class
+
+# Small, fast settings for the options that cost time; defaults for the rest.
+FAST = StrategyConfig(mc_samples=2, vaal_epochs=1)
+AL = ALConfig(initial=24, budget=8, cycles=2, subset=40)
+TC = TrainConfig(epochs=2, width=2, batch_size=16, eval_batch_size=64)
+
+
+@pytest.mark.parametrize("name", list_strategies())
+def test_two_cycles_select_k_new_distinct_indices(name, tiny_splits):
+    pool = torch.arange(0, len(tiny_splits.train), 2)
+    results = list(active_learning(tiny_splits.train, tiny_splits.test, pool, create_strategy(name, FAST), AL, TC,
+                                   seed=0))
+    first, last = results
+    sel = first.selected.tolist()
+    assert len(sel) == AL.budget and len(set(sel)) == AL.budget
+    assert not set(sel) & set(first.labeled.tolist()) and set(sel) <= set(pool.tolist())
+    assert torch.isfinite(first.scores).all()
+    assert first.scores.tolist() == sorted(first.scores.tolist(), reverse=True)  # best first
+    assert set(last.labeled.tolist()) == set(first.labeled.tolist()) | set(sel)
+
+
+@pytest.mark.parametrize("name", list_strategies())
+def test_registry_metadata(name):
+    cls = strategy_class(name)
+    assert cls.name == name and cls.description
+    assert create_strategy(name).score.__func__ is not __import__("tidal").strategies.Strategy.score
+
+
+def test_unknown_name_lists_valid_ones():
+    with pytest.raises(ValueError) as err:
+        create_strategy("tidal-entropyy")
+    assert all(n in str(err.value) for n in list_strategies())

@@ -1,0 +1,54 @@
+import dataclasses
+
+import pytest
+
+from tidal.config import PRESETS, ALConfig, ExperimentConfig, StrategyConfig, TrainConfig, preset
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_are_valid_and_roundtrip(name):
+    cfg = PRESETS[name].validate()
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_paper_preset_matches_the_paper():
+    t, a = PRESETS["paper"].train, PRESETS["paper"].al
+    assert (t.epochs, t.lr, t.momentum, t.weight_decay, t.batch_size, t.width) == (100, 0.1, 0.9, 5e-4, 128, 64)
+    assert int(t.lr_decay_at * t.epochs) == 80 and t.lr_decay == 0.1 and a.subset == 10_000
+    assert PRESETS["paper"].strategy.tidal_weight == 1.0
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(methods=("tidal", "random")), "unknown method 'tidal'; choose from: .*tidal-entropy"),
+        (dict(datasets=("mnist",)), "unknown dataset 'mnist'; choose one of: fashion-mnist"),
+        (dict(imbalances=(0.5,)), "imbalance=0.5 must be >= 1"),
+        (dict(al=ALConfig(subset=0)), "subset=0 must be > 0"),
+        (dict(al=ALConfig(subset=-5)), "subset=-5 must be > 0"),
+        (dict(al=ALConfig(initial=0)), "initial=0 must be >= 1"),
+        (dict(al=ALConfig(budget=2000, subset=1000)), "subset=1000 must be >= budget=2000"),
+        (dict(al=ALConfig(retrain="warm")), "retrain='warm'"),
+        (dict(train=TrainConfig(epochs=0)), "epochs=0 must be >= 1"),
+        (dict(train=TrainConfig(batch_size=1)), "batch_size=1 must be >= 2"),
+        (dict(seeds=()), "no seed given"),
+        (dict(seeds=(1, 1)), "repeat"),
+        (dict(strategy=StrategyConfig(tidal_weight=-1.0)), "tidal_weight=-1.0 must be"),
+        (dict(strategy=StrategyConfig(mc_samples=0)), "mc_samples=0 must be >= 1"),
+        (dict(strategy=StrategyConfig(cal_threshold=1.5)), r"cal_threshold=1.5 must be in \[0, 1\]"),
+        (dict(strategy=StrategyConfig(cal_threshold=-0.1)), r"cal_threshold=-0.1 must be in \[0, 1\]"),
+    ],
+)
+def test_bad_values_are_quoted(change, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(PRESETS["quick"], **change).validate()
+
+
+def test_identity_ignores_what_may_grow():
+    a = preset("quick")
+    b = preset("quick", methods=("random",), seeds=(5, 6), imbalances=(10.0,))
+    assert a.fingerprint() == b.fingerprint()
+    c = dataclasses.replace(a, train=dataclasses.replace(a.train, epochs=3))
+    assert a.fingerprint() != c.fingerprint()
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        preset("fast")

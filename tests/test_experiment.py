@@ -1,0 +1,87 @@
+import dataclasses
+import sqlite3
+
+import pytest
+
+from tidal.config import ALConfig, DataConfig, TrainConfig, preset
+from tidal.errors import RunDirectoryError
+from tidal.experiment import make_pool, run_experiment
+from tidal.results import DB_NAME, ResultStore
+
+
+def _config(**kw):
+    cfg = preset("quick", methods=("tidal-entropy", "random"), seeds=(0,), imbalances=(1.0,),
+                 train=TrainConfig(epochs=1, width=2, batch_size=16, eval_batch_size=64),
+                 al=ALConfig(initial=20, budget=10, cycles=3, subset=40),
+                 data=DataConfig(download=False))
+    return dataclasses.replace(cfg, **kw)
+
+
+def _run(cfg, out, splits):
+    return run_experiment(cfg, out, progress=False, log=lambda s: None, splits={"fashion-mnist": splits})
+
+
+def test_records_and_resume(tiny_splits, tmp_path):
+    cfg = _config()
+    s = _run(cfg, tmp_path / "a", tiny_splits)
+    assert s.ran_cycles == 6 and s.skipped_cycles == 0
+    with ResultStore(tmp_path / "a" / DB_NAME) as store:
+        recs = store.records()
+        assert [(r.method, r.cycle) for r in recs] == [("random", 0), ("random", 1), ("random", 2),
+                                                       ("tidal-entropy", 0), ("tidal-entropy", 1),
+                                                       ("tidal-entropy", 2)]
+        r = recs[0]
+        assert r.n_labeled == 20 and len(r.selected) == 10 and len(r.scores) == 10 and sum(r.class_counts) == 20
+        assert store.config().identity() == cfg.identity()
+    # simulate a run killed after the second cycle of tidal-entropy, then resume
+    con = sqlite3.connect(tmp_path / "a" / DB_NAME)
+    with con:
+        con.execute("DELETE FROM cycles WHERE method = 'tidal-entropy' AND cycle = 2")
+    con.close()
+    s2 = _run(cfg, tmp_path / "a", tiny_splits)
+    assert s2.ran_cycles == 1 and s2.skipped_cycles == 5
+    with ResultStore(tmp_path / "a" / DB_NAME) as store:
+        again = store.records()
+    assert [(r.accuracy, r.labeled, r.selected) for r in again] == [(r.accuracy, r.labeled, r.selected)
+                                                                     for r in recs]
+    assert _run(cfg, tmp_path / "a", tiny_splits).ran_cycles == 0  # everything done: nothing to train
+
+
+def test_methods_and_seeds_may_be_added(tiny_splits, tmp_path):
+    _run(_config(methods=("random",)), tmp_path / "b", tiny_splits)
+    s = _run(_config(methods=("random", "entropy"), seeds=(0, 1)), tmp_path / "b", tiny_splits)
+    assert s.skipped_cycles == 3 and s.ran_cycles == 9
+
+
+def test_different_experiment_is_refused_and_nothing_changes(tiny_splits, tmp_path):
+    _run(_config(methods=("random",)), tmp_path / "c", tiny_splits)
+    before = (tmp_path / "c" / DB_NAME).read_bytes()
+    other = _config(methods=("random",), train=TrainConfig(epochs=2, width=2, batch_size=16))
+    with pytest.raises(RunDirectoryError, match=r"different experiment \(train.epochs: stored 1, given 2"):
+        _run(other, tmp_path / "c", tiny_splits)
+    with ResultStore(tmp_path / "c" / DB_NAME) as store:
+        assert len(store.records()) == 3
+    del before
+
+
+def test_foreign_directory_is_refused(tiny_splits, tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirectoryError, match="not a tidal run directory"):
+        _run(_config(), tmp_path / "d", tiny_splits)
+
+
+def test_budget_checked_before_training(tiny_splits, tmp_path):
+    with pytest.raises(ValueError, match=r"= 1020 labels, but the fashion-mnist pool at imbalance 1 holds 240"):
+        _run(_config(al=ALConfig(initial=20, budget=500, cycles=3, subset=1000)), tmp_path / "e", tiny_splits)
+    with pytest.raises(ValueError, match="initial=300 is larger than the fashion-mnist pool"):
+        _run(_config(al=ALConfig(initial=300, budget=10, cycles=1, subset=40)), tmp_path / "e", tiny_splits)
+    assert not (tmp_path / "e").exists()  # nothing written
+
+
+def test_pool_is_long_tailed_and_seeded(tiny_splits):
+    a = make_pool(tiny_splits.train, 10, None, seed=0)
+    counts = tiny_splits.train.labels[a].bincount().tolist()
+    assert counts[0] == 60 and counts[-1] == 6 and counts == sorted(counts, reverse=True)
+    assert make_pool(tiny_splits.train, 10, None, 0).equal(a)
+    assert len(make_pool(tiny_splits.train, 1, 50, 0)) == 50

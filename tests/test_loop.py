@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from tidal.config import ALConfig, TrainConfig
+from tidal.errors import TrainingDivergedError
+from tidal.loop import active_learning, initial_labeled
+from tidal.strategies import create_strategy
+
+AL = ALConfig(initial=20, budget=10, cycles=3, subset=50)
+TC = TrainConfig(epochs=2, width=2, batch_size=16, eval_batch_size=64)
+
+
+def _run(splits, method="tidal-entropy", pool=None, seed=0, **kw):
+    pool = torch.arange(0, len(splits.train), 2) if pool is None else pool  # only even indices
+    return list(active_learning(splits.train, splits.test, pool, create_strategy(method), kw.pop("al", AL), TC,
+                                seed, **kw))
+
+
+def test_invariants(tiny_splits):
+    pool = torch.arange(0, len(tiny_splits.train), 2)
+    results = _run(tiny_splits, pool=pool)
+    assert [len(r.labeled) for r in results] == [20, 30, 40]  # grows by exactly k
+    seen = set()
+    for r, nxt in zip(results, results[1:] + [None]):
+        lab = set(r.labeled.tolist())
+        assert lab >= seen and lab <= set(pool.tolist())  # only pool samples (the test set never enters)
+        sel = r.selected.tolist()
+        assert len(sel) == len(set(sel)) and not lab & set(sel)  # distinct, previously unlabeled
+        if nxt is not None:
+            assert set(nxt.labeled.tolist()) == lab | set(sel) and len(sel) == AL.budget
+        else:
+            assert sel == []  # the last cycle selects nothing
+        assert sum(r.class_counts) == len(lab)
+        assert 0.0 <= r.accuracy <= 1.0
+        seen = lab
+
+
+def test_same_seed_same_selection_and_different_seed_differs(tiny_splits):
+    a, b, c = _run(tiny_splits, seed=3), _run(tiny_splits, seed=3), _run(tiny_splits, seed=4)
+    assert all(torch.equal(x.selected, y.selected) and x.accuracy == y.accuracy for x, y in zip(a, b))
+    assert not torch.equal(a[0].labeled, c[0].labeled)
+
+
+def test_resume_from_a_cycle_gives_the_same_numbers(tiny_splits):
+    full = _run(tiny_splits, seed=1)
+    labeled = torch.cat([full[1].labeled, full[1].selected])
+    resumed = _run(tiny_splits, seed=1, start_cycle=2, labeled=labeled)
+    assert resumed[0].accuracy == full[2].accuracy and torch.equal(resumed[0].labeled, full[2].labeled)
+
+
+def test_initial_set_is_seeded_and_bounded():
+    pool = torch.arange(100, 200)
+    assert torch.equal(initial_labeled(pool, 10, 0), initial_labeled(pool, 10, 0))
+    assert set(initial_labeled(pool, 10, 0).tolist()) <= set(range(100, 200))
+    with pytest.raises(ValueError, match="initial=101 is larger than the pool"):
+        initial_labeled(pool, 101, 0)
+
+
+def test_budget_larger_than_the_pool(tiny_splits):
+    with pytest.raises(ValueError, match="lower --initial, --budget or --cycles"):
+        _run(tiny_splits, al=ALConfig(initial=100, budget=100, cycles=3, subset=100))
+
+
+def test_nan_loss_names_cycle_and_seed(tiny_splits):
+    bad = TrainConfig(epochs=3, width=2, batch_size=16, lr=1e30)
+    with pytest.raises(TrainingDivergedError, match=r"random, seed 5, cycle 1: training loss became"):
+        list(active_learning(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"),
+                             AL, bad, 5))
+
+
+def test_continue_mode_runs(tiny_splits):
+    results = _run(tiny_splits, method="random", al=ALConfig(initial=20, budget=10, cycles=2, subset=50,
+                                                              retrain="continue"))
+    assert len(results) == 2
