@@ -52,3 +52,48 @@ def test_identity_ignores_what_may_grow():
     assert a.fingerprint() != c.fingerprint()
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
         preset("fast")
+
+
+def test_toml_config_file(tmp_path):
+    from tidal.config import load_config_file
+
+    f = tmp_path / "exp.toml"
+    f.write_text('preset = "quick"\nmethods = ["tidal-margin", "random"]\nseeds = [0, 1, 2]\n'
+                 'imbalances = [1, 10, 100]\n[train]\nepochs = 7\n[al]\nbudget = 250\n')
+    cfg = load_config_file(str(f)).validate()
+    assert cfg.methods == ("tidal-margin", "random") and cfg.seeds == (0, 1, 2)
+    assert cfg.imbalances == (1, 10, 100) and cfg.train.epochs == 7 and cfg.train.width == 8
+    assert cfg.al.budget == 250 and cfg.al.initial == 500
+
+
+def test_yaml_config_file(tmp_path):
+    pytest.importorskip("yaml")
+    from tidal.config import load_config_file
+
+    f = tmp_path / "exp.yaml"
+    f.write_text("preset: paper\nmethods: [random]\ntrain:\n  epochs: 3\n")
+    cfg = load_config_file(str(f))
+    assert cfg.methods == ("random",) and cfg.train.epochs == 3 and cfg.train.width == 64
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("methods = [\n", "invalid TOML"),
+        ("method = ['random']\n", "unknown key 'method'; valid: preset, datasets"),
+        ("[train]\nepoch = 3\n", r"unknown field\(s\) \['epoch'\] in \[train\]"),
+        ("preset = 'slow'\n", "unknown preset 'slow'"),
+    ],
+)
+def test_bad_config_files(tmp_path, text, message):
+    from tidal.config import load_config_file
+
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_config_file(str(f))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config_file(str(tmp_path / "missing.toml"))
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(ValueError, match="must end in .toml"):
+        load_config_file(str(tmp_path / "x.json"))

@@ -52,7 +52,8 @@ _OVERRIDES = {
 def _method_help() -> str:
     from tidal.strategies import list_strategies, strategy_class
 
-    return "; ".join(f"{n}: {strategy_class(n).description}" for n in list_strategies())
+    names = [f"{n} (semi-supervised)" if strategy_class(n).semi_supervised else n for n in list_strategies()]
+    return "strategies, any of: " + ", ".join(names) + "; `tidal methods` describes each"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,14 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run every (dataset, imbalance, seed, method) of an experiment; each finished "
                                      "cycle is stored in OUT/results.sqlite, and re-running the same command "
                                      "continues where it stopped. Flags override the preset.")
-    run.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+    run.add_argument("--preset", choices=sorted(PRESETS), default=None,
                      help="starting configuration: 'quick' (CPU-sized, default) or 'paper' (paper §5.1)")
+    run.add_argument("--config", metavar="FILE",
+                     help="TOML or YAML file with the experiment's fields (see README); flags override it")
     run.add_argument("--out", required=True, help="run directory for results.sqlite and the report")
     g = run.add_argument_group("experiment")
     g.add_argument("--dataset", dest="datasets", nargs="+", metavar="NAME", help="dataset(s): fashion-mnist")
     g.add_argument("--imbalance", dest="imbalances", nargs="+", type=float, metavar="IR",
                    help="imbalance ratio(s) N_max/N_min of the training pool, >= 1 (paper: 1, 10, 100)")
-    g.add_argument("--methods", nargs="+", metavar="NAME", help="strategies; see `tidal methods`")
+    g.add_argument("--methods", nargs="+", metavar="NAME", help=_method_help())
     g.add_argument("--seeds", nargs="+", type=int, metavar="N", help="one trial per seed")
     g = run.add_argument_group("active learning")
     g.add_argument("--initial", type=int, help="random initial labeled set size")
@@ -108,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--test-limit", type=int, help="evaluate on the first N test images")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     g.add_argument("--quiet", action="store_true", help="no progress bars (prints one line per cycle)")
+    g.add_argument("--mlflow", action="store_true", help="also log per-cycle metrics to MLflow (pip install mlflow)")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also log per-cycle metrics to TensorBoard in OUT/tensorboard (pip install tensorboard)")
 
     rep = sub.add_parser("report", help="rewrite report.md, results.csv and results.json of a run directory")
     rep.add_argument("run_dir", help="a `tidal run --out` directory")
@@ -117,8 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """The preset with every given flag applied (validation happens in the library)."""
-    cfg = PRESETS[args.preset]
+    """The preset (or config file) with every given flag applied (validation happens in the library)."""
+    if args.config is not None:
+        from tidal.config import load_config_file
+
+        cfg = load_config_file(args.config)
+        if args.preset is not None:
+            raise ValueError("give either --preset or --config (a config file names its own preset)")
+    else:
+        cfg = PRESETS[args.preset or "quick"]
     sections = {"data": cfg.data, "train": cfg.train, "al": cfg.al, "strategy": cfg.strategy}
     top = {}
     for flag, (section, field) in _OVERRIDES.items():
@@ -134,6 +147,20 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return dataclasses.replace(cfg, **top, **sections)
 
 
+def _saved_cycles(out: str | None) -> str:
+    """What an interrupted run left on disk, in words."""
+    from pathlib import Path
+
+    from tidal.results import DB_NAME, ResultStore
+
+    if out is None or not (Path(out) / DB_NAME).is_file():
+        return "nothing was saved yet"
+    with ResultStore(Path(out) / DB_NAME) as store:
+        recs = store.records()
+    runs = {(r.dataset, r.imbalance, r.method, r.seed) for r in recs}
+    return f"{len(recs)} finished cycles of {len(runs)} (method, seed) runs are saved in {Path(out) / DB_NAME}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from tidal.errors import TidalError
 
@@ -144,9 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tidal.strategies import list_strategies, strategy_class
 
             for name in list_strategies():
-                cls = strategy_class(name)
-                tag = " [semi-supervised]" if cls.semi_supervised else ""
-                print(f"{name:20s} {cls.description}{tag}")
+                print(f"{name:20s} {strategy_class(name).description}")
             return 0
         if args.command == "datasets":
             from tidal.data import DATASETS
@@ -163,14 +188,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tidal.report import write_report
 
         config = config_from_args(args)
-        summary = run_experiment(config, args.out, device=args.device, progress=not args.quiet)
+        summary = run_experiment(config, args.out, device=args.device, progress=not args.quiet,
+                                 mlflow=args.mlflow, tensorboard=args.tensorboard)
         print(write_report(args.out))
         print(f"{summary.ran_cycles} cycles trained, {summary.skipped_cycles} already stored, "
               f"{summary.seconds:.0f} s; wrote {args.out}/report.md, results.csv, results.json, results.sqlite")
         return 0
     except KeyboardInterrupt:
-        print("\ninterrupted: every finished cycle is saved; run the same command again to continue",
-              file=sys.stderr)
+        print(f"\ninterrupted: {_saved_cycles(getattr(args, 'out', None))}; run the same command again to "
+              "continue from there", file=sys.stderr)
         return 130
     except (TidalError, ValueError, FileNotFoundError) as exc:
         print(f"tidal: error: {exc}", file=sys.stderr)

@@ -20,6 +20,7 @@ __all__ = [
     "PRESETS",
     "StrategyConfig",
     "TrainConfig",
+    "load_config_file",
     "preset",
 ]
 
@@ -184,6 +185,7 @@ PRESETS: dict[str, ExperimentConfig] = {
         methods=("tidal-entropy", "random", "entropy", "margin"),
         seeds=(0,),
         train=TrainConfig(epochs=40, width=8),
+        strategy=StrategyConfig(vaal_epochs=2),  # VAAL's VAE costs ~2 min per cycle at 10 passes on this CPU
         al=ALConfig(initial=500, budget=500, cycles=5, subset=10000),
     ),
 }
@@ -194,3 +196,78 @@ def preset(name: str, **overrides: Any) -> ExperimentConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return dataclasses.replace(PRESETS[name], **overrides)
+
+
+_SECTIONS = {"data": DataConfig, "train": TrainConfig, "al": ALConfig, "strategy": StrategyConfig}
+_LISTS = ("datasets", "imbalances", "methods", "seeds")
+
+
+def config_from_mapping(d: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """An ExperimentConfig from a nested mapping: ``preset`` (default ``quick``), the list fields,
+    and ``[data]``, ``[train]``, ``[al]``, ``[strategy]`` tables overriding the preset's fields.
+    Unknown keys raise a ``ValueError`` naming the valid ones."""
+    d = dict(d)
+    cfg = preset(str(d.pop("preset", "quick")))
+    top: dict[str, Any] = {}
+    sections = {name: getattr(cfg, name) for name in _SECTIONS}
+    for key, value in d.items():
+        if key in _LISTS:
+            top[key] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        elif key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ValueError(f"{source}: [{key}] must be a table of fields, got {value!r}")
+            valid = {f.name for f in dataclasses.fields(_SECTIONS[key])}
+            unknown = sorted(set(value) - valid)
+            if unknown:
+                raise ValueError(f"{source}: unknown field(s) {unknown} in [{key}]; valid: {sorted(valid)}")
+            sections[key] = dataclasses.replace(sections[key], **value)
+        else:
+            raise ValueError(f"{source}: unknown key {key!r}; valid: preset, {', '.join(_LISTS)}, "
+                             f"{', '.join(_SECTIONS)}")
+    return dataclasses.replace(cfg, **top, **sections)
+
+
+def load_config_file(path: str) -> ExperimentConfig:
+    """Read an experiment from a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file.
+
+    Example (TOML)::
+
+        preset = "quick"
+        methods = ["tidal-entropy", "random"]
+        seeds = [0, 1, 2]
+        imbalances = [1, 10, 100]
+        [train]
+        epochs = 40
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    text = p.read_text()
+    if p.suffix == ".toml":
+        try:
+            import tomllib  # Python >= 3.11
+        except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+            try:
+                import tomli as tomllib  # type: ignore[no-redef]
+            except ModuleNotFoundError as exc:
+                raise ValueError("reading TOML on Python 3.10 needs `pip install tomli`") from exc
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: invalid TOML ({exc})") from exc
+    elif p.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"{path}: reading YAML needs `pip install pyyaml` (or use a .toml file)") from exc
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: invalid YAML ({exc})") from exc
+    else:
+        raise ValueError(f"config file {path!r} must end in .toml, .yaml or .yml")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a table of settings at the top level")
+    return config_from_mapping(data, source=str(path))

@@ -16,6 +16,7 @@ from tidal.errors import RunDirectoryError
 from tidal.loop import active_learning, derive_seed
 from tidal.results import DB_NAME, CycleRecord, ResultStore
 from tidal.strategies import create_strategy
+from tidal.tracking import make_trackers
 
 __all__ = ["make_pool", "resolve_device", "run_experiment", "RunSummary"]
 
@@ -72,12 +73,15 @@ def run_experiment(
     progress: bool = True,
     log: Callable[[str], None] = print,
     splits: dict[str, DatasetSplits] | None = None,
+    mlflow: bool = False,
+    tensorboard: bool = False,
 ) -> RunSummary:
     """Run every (dataset, imbalance, seed, method) of ``config``, storing each cycle in ``out``.
 
     Cycles already stored are skipped; an interrupted (method, seed) continues from its last
     stored cycle with the same numbers an uninterrupted run gives. ``splits`` may pass
-    preloaded datasets by name (tests, notebooks).
+    preloaded datasets by name (tests, notebooks). ``mlflow`` / ``tensorboard`` also log each
+    cycle's numbers there (optional packages).
 
     Raises ``ValueError`` / ``DatasetError`` / ``RunDirectoryError`` before any training when
     the configuration, the data or the output directory is wrong.
@@ -109,6 +113,7 @@ def run_experiment(
                         "lower --budget or --cycles")
                 pools[(name, ir, seed)] = pool
     _prepare_out(out)
+    trackers = make_trackers(out, mlflow=mlflow, tensorboard=tensorboard)
     store = ResultStore(out / DB_NAME)
     start, ran, skipped = time.perf_counter(), 0, 0
     try:
@@ -131,10 +136,13 @@ def run_experiment(
             for r in active_learning(split.train, split.test, pools[(name, ir, seed)],
                                      create_strategy(method, config.strategy), al, config.train, seed, dev,
                                      start_cycle=len(done), labeled=labeled, progress=progress):
-                store.add_cycle(CycleRecord(
+                record = CycleRecord(
                     name, float(ir), method, seed, r.cycle, len(r.labeled), r.accuracy, r.class_counts,
                     r.labeled.tolist(), r.selected.tolist(), r.scores.tolist(), r.train_seconds, r.score_seconds,
-                    r.eval_seconds, r.final_loss, time.time()))
+                    r.eval_seconds, r.final_loss, time.time())
+                store.add_cycle(record)
+                for tracker in trackers:
+                    tracker.log_cycle(record)
                 ran += 1
                 bar.update(1)
                 if not progress:
@@ -143,4 +151,6 @@ def run_experiment(
         bar.close()
     finally:
         store.close()
+        for tracker in trackers:
+            tracker.close()
     return RunSummary(out, ran, skipped, time.perf_counter() - start)

@@ -50,12 +50,13 @@ def test_score_distribution_errors(tmp_path):
         plot_score_distributions({}, is_tail, tmp_path / "x.png")
 
 
-def test_method_colours_are_fixed_distinct_and_stable():
-    paper = ["random", "tidal-entropy", "tidal-margin", "tidal-exact", "entropy", "margin", "least-confidence",
-             "bald", "coreset", "lloss", "cal", "vaal", "ta-vaal"]
-    assert len({method_color(m) for m in paper}) == len(paper)
-    assert method_color("tidal-entropy") == METHOD_COLORS["tidal-entropy"]
-    new = method_color("some-new-method")
+def test_every_registered_strategy_has_its_own_fixed_colour():
+    from tidal.strategies import list_strategies
+
+    names = list(list_strategies())
+    assert set(names) <= set(METHOD_COLORS), set(names) - set(METHOD_COLORS)
+    assert len({method_color(m) for m in names}) == len(names)
+    new = method_color("some-new-method")  # unknown names: a stable, hash-chosen colour
     assert re.fullmatch(r"#[0-9a-f]{6}", new) and method_color("some-new-method") == new
 
 
@@ -72,3 +73,17 @@ class _Setting:
 ])
 def test_ablation_uses_only_the_methods_present(methods, expected):
     assert ablation_methods(_Setting(methods)) == expected
+
+
+def test_ablation_figure_draws_every_ablation_label(synth, tmp_path):
+    """Every mathtext label of Figure 6 must parse; all methods reuse entropy's synthetic numbers."""
+    import dataclasses
+
+    from tidal.report import summarize
+    from tidal.report.figures import ABLATION, plot_ablation
+
+    records = [dataclasses.replace(synth.make_record("entropy", seed, c), method=m)
+               for m in ["random", *ABLATION] for seed in (0, 1) for c in range(4)]
+    (s,) = summarize(records)
+    assert ablation_methods(s) == list(ABLATION)
+    assert plot_ablation(s, tmp_path / "ablation.png").read_bytes()[:8] == PNG_MAGIC

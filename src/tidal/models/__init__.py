@@ -2,5 +2,6 @@
 
 from tidal.models.heads import MultiScaleHead
 from tidal.models.resnet import BasicBlock, ModelOutput, ResNet18
+from tidal.models.vae import VAE, LatentDiscriminator, vae_loss
 
-__all__ = ["BasicBlock", "ModelOutput", "MultiScaleHead", "ResNet18"]
+__all__ = ["VAE", "BasicBlock", "LatentDiscriminator", "ModelOutput", "MultiScaleHead", "ResNet18", "vae_loss"]

@@ -38,6 +38,7 @@ ABLATION: dict[str, str] = {
     "tidal-entropy": r"tidal-entropy: $\bar{H}(\tilde{p}_m)$",
     "tidal-margin": r"tidal-margin: $\bar{M}(\tilde{p}_m)$",
     "tidal-exact": r"tidal-exact: $\bar{H}(\bar{p})$",
+    "tidal-margin-self": r"tidal-margin-self: $\bar{M}(\tilde{p}_m)$ at argmax $\tilde{p}_m$",
     "entropy": r"entropy: $H(p)$",
     "margin": r"margin: $M(p)$",
 }

@@ -22,10 +22,12 @@ METHOD_COLORS: dict[str, str] = {
     "tidal-entropy": "#d62728",  # TiDAL in reds and oranges
     "tidal-margin": "#ff7f0e",
     "tidal-exact": "#8c1a3c",
+    "tidal-margin-self": "#c49c00",
     "entropy": "#1f77b4",  # the snapshot counterparts in blues
     "margin": "#17becf",
     "least-confidence": "#9467bd",
     "bald": "#2ca02c",
+    "badge": "#98df8a",
     "coreset": "#8c564b",
     "core-set": "#8c564b",
     "lloss": "#e377c2",

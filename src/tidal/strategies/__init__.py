@@ -1,11 +1,8 @@
 """Selection strategies, registered by name.
 
-Importing this package imports every module in it, so a strategy module registers itself
-just by existing here (``@register`` on its class).
+A strategy module registers itself just by existing in this package (``@register`` on its
+class): the first registry lookup imports every module here.
 """
-
-import importlib
-import pkgutil
 
 from tidal.strategies.base import (
     NEEDS,
@@ -20,10 +17,6 @@ from tidal.strategies.base import (
     select_top_k,
     strategy_class,
 )
-
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "scores"):
-        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "NEEDS",

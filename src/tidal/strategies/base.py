@@ -137,6 +137,27 @@ class Strategy:
 
 
 _REGISTRY: dict[str, type[Strategy]] = {}
+_LOADED = False
+
+
+def _load_all() -> None:
+    """Import every module of ``tidal.strategies`` once, so each registers its strategies.
+
+    Done lazily, on the first registry lookup, so that strategy modules may import any other
+    part of the package (train, inference, ...) at top level without an import cycle.
+    """
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    import importlib
+    import pkgutil
+
+    import tidal.strategies as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name not in ("base", "scores"):
+            importlib.import_module(f"{package.__name__}.{module.name}")
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
@@ -154,11 +175,13 @@ def register(cls: type[Strategy]) -> type[Strategy]:
 
 def list_strategies(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style ``pattern``, sorted."""
+    _load_all()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
 def strategy_class(name: str) -> type[Strategy]:
     """The class registered as ``name``; unknown names raise a ``ValueError`` listing valid ones."""
+    _load_all()
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; choose from: {', '.join(list_strategies())}")
     return _REGISTRY[name]

@@ -44,10 +44,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from tidal.data.augment import to_float
+from tidal.inference import batched_outputs
 from tidal.models.resnet import ModelOutput
 from tidal.models.vae import VAE, LatentDiscriminator, vae_loss
 from tidal.strategies.base import AuxObjective, ScoreInputs, StepBatch, Strategy, TrainContext, register
 from tidal.strategies.lloss import LossPredictionObjective
+from tidal.train import epoch_batches
 
 __all__ = ["TAVAAL", "TAVAALObjective", "VAAL", "VAALObjective", "normalized_rank"]
 
@@ -115,7 +117,6 @@ class VAALObjective(AuxObjective):
 
     def fit(self) -> None:
         """Train the VAE and ``D`` adversarially for ``passes`` passes over the unlabeled data."""
-        from tidal.train import epoch_batches  # local: tidal.train imports the strategies package
 
         def forever(indices: torch.Tensor) -> Iterator[torch.Tensor]:
             while True:
@@ -177,7 +178,8 @@ class VAALObjective(AuxObjective):
 
 def _objective(inputs: ScoreInputs) -> VAALObjective:
     if not isinstance(inputs.objective, VAALObjective):
-        raise ValueError(f"VAAL scoring needs the VAALObjective that trained this cycle, got {inputs.objective!r}")
+        got = type(inputs.objective).__name__
+        raise ValueError(f"VAAL scoring needs the VAALObjective that trained this cycle, got {got}")
     return inputs.objective
 
 
@@ -236,7 +238,6 @@ class TAVAALObjective(VAALObjective):
         super().end_epoch(epoch, model)
 
     def prepare(self, model: nn.Module) -> None:
-        from tidal.inference import batched_outputs  # local: tidal.inference imports the strategies package
 
         pool = torch.cat([self.labeled, self.unlabeled])
         with torch.no_grad():
