@@ -7,15 +7,16 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 RUN_DIR ?= runs/fashion-mnist-quick
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
+# A local wheel folder (this machine keeps the CPU torch wheel there), when present.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
 .PHONY: run test setup data clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# The CPU build of torch first, pinned, so the unpinned dependency below installs nothing more.
-	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[report,test]"
+	# The CPU build of torch first, pinned, so the dependency below installs nothing more.
+	$(PY) -m pip install --quiet $(FIND_LINKS) "$(TORCH)"
+	$(PY) -m pip install --quiet $(FIND_LINKS) -e ".[report,test]"
 	touch $@
 
 setup: $(VENV)/.installed data

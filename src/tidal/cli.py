@@ -2,6 +2,7 @@
 
     tidal run --preset quick --methods tidal-entropy random --seeds 0 1 --out runs/demo
     tidal report runs/demo
+    tidal analyze-scores --imbalance 10 --out runs/demo
     tidal methods
 """
 
@@ -114,12 +115,44 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mlflow", action="store_true", help="also log per-cycle metrics to MLflow (pip install mlflow)")
     g.add_argument("--tensorboard", action="store_true",
                    help="also log per-cycle metrics to TensorBoard in OUT/tensorboard (pip install tensorboard)")
+    g = run.add_argument_group("analysis")
+    g.add_argument("--track-td", action="store_true",
+                   help="paper Figure 7: for methods that predict TD, store per epoch the test-set KL of the actual "
+                        "TD to the predicted TD and to the snapshot; costs one test-set inference per epoch, changes "
+                        "no result")
 
-    rep = sub.add_parser("report", help="rewrite report.md, results.csv and results.json of a run directory")
-    rep.add_argument("run_dir", help="a `tidal run --out` directory")
+    rep = sub.add_parser("report", help="rewrite report.md, report.html, figures/, results.csv and results.json "
+                                        "of a run directory",
+                         description="Rewrite RUN_DIR/report.md, report.html (one self-contained page), "
+                                     "figures/*.png (with matplotlib), results.csv and results.json from the stored "
+                                     "results alone, including Figure 7 (runs with --track-td) and Figure 2 "
+                                     "(RUN_DIR/analysis/*.npz from `tidal analyze-scores`).")
+    rep.add_argument("run_dir", metavar="RUN_DIR",
+                     help="a `tidal run --out` or `tidal analyze-scores --out` directory")
+    _add_analyze_parser(sub)
     sub.add_parser("methods", help="list the registered selection strategies")
     sub.add_parser("datasets", help="list the supported datasets")
     return p
+
+
+def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
+    quick = PRESETS["quick"].train
+    ana = sub.add_parser(
+        "analyze-scores", help="paper Figure 2: snapshot vs. TD-based uncertainty scores after long-tailed training",
+        description="Train TiDAL on SIZE samples of the long-tailed pool, then store each sample's label and its "
+                    "snapshot scores H(p), M(p) and TD-based scores (actual and predicted TD) in "
+                    "OUT/analysis/scores_<dataset>_ir<IR>_seed<seed>.npz, and print how well each score tells "
+                    "tail- from head-class samples (AUROC). `tidal report OUT` then draws Figure 2.")
+    ana.add_argument("--out", required=True, help="run directory (a `tidal run --out` directory, or a new one)")
+    ana.add_argument("--dataset", default="fashion-mnist", help="dataset (default: fashion-mnist)")
+    ana.add_argument("--imbalance", type=float, default=10.0, help="imbalance ratio of the pool, >= 1 (default: 10)")
+    ana.add_argument("--seed", type=int, default=0, help="seed of the pool, the slice and the model (default: 0)")
+    ana.add_argument("--size", type=int, default=3000, help="long-tailed samples to train on (default: 3000)")
+    ana.add_argument("--epochs", type=int, help=f"training epochs (default: the quick preset's {quick.epochs})")
+    ana.add_argument("--width", type=int, help=f"ResNet-18 base width (default: the quick preset's {quick.width})")
+    ana.add_argument("--data-dir", help="folder with the dataset files (default: as for `tidal run`)")
+    ana.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    ana.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -182,17 +215,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tidal.report import write_report
 
             print(write_report(args.run_dir))
-            print(f"wrote {args.run_dir}/report.md, results.csv, results.json")
+            print(f"wrote {args.run_dir}/report.md, report.html, figures/, results.csv, results.json")
+            return 0
+        if args.command == "analyze-scores":
+            from tidal.analysis import analyze_scores, format_aurocs
+
+            analysis = analyze_scores(args.out, dataset=args.dataset, imbalance=args.imbalance, seed=args.seed,
+                                      size=args.size, epochs=args.epochs, width=args.width, data_dir=args.data_dir,
+                                      device=args.device, progress=not args.quiet)
+            print(format_aurocs(analysis))
+            print(f"wrote {analysis.path}; `tidal report {args.out}` draws Figure 2 into report.html and figures/")
             return 0
         from tidal.experiment import run_experiment
         from tidal.report import write_report
 
         config = config_from_args(args)
         summary = run_experiment(config, args.out, device=args.device, progress=not args.quiet,
-                                 mlflow=args.mlflow, tensorboard=args.tensorboard)
+                                 mlflow=args.mlflow, tensorboard=args.tensorboard, track_td=args.track_td)
         print(write_report(args.out))
         print(f"{summary.ran_cycles} cycles trained, {summary.skipped_cycles} already stored, "
-              f"{summary.seconds:.0f} s; wrote {args.out}/report.md, results.csv, results.json, results.sqlite")
+              f"{summary.seconds:.0f} s; wrote {args.out}/results.sqlite, report.md, report.html, figures/, "
+              "results.csv, results.json")
         return 0
     except KeyboardInterrupt:
         print(f"\ninterrupted: {_saved_cycles(getattr(args, 'out', None))}; run the same command again to "

@@ -14,11 +14,11 @@ from tidal.config import ExperimentConfig
 from tidal.data import DatasetSplits, ImageDataset, load_dataset, longtail_indices
 from tidal.errors import RunDirectoryError
 from tidal.loop import active_learning, derive_seed
-from tidal.results import DB_NAME, CycleRecord, ResultStore
+from tidal.results import ANALYSIS_DIR, DB_NAME, CycleRecord, ResultStore
 from tidal.strategies import create_strategy
 from tidal.tracking import make_trackers
 
-__all__ = ["make_pool", "resolve_device", "run_experiment", "RunSummary"]
+__all__ = ["make_pool", "prepare_out", "resolve_device", "run_experiment", "RunSummary"]
 
 _POOL_STREAM = 2_000_003  # stream id for the pool draw (long-tail sampling and slicing)
 
@@ -58,10 +58,14 @@ class RunSummary:
     seconds: float
 
 
-def _prepare_out(out: Path) -> None:
+def prepare_out(out: Path) -> None:
+    """Create the run directory ``out``, or accept it when it is empty or already a tidal run
+    directory: one that holds ``results.sqlite`` or ``analysis/*.npz`` (``tidal analyze-scores``
+    may use a directory alone). Any other non-empty directory is refused."""
     if out.exists() and not out.is_dir():
         raise RunDirectoryError(f"--out {out} is a file; pass a directory path")
-    if out.is_dir() and not (out / DB_NAME).exists() and any(out.iterdir()):
+    is_run = (out / DB_NAME).exists() or any((out / ANALYSIS_DIR).glob("*.npz"))
+    if out.is_dir() and not is_run and any(out.iterdir()):
         raise RunDirectoryError(f"--out {out} exists and is not a tidal run directory; pass a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -75,6 +79,7 @@ def run_experiment(
     splits: dict[str, DatasetSplits] | None = None,
     mlflow: bool = False,
     tensorboard: bool = False,
+    track_td: bool = False,
 ) -> RunSummary:
     """Run every (dataset, imbalance, seed, method) of ``config``, storing each cycle in ``out``.
 
@@ -82,6 +87,14 @@ def run_experiment(
     stored cycle with the same numbers an uninterrupted run gives. ``splits`` may pass
     preloaded datasets by name (tests, notebooks). ``mlflow`` / ``tensorboard`` also log each
     cycle's numbers there (optional packages).
+
+    ``track_td`` (the paper's Figure 7) also stores, for every cycle of a method whose
+    objective predicts TD, one ``td_tracking`` row per epoch: the test-set means of
+    KL(p̄(T) || p̃_m(t)) and KL(p̄(T) || p(t)) (see :class:`tidal.analysis.TDTracker`). It
+    costs one test-set inference per epoch and keeps two float32 ``[epochs, test, C]`` arrays
+    on the CPU while a cycle trains; it changes no accuracy or selection, so it is not part
+    of the configuration and may differ between calls on the same directory (cycles already
+    stored are not re-tracked).
 
     Raises ``ValueError`` / ``DatasetError`` / ``RunDirectoryError`` before any training when
     the configuration, the data or the output directory is wrong.
@@ -112,7 +125,7 @@ def run_experiment(
                         f"but the {name} pool at imbalance {ir:g} holds {len(pool)} samples; "
                         "lower --budget or --cycles")
                 pools[(name, ir, seed)] = pool
-    _prepare_out(out)
+    prepare_out(out)
     trackers = make_trackers(out, mlflow=mlflow, tensorboard=tensorboard)
     store = ResultStore(out / DB_NAME)
     start, ran, skipped = time.perf_counter(), 0, 0
@@ -133,14 +146,20 @@ def run_experiment(
                 labeled = torch.tensor(sorted(last.labeled + last.selected), dtype=torch.int64)
             bar.set_postfix_str(f"{name} IR={ir:g} {method} seed={seed}")
             split = loaded[name]
+            hooks = None
+            if track_td:
+                from tidal.analysis import TDTrackerFactory  # imported here: tidal.analysis imports this module
+
+                hooks = TDTrackerFactory(split.test, config.train.eval_batch_size)
             for r in active_learning(split.train, split.test, pools[(name, ir, seed)],
                                      create_strategy(method, config.strategy), al, config.train, seed, dev,
-                                     start_cycle=len(done), labeled=labeled, progress=progress):
+                                     start_cycle=len(done), labeled=labeled, progress=progress,
+                                     epoch_hooks=hooks):
                 record = CycleRecord(
                     name, float(ir), method, seed, r.cycle, len(r.labeled), r.accuracy, r.class_counts,
                     r.labeled.tolist(), r.selected.tolist(), r.scores.tolist(), r.train_seconds, r.score_seconds,
                     r.eval_seconds, r.final_loss, time.time())
-                store.add_cycle(record)
+                store.add_cycle(record, td_tracking=hooks.take(r.cycle) if hooks is not None else ())
                 for tracker in trackers:
                     tracker.log_cycle(record)
                 ran += 1

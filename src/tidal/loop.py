@@ -11,7 +11,7 @@ same numbers as an uninterrupted run.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +25,7 @@ from tidal.inference import evaluate
 from tidal.models.resnet import ResNet18
 from tidal.pool import LabelPool
 from tidal.strategies.base import Strategy, TrainContext, select_top_k
-from tidal.train import train_model
+from tidal.train import EpochHook, train_model
 
 __all__ = ["CycleResult", "active_learning", "derive_seed", "initial_labeled"]
 
@@ -75,6 +75,7 @@ def active_learning(
     start_cycle: int = 0,
     labeled: torch.Tensor | None = None,
     progress: bool = False,
+    epoch_hooks: Callable[[int], EpochHook | None] | None = None,
 ) -> Iterator[CycleResult]:
     """Run (or resume) the cycles of one method and seed, yielding each finished cycle.
 
@@ -83,6 +84,9 @@ def active_learning(
         pool: absolute indices of the training samples that may be labeled, ``[N]``.
         start_cycle, labeled: resume at ``start_cycle`` with this labeled set (default: the
             random initial set at cycle 0).
+        epoch_hooks: a hook factory, called with the cycle number before each cycle's training;
+            the hook it returns (or None) is passed to ``train_model`` as ``epoch_hook``. The
+            caller keeps what the hooks record (e.g. ``tidal.analysis.TDTrackerFactory``).
     Raises:
         ValueError: the initial set or the budget does not fit the pool.
         TrainingDivergedError: NaN loss; the message names the cycle and the seed.
@@ -116,7 +120,8 @@ def active_learning(
             objective.to(device)
         try:
             stats = train_model(model, objective, train, lab, train_config, g, progress,
-                                desc=f"{strategy.name} seed {seed} cycle {cycle + 1}/{al.cycles}")
+                                desc=f"{strategy.name} seed {seed} cycle {cycle + 1}/{al.cycles}",
+                                epoch_hook=None if epoch_hooks is None else epoch_hooks(cycle))
         except TrainingDivergedError as exc:
             raise TrainingDivergedError(f"{strategy.name}, seed {seed}, cycle {cycle + 1}: {exc}") from exc
         t0 = time.perf_counter()

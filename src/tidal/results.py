@@ -4,6 +4,9 @@ Each cycle is written in its own transaction, after the cycle has finished, so t
 never holds a half-written record; a killed run loses at most the cycle in progress. The
 run's resolved configuration is stored beside the rows; a different experiment pointed at
 the same directory is refused.
+
+With ``--track-td`` a cycle of a TD-predicting method also has one ``td_tracking`` row per
+training epoch (the paper's Figure 7), written in the same transaction as its cycle row.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +22,11 @@ from typing import Any
 from tidal.config import ExperimentConfig
 from tidal.errors import RunDirectoryError
 
-__all__ = ["DB_NAME", "CycleRecord", "ResultStore"]
+__all__ = ["ANALYSIS_DIR", "DB_NAME", "CycleRecord", "EpochKL", "ResultStore", "TDTrackingRecord"]
 
-DB_NAME = "results.sqlite"
-SCHEMA_VERSION = 1
+DB_NAME = "results.sqlite"  # the database of a run directory
+ANALYSIS_DIR = "analysis"  # the run directory's folder of per-sample analyses (tidal.analysis, .npz files)
+SCHEMA_VERSION = 2  # 2: the td_tracking table (opening a version-1 database adds it, empty)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cycles (
@@ -43,6 +47,17 @@ CREATE TABLE IF NOT EXISTS cycles (
     final_loss REAL NOT NULL,        -- mean training loss of the last epoch
     finished_at REAL NOT NULL,       -- unix time
     PRIMARY KEY (dataset, imbalance, method, seed, cycle)
+);
+CREATE TABLE IF NOT EXISTS td_tracking (
+    dataset TEXT NOT NULL,
+    imbalance REAL NOT NULL,
+    method TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    cycle INTEGER NOT NULL,          -- 0-based, as in cycles
+    epoch INTEGER NOT NULL,          -- 1-based: after the t-th training epoch
+    kl_module REAL NOT NULL,         -- test-set mean of KL(p̄(T) || p̃_m(t)), nats
+    kl_snapshot REAL NOT NULL,       -- test-set mean of KL(p̄(T) || p(t)), nats
+    PRIMARY KEY (dataset, imbalance, method, seed, cycle, epoch)
 );
 """
 
@@ -75,6 +90,29 @@ class CycleRecord:
             d.pop(key)
         d["class_counts"] = json.dumps(self.class_counts)
         return d
+
+
+@dataclass
+class EpochKL:
+    """Figure 7's two numbers after one training epoch of a cycle (test-set means, in nats)."""
+
+    epoch: int  # 1-based epoch t
+    kl_module: float  # mean KL(p̄(T) || p̃_m(t)): actual TD vs. the module's predicted TD
+    kl_snapshot: float  # mean KL(p̄(T) || p(t)): actual TD vs. the model snapshot's softmax
+
+
+@dataclass
+class TDTrackingRecord:
+    """One stored ``td_tracking`` row: an :class:`EpochKL` with the key of its cycle."""
+
+    dataset: str
+    imbalance: float
+    method: str
+    seed: int
+    cycle: int  # 0-based
+    epoch: int  # 1-based
+    kl_module: float  # nats
+    kl_snapshot: float  # nats
 
 
 class ResultStore:
@@ -126,9 +164,15 @@ class ResultStore:
             self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     # -- cycles -----------------------------------------------------------------------------
-    def add_cycle(self, record: CycleRecord) -> None:
-        """Insert one finished cycle atomically (one transaction)."""
+    def add_cycle(self, record: CycleRecord, td_tracking: Sequence[EpochKL] = ()) -> None:
+        """Insert one finished cycle and its per-epoch ``td_tracking`` rows in one transaction.
+
+        Either everything is stored or, when any insert fails (e.g. the cycle is already
+        stored, or two rows share an epoch), nothing is. Tracking rows left by an earlier,
+        deleted copy of the cycle are replaced.
+        """
         r = record
+        key = (r.dataset, r.imbalance, r.method, r.seed, r.cycle)
         with self._conn:
             self._conn.execute(
                 "INSERT INTO cycles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -137,6 +181,11 @@ class ResultStore:
                  json.dumps([float(s) for s in r.scores]), r.train_seconds, r.score_seconds, r.eval_seconds,
                  r.final_loss, r.finished_at or time.time()),
             )
+            self._conn.execute("DELETE FROM td_tracking WHERE dataset = ? AND imbalance = ? AND method = ? "
+                               "AND seed = ? AND cycle = ?", key)
+            self._conn.executemany("INSERT INTO td_tracking VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                   [(*key, int(t.epoch), float(t.kl_module), float(t.kl_snapshot))
+                                    for t in td_tracking])
 
     def records(self, **where: Any) -> list[CycleRecord]:
         """Stored cycles, optionally filtered by column equality, in a stable order."""
@@ -144,6 +193,14 @@ class ResultStore:
         sql = "SELECT * FROM cycles" + (f" WHERE {clause}" if clause else "")
         sql += " ORDER BY dataset, imbalance, method, seed, cycle"
         return list(self._decode(self._conn.execute(sql, tuple(where.values()))))
+
+    def td_tracking(self, **where: Any) -> list[TDTrackingRecord]:
+        """Stored ``td_tracking`` rows, optionally filtered by column equality (e.g. ``method=...``),
+        ordered by (dataset, imbalance, method, seed, cycle, epoch)."""
+        clause = " AND ".join(f"{k} = ?" for k in where)
+        sql = "SELECT * FROM td_tracking" + (f" WHERE {clause}" if clause else "")
+        sql += " ORDER BY dataset, imbalance, method, seed, cycle, epoch"
+        return [TDTrackingRecord(*row) for row in self._conn.execute(sql, tuple(where.values()))]
 
     @staticmethod
     def _decode(rows: Iterator[tuple]) -> Iterator[CycleRecord]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,14 +22,21 @@ from tidal.data.dataset import ImageDataset
 from tidal.errors import TrainingDivergedError
 from tidal.strategies.base import AuxObjective, StepBatch
 
-__all__ = ["TrainStats", "train_model", "epoch_batches"]
+__all__ = ["EpochHook", "TrainStats", "train_model", "epoch_batches"]
+
+# Called after every epoch (after ``objective.end_epoch``) with the 0-based epoch, the backbone
+# and the objective, e.g. to run inference for an analysis (tidal.analysis.TDTracker). A hook
+# must leave the model's mode and the random generators as it found them, so that it changes
+# no number of the run.
+EpochHook = Callable[[int, nn.Module, AuxObjective | None], None]
 
 
 @dataclass
 class TrainStats:
-    seconds: float  # wall time of the run
+    seconds: float  # wall time of the run, without the time spent in the epoch hook
     final_loss: float  # mean total loss of the last epoch
     images_per_second: float  # training throughput
+    hook_seconds: float = 0.0  # wall time spent in the epoch hook (not part of ``seconds``)
 
 
 def epoch_batches(indices: torch.Tensor, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -50,6 +58,7 @@ def train_model(
     generator: torch.Generator,
     progress: bool = False,
     desc: str = "train",
+    epoch_hook: EpochHook | None = None,
 ) -> TrainStats:
     """Train ``model`` (and ``objective``) in place on ``dataset[labeled]``.
 
@@ -57,6 +66,8 @@ def train_model(
         dataset: training split on the training device.
         labeled: absolute indices of the labeled set, int64 ``[m]``, ``m >= 2``.
         generator: CPU generator for shuffling and augmentation.
+        epoch_hook: called as ``epoch_hook(epoch, model, objective)`` after each epoch (after
+            ``objective.end_epoch``); its wall time is reported apart, in ``hook_seconds``.
     Raises:
         TrainingDivergedError: the loss became NaN/inf (checked once per epoch).
     """
@@ -69,7 +80,7 @@ def train_model(
     if objective is not None:
         objective.train()
     device = dataset.images.device
-    start, seen, last_loss = time.perf_counter(), 0, float("nan")
+    start, seen, last_loss, hook_seconds = time.perf_counter(), 0, float("nan"), 0.0
     bar = tqdm(range(config.epochs), desc=desc, leave=False, disable=not progress, unit="epoch")
     for epoch in bar:
         lr = config.lr * (config.lr_decay if epoch >= decay_epoch else 1.0)
@@ -100,6 +111,11 @@ def train_model(
             )
         if objective is not None:
             objective.end_epoch(epoch, model)
+        if epoch_hook is not None:
+            t0 = time.perf_counter()
+            epoch_hook(epoch, model, objective)
+            hook_seconds += time.perf_counter() - t0
         bar.set_postfix(loss=f"{last_loss:.3f}")
-    seconds = time.perf_counter() - start
-    return TrainStats(seconds=seconds, final_loss=last_loss, images_per_second=seen / max(seconds, 1e-9))
+    seconds = time.perf_counter() - start - hook_seconds
+    return TrainStats(seconds=seconds, final_loss=last_loss, images_per_second=seen / max(seconds, 1e-9),
+                      hook_seconds=hook_seconds)

@@ -7,8 +7,8 @@
 * ``classes``: tail-class samples selected per round and the final labeled class counts;
 * ``timing``: wall time per cycle split into training, scoring and evaluation.
 
-Figures 2 and 7 need per-sample scores and per-epoch KL values that runs do not store yet;
-they are drawn from arrays by ``tidal.report.td_figures`` and re-exported here.
+Figures 2 and 7 are drawn from arrays by ``tidal.report.td_figures`` (re-exported here), fed
+by ``tidal.report.analyses`` from the ``td_tracking`` rows and ``analysis/*.npz`` files.
 """
 
 from __future__ import annotations

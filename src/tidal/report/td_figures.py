@@ -1,4 +1,4 @@
-"""Figures 2 and 7 of the paper, drawn from arrays (runs do not store these quantities yet).
+"""Figures 2 and 7 of the paper, drawn from arrays (``tidal.report.analyses`` feeds them what a run stores).
 
 * ``plot_td_prediction_kl`` (Figure 7): per epoch, the test-set mean of KL(p̄(T) || p̃_m(t))
   (the TD prediction module) and KL(p̄(T) || p(t)) (the model snapshot), where p̄(T) is the
@@ -24,8 +24,9 @@ _HEAD, _TAIL = "#1f77b4", "#d62728"  # head / tail classes, in every panel
 
 
 def plot_td_prediction_kl(epochs: np.ndarray, kl_module: np.ndarray, kl_snapshot: np.ndarray,
-                          path: str | Path) -> Path:
-    """Figure 7: mean KL divergence (nats) to the actual TD per epoch, ``[E]`` arrays each."""
+                          path: str | Path, title: str | None = None) -> Path:
+    """Figure 7: mean KL divergence (nats) to the actual TD per epoch, ``[E]`` arrays each;
+    ``title`` replaces the generic one (e.g. to name the setting and method)."""
     epochs, kl_module, kl_snapshot = (np.asarray(a, dtype=float).ravel() for a in (epochs, kl_module, kl_snapshot))
     if not epochs.size == kl_module.size == kl_snapshot.size > 0:
         raise ValueError(f"epochs ({epochs.size}), kl_module ({kl_module.size}) and kl_snapshot "
@@ -35,8 +36,9 @@ def plot_td_prediction_kl(epochs: np.ndarray, kl_module: np.ndarray, kl_snapshot
             label=r"predicted TD: KL($\bar{p}^{(T)} \,\|\, \tilde{p}_m^{(t)}$)")
     ax.plot(epochs, kl_snapshot, marker="s", markersize=3, color=method_color("entropy"), linewidth=2,
             linestyle="--", label=r"model snapshot: KL($\bar{p}^{(T)} \,\|\, p^{(t)}$)")
-    ax.set_title("How well the TD prediction module approximates the actual TD", fontsize=11)
+    ax.set_title(title or "How well the TD prediction module approximates the actual TD", fontsize=11)
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     ax.set_ylabel("KL divergence, test-set mean (nats)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)

@@ -4,10 +4,16 @@ Files written (each atomically: a temporary file, then ``os.replace``):
 
 * ``report.md``: per (dataset, imbalance) setting, a summary table (mean relative improvement
   over random and area under the accuracy curve, with CIs; the best method in bold), the
-  figures, the per-cycle tables, the class make-up table and the timing table;
+  figures, the per-cycle tables, the class make-up table and the timing table; then, when the
+  directory holds them, the Figure 7 section (``td_tracking`` rows) and the Figure 2 section
+  (``analysis/*.npz``), see ``tidal.report.analyses``;
 * ``report.html``: the same as one self-contained page (figures inlined);
 * ``figures/*.png``: the figures (only when matplotlib is installed);
-* ``results.csv`` (one row per stored cycle, without index lists) and ``results.json`` (all of it).
+* ``results.csv`` (one row per stored cycle, without index lists) and ``results.json`` (all of
+  it, with the ``td_tracking`` rows when there are any).
+
+A directory written by ``tidal analyze-scores`` alone (no ``results.sqlite``) gets a report
+of its analyses only.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ import os
 from pathlib import Path
 
 from tidal.errors import RunDirectoryError
+from tidal.report.analyses import add_score_section, add_td_tracking_section
 from tidal.report.document import Document
 from tidal.report.style import figures_available
 from tidal.report.summary import SettingSummary, summarize
 from tidal.report.tables import (
+    Table,
     accuracy_table,
     classes_table,
     format_markdown,
@@ -29,7 +37,7 @@ from tidal.report.tables import (
     relative_table,
     timing_table,
 )
-from tidal.results import DB_NAME, CycleRecord, ResultStore
+from tidal.results import ANALYSIS_DIR, DB_NAME, CycleRecord, ResultStore, TDTrackingRecord
 
 __all__ = ["FIGURES_DIR", "write_report"]
 
@@ -64,11 +72,13 @@ def _setting_section(doc: Document, s: SettingSummary, figs: dict[str, tuple[Pat
         doc.figure(*figs["timing"])
 
 
-def _build_document(run_dir: Path, records: list[CycleRecord], summaries: list[SettingSummary],
-                    cfg: dict) -> Document:
+def _build_document(run_dir: Path, records: list[CycleRecord], summaries: list[SettingSummary], cfg: dict,
+                    tracking: list[TDTrackingRecord], score_files: list[Path]) -> tuple[Document, list[Table]]:
+    """The report and the tables of its analysis sections (for the printed summary)."""
     doc = Document("TiDAL active-learning report")
+    sources = " and ".join((["`results.sqlite`"] if records else []) + (["`analysis/*.npz`"] if score_files else []))
     doc.paragraph(f"Run directory: `{run_dir}`. {len(records)} stored cycles in {len(summaries)} setting(s); "
-                  "every number below is computed from `results.sqlite`.")
+                  f"every number below is computed from {sources}.")
     draw = figures_available()
     if not draw:
         doc.paragraph("Figures need matplotlib: `pip install tidal-al[report]`, then `tidal report "
@@ -80,40 +90,62 @@ def _build_document(run_dir: Path, records: list[CycleRecord], summaries: list[S
 
             figs = write_setting_figures(s, run_dir / FIGURES_DIR)
         _setting_section(doc, s, figs)
-    doc.heading(2, "Configuration")
-    doc.code(json.dumps(cfg, indent=2))
-    return doc
+    fig_dir = run_dir / FIGURES_DIR if draw else None
+    tables = []
+    if tracking:
+        tables.append(add_td_tracking_section(doc, tracking, records, fig_dir))
+    if score_files:
+        tables.append(add_score_section(doc, score_files, fig_dir))
+    if records:
+        doc.heading(2, "Configuration")
+        doc.code(json.dumps(cfg, indent=2))
+    return doc, [t for t in tables if t is not None]
 
 
-def _write_tables(run_dir: Path, records: list[CycleRecord], cfg: dict) -> None:
-    rows = [r.summary_dict() for r in records]
-    tmp = run_dir / "results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, run_dir / "results.csv")
-    _atomic_write(run_dir / "results.json", json.dumps({"config": cfg, "cycles": [r.__dict__ for r in records]}))
+def _write_tables(run_dir: Path, records: list[CycleRecord], cfg: dict, tracking: list[TDTrackingRecord]) -> None:
+    if records:
+        rows = [r.summary_dict() for r in records]
+        tmp = run_dir / "results.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, run_dir / "results.csv")
+    data = {"config": cfg, "cycles": [r.__dict__ for r in records]}
+    if tracking:
+        data["td_tracking"] = [t.__dict__ for t in tracking]
+    _atomic_write(run_dir / "results.json", json.dumps(data))
 
 
 def write_report(run_dir: str | Path) -> str:
-    """Regenerate the report files of ``run_dir`` from its database; returns the summary markdown.
+    """Regenerate the report files of ``run_dir`` from its database and ``analysis/*.npz``;
+    returns the summary markdown (the per-setting tables, then those of the analyses).
 
     Raises:
-        RunDirectoryError: ``run_dir`` holds no results database, or no finished cycle.
+        RunDirectoryError: ``run_dir`` holds neither a results database nor an analysis, or
+            its database no finished cycle (and there is no analysis).
     """
     run_dir = Path(run_dir)
-    if not (run_dir / DB_NAME).is_file():
-        raise RunDirectoryError(f"{run_dir} holds no {DB_NAME}; pass the --out directory of a `tidal run`")
-    with ResultStore(run_dir / DB_NAME) as store:
-        records = store.records()
-        config = store.config()
-    if not records:
+    score_files = sorted((run_dir / ANALYSIS_DIR).glob("*.npz"))
+    has_db = (run_dir / DB_NAME).is_file()
+    if not has_db and not score_files:
+        raise RunDirectoryError(f"{run_dir} holds no {DB_NAME}; pass the --out directory of a `tidal run` "
+                                "(or of `tidal analyze-scores`)")
+    records, tracking, config = [], [], None
+    if has_db:
+        with ResultStore(run_dir / DB_NAME) as store:
+            records = store.records()
+            tracking = store.td_tracking()
+            config = store.config()
+    if not records and not score_files:
         raise RunDirectoryError(f"{run_dir} has no finished cycle yet; run `tidal run` first")
     cfg = config.to_dict() if config else {}
     summaries = summarize(records)
-    doc = _build_document(run_dir, records, summaries, cfg)
+    doc, tables = _build_document(run_dir, records, summaries, cfg, tracking, score_files)
     _atomic_write(run_dir / "report.md", doc.to_markdown(base=run_dir))
     _atomic_write(run_dir / "report.html", doc.to_html())
-    _write_tables(run_dir, records, cfg)
-    return format_markdown(summaries)
+    _write_tables(run_dir, records, cfg, tracking)
+    summary = format_markdown(summaries)
+    for table in tables:
+        summary += "\n" + table.to_markdown()
+    return summary

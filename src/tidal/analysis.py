@@ -1,0 +1,370 @@
+"""Two analyses of the TiDAL paper, stored in a run directory and drawn by the report.
+
+* **Figure 7** (§5.4, "predictive performance of the TD prediction module"): while a cycle
+  trains, after every epoch ``t`` the test-set softmax ``p(t)`` and the module's predicted TD
+  ``p̃_m(t)`` are recorded; at the end, the actual TD of the test samples is
+  ``p̄(T) = mean_t p(t)`` (Eq. 5) and each epoch gets the test-set means of
+  ``KL(p̄(T) || p̃_m(t))`` and ``KL(p̄(T) || p(t))``. :class:`TDTracker` is the
+  ``train_model`` epoch hook; :class:`TDTrackerFactory` gives ``active_learning`` one per
+  cycle (``run_experiment(track_td=True)``, ``tidal run --track-td``).
+* **Figure 2** (§3.1): :func:`analyze_scores` trains TiDAL on long-tailed samples, then scores
+  those samples with the snapshot estimators ``H(p)``, ``M(p)`` and the TD-based ``H̄``,
+  ``M̄`` (from the actual TD and from the module's predicted TD), and measures how well each
+  tells tail-class from head-class samples (AUROC). ``tidal analyze-scores``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import zipfile
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tidal.config import PRESETS, ExperimentConfig
+from tidal.data import DatasetSplits, ImageDataset, load_dataset
+from tidal.experiment import make_pool, prepare_out, resolve_device
+from tidal.inference import batched_outputs
+from tidal.loop import derive_seed
+from tidal.models.resnet import ResNet18
+from tidal.report.stats import auroc
+from tidal.report.summary import tail_classes
+from tidal.results import ANALYSIS_DIR, EpochKL
+from tidal.strategies import AuxObjective, TrainContext, create_strategy
+from tidal.strategies.scores import entropy, margin
+from tidal.train import train_model
+
+__all__ = [
+    "SCORES",
+    "ScoreAnalysis",
+    "TDTracker",
+    "TDTrackerFactory",
+    "analyze_scores",
+    "format_aurocs",
+    "kl_to_final_td",
+    "load_score_analysis",
+    "save_score_analysis",
+    "score_file_name",
+]
+
+# -- Figure 7: how well the module predicts the TD ----------------------------------------------
+
+_TINY = torch.finfo(torch.float32).tiny  # floor of a predicted probability before its log (keeps KL finite)
+
+
+def kl_to_final_td(log_snapshot: Sequence[torch.Tensor],
+                   log_predicted: Sequence[torch.Tensor]) -> tuple[list[float], list[float]]:
+    """Figure 7's two curves from per-epoch log-probabilities of the same ``N`` samples.
+
+    Args:
+        log_snapshot: ``T`` tensors ``[N, C]``, ``log p(t)`` after epochs ``t = 1..T``.
+        log_predicted: ``T`` tensors ``[N, C]``, ``log p̃_m(t)`` after the same epochs.
+    Returns:
+        ``(kl_module, kl_snapshot)``, ``T`` floats each, in nats: the means over the ``N``
+        samples of ``KL(p̄(T) || p̃_m(t))`` and ``KL(p̄(T) || p(t))``, where the actual TD is
+        ``p̄(T) = (1/T) sum_t p(t)`` (Eq. 5 with ``Δτ = 1/T``) and ``0 log 0 = 0``.
+    """
+    if len(log_snapshot) != len(log_predicted) or not log_snapshot:
+        raise ValueError(f"need the same non-zero number of epochs; got {len(log_snapshot)} snapshot and "
+                         f"{len(log_predicted)} predicted")
+    p_bar = sum(lp.double().exp() for lp in log_snapshot) / len(log_snapshot)  # [N, C]
+    neg_entropy = torch.xlogy(p_bar, p_bar).sum(dim=1)  # sum_c p̄ log p̄, [N]
+
+    def mean_kl(log_q: torch.Tensor) -> float:
+        cross = torch.where(p_bar > 0, p_bar * log_q.double(), torch.zeros_like(p_bar)).sum(dim=1)
+        return float((neg_entropy - cross).mean())
+
+    return [mean_kl(q) for q in log_predicted], [mean_kl(p) for p in log_snapshot]
+
+
+class TDTracker:
+    """A ``train_model`` epoch hook recording Figure 7's inputs on a held-out split (the test set).
+
+    After each epoch it runs the model in eval mode over all of ``dataset`` (one inference
+    pass, :func:`~tidal.inference.batched_outputs`) and keeps ``log p(t)`` (log-softmax of the
+    logits) and ``log p̃_m(t)`` (log of ``objective.predict(out)["td"]``, floored at the
+    smallest float32) on the CPU. ``p̄(T)`` is known only when training ends, so every epoch's
+    outputs are needed: memory is ``2 x epochs x N x C x 4`` bytes (FashionMNIST's 10,000 test
+    images, 10 classes: 32 MB for the quick preset's 40 epochs, 80 MB for the paper's 100),
+    held until :meth:`result` is read and the tracker dropped; nothing stays on the GPU.
+
+    An objective without a ``"td"`` prediction (or no objective) is recognised on the first
+    batch; the tracker then records nothing. The model's and objective's modes are restored
+    and no random generator is used, so tracking changes no number of the run.
+    """
+
+    def __init__(self, dataset: ImageDataset, batch_size: int = 1024) -> None:
+        self.dataset = dataset  # on the training device
+        self.batch_size = batch_size
+        self.active = True  # False once the objective turned out not to predict "td"
+        self.epochs: list[int] = []  # 1-based epochs recorded
+        self._log_snapshot: list[torch.Tensor] = []  # [N, C] each, CPU float32
+        self._log_predicted: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def __call__(self, epoch: int, model: nn.Module, objective: AuxObjective | None) -> None:
+        if not self.active or objective is None:
+            self.active = False
+            return
+        snapshot, predicted = [], []
+        was_training = objective.training
+        objective.eval()
+        try:
+            indices = torch.arange(len(self.dataset))
+            with closing(batched_outputs(model, self.dataset, indices, self.batch_size)) as batches:
+                for _, out in batches:
+                    td = objective.predict(out).get("td")
+                    if td is None:
+                        self.active = False
+                        return
+                    snapshot.append(F.log_softmax(out.logits.float(), dim=1).cpu())
+                    predicted.append(td.float().clamp_min(_TINY).log().cpu())
+        finally:
+            objective.train(was_training)
+        self.epochs.append(epoch + 1)
+        self._log_snapshot.append(torch.cat(snapshot))
+        self._log_predicted.append(torch.cat(predicted))
+
+    def result(self) -> list[EpochKL]:
+        """One :class:`~tidal.results.EpochKL` per recorded epoch (empty when nothing was recorded)."""
+        if not self.epochs:
+            return []
+        kl_module, kl_snapshot = kl_to_final_td(self._log_snapshot, self._log_predicted)
+        return [EpochKL(e, m, s) for e, m, s in zip(self.epochs, kl_module, kl_snapshot)]
+
+
+class TDTrackerFactory:
+    """``active_learning``'s ``epoch_hooks`` for Figure 7: a fresh :class:`TDTracker` over
+    ``dataset`` for each cycle; :meth:`take` hands back a cycle's rows and frees its arrays."""
+
+    def __init__(self, dataset: ImageDataset, batch_size: int = 1024) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self._trackers: dict[int, TDTracker] = {}
+
+    def __call__(self, cycle: int) -> TDTracker:
+        self._trackers[cycle] = TDTracker(self.dataset, self.batch_size)
+        return self._trackers[cycle]
+
+    def take(self, cycle: int) -> list[EpochKL]:
+        """The per-epoch KLs of ``cycle`` (empty for a method without predicted TD)."""
+        tracker = self._trackers.pop(cycle, None)
+        return [] if tracker is None else tracker.result()
+
+
+# -- Figure 2: score distributions after long-tailed training ------------------------------------
+
+# Stored scores: the estimators' values for each trained sample. H: entropy (Eq. 2 / 10), higher =
+# more uncertain. M: margin at the true label (Eq. 3 / 11 with ŷ = y), smaller = more uncertain.
+SCORES: dict[str, str] = {
+    "H": "H(p), snapshot",
+    "M": "M(p), snapshot",
+    "H_td": "H̄(p̄), actual TD",
+    "M_td": "M̄(p̄), actual TD",
+    "H_pred": "H̄(p̃_m), predicted TD",
+    "M_pred": "M̄(p̃_m), predicted TD",
+}
+_SCORES_STREAM = 3_000_003  # stream id of this analysis's randomness (distinct from the loop's and the pool's)
+
+
+@dataclass
+class ScoreAnalysis:
+    """Per-sample uncertainty scores of the samples a TiDAL model was trained on (Figure 2)."""
+
+    dataset: str
+    imbalance: float  # imbalance ratio of the long-tailed pool the samples come from
+    seed: int
+    epochs: int  # training epochs
+    width: int  # ResNet-18 base width
+    num_classes: int  # C
+    indices: np.ndarray  # absolute training-set indices, int64 [n]
+    labels: np.ndarray  # their labels, int64 [n]
+    scores: dict[str, np.ndarray]  # SCORES key -> float64 [n], the estimator's value
+    path: Path | None = None  # the .npz it was stored in / read from
+
+    @property
+    def is_tail(self) -> np.ndarray:
+        """bool ``[n]``: the sample belongs to the tail half of the classes (``summary.tail_classes``)."""
+        return np.isin(self.labels, tail_classes(self.num_classes))
+
+    def uncertainty(self, key: str) -> np.ndarray:
+        """Score ``key`` oriented so that higher = more uncertain: ``H`` as is, ``-M`` for margins."""
+        return -self.scores[key] if key.startswith("M") else self.scores[key]
+
+    def aurocs(self) -> dict[str, float]:
+        """AUROC of each score's uncertainty direction at telling tail from head samples
+        (1 = every tail sample rated more uncertain than every head sample, 0.5 = chance)."""
+        return {key: auroc(self.uncertainty(key), self.is_tail) for key in self.scores}
+
+
+def score_file_name(dataset: str, imbalance: float, seed: int) -> str:
+    """``scores_<dataset>_ir<IR>_seed<seed>.npz``, e.g. ``scores_fashion-mnist_ir10_seed0.npz``."""
+    return f"scores_{dataset}_ir{imbalance:g}_seed{seed}.npz"
+
+
+def save_score_analysis(analysis: ScoreAnalysis, run_dir: str | Path) -> Path:
+    """Write ``analysis`` to ``run_dir/analysis/<score_file_name>`` atomically; returns the path.
+
+    The .npz holds ``labels`` and ``indices`` (int64 ``[n]``), one float64 ``[n]`` array per
+    :data:`SCORES` key, and the scalars ``dataset``, ``imbalance``, ``seed``, ``epochs``,
+    ``width``, ``num_classes``.
+    """
+    folder = Path(run_dir) / ANALYSIS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / score_file_name(analysis.dataset, analysis.imbalance, analysis.seed)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, dataset=np.array(analysis.dataset), imbalance=np.float64(analysis.imbalance),
+                 seed=np.int64(analysis.seed), epochs=np.int64(analysis.epochs), width=np.int64(analysis.width),
+                 num_classes=np.int64(analysis.num_classes), indices=analysis.indices.astype(np.int64),
+                 labels=analysis.labels.astype(np.int64),
+                 **{key: np.asarray(v, dtype=np.float64) for key, v in analysis.scores.items()})
+    os.replace(tmp, path)
+    analysis.path = path
+    return path
+
+
+_META = ("dataset", "imbalance", "seed", "epochs", "width", "num_classes", "indices", "labels")
+
+
+def load_score_analysis(path: str | Path) -> ScoreAnalysis:
+    """Read a file written by :func:`save_score_analysis`; a ``ValueError`` names missing keys."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in (*_META, *SCORES) if k not in f.files]
+            if missing:
+                raise ValueError(f"{path} is not a tidal score analysis (missing {', '.join(missing)}); "
+                                 "write it with `tidal analyze-scores`")
+            a = ScoreAnalysis(str(f["dataset"]), float(f["imbalance"]), int(f["seed"]), int(f["epochs"]),
+                              int(f["width"]), int(f["num_classes"]), f["indices"], f["labels"],
+                              {key: f[key] for key in SCORES}, path)
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"cannot read {path} ({exc}); write it again with `tidal analyze-scores`") from exc
+    n_tail = int(a.is_tail.sum())
+    if any(v.shape != a.labels.shape for v in a.scores.values()) or n_tail in (0, len(a.labels)):
+        raise ValueError(f"{path} is inconsistent ({len(a.labels)} labels, {n_tail} of them tail; scores of shapes "
+                         f"{sorted({v.shape for v in a.scores.values()})}); write it again with `tidal analyze-scores`")
+    return a
+
+
+def format_aurocs(analysis: ScoreAnalysis) -> str:
+    """The AUROC of every score as lines of text (what ``tidal analyze-scores`` prints)."""
+    tail = tail_classes(analysis.num_classes)
+    n_tail = int(analysis.is_tail.sum())
+    lines = [f"{analysis.dataset}, imbalance ratio {analysis.imbalance:g}, seed {analysis.seed}: "
+             f"{len(analysis.labels)} trained samples, {n_tail} from the tail classes {tail[0]}-{tail[-1]}.",
+             "AUROC at telling tail- from head-class samples (higher = rates tail samples as more uncertain; "
+             "margins enter as -M, a smaller margin being more uncertain):"]
+    for key, value in analysis.aurocs().items():
+        sign = "-" if key.startswith("M") else " "
+        lines.append(f"  {sign}{SCORES[key]:24s} {value:.3f}")
+    return "\n".join(lines)
+
+
+def analyze_scores(
+    out: str | Path,
+    dataset: str = "fashion-mnist",
+    imbalance: float = 10.0,
+    seed: int = 0,
+    size: int = 3000,
+    epochs: int | None = None,
+    width: int | None = None,
+    data_dir: str | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+    splits: DatasetSplits | None = None,
+) -> ScoreAnalysis:
+    """Figure 2: train TiDAL on ``size`` long-tailed samples and store their uncertainty scores.
+
+    The samples are a seeded random slice of :func:`tidal.experiment.make_pool` at
+    ``imbalance`` (so their classes keep the long-tailed profile). A fresh ResNet-18 with the
+    ``tidal-entropy`` strategy's objective (the TD prediction module, Eq. 9) trains on them
+    for ``epochs`` (training settings of the quick preset; ``epochs``/``width`` default to
+    it). Then, for the trained samples, with ``y`` the true label:
+
+    * ``H``, ``M``: entropy and margin of the final model's softmax ``p`` (eval mode);
+    * ``H_td``, ``M_td``: of the actual TD ``p̄(T)``, the objective's running record (free);
+    * ``H_pred``, ``M_pred``: of the module's predicted TD ``p̃_m(T)`` (eval mode).
+
+    Stored in ``out/analysis/`` (:func:`save_score_analysis`; the same dataset, imbalance and
+    seed replace an earlier file). ``out`` may be a run directory or a new one. ``splits``
+    replaces the dataset files (tests, notebooks).
+
+    Raises:
+        ValueError: bad settings, ``size`` larger than the pool, or no tail/head sample drawn.
+        RunDirectoryError: ``out`` is a non-empty directory that is not tidal's.
+    """
+    quick = PRESETS["quick"]
+    train_cfg = dataclasses.replace(quick.train, epochs=quick.train.epochs if epochs is None else epochs,
+                                    width=quick.train.width if width is None else width)
+    config = dataclasses.replace(quick, datasets=(dataset,), imbalances=(float(imbalance),),
+                                 methods=("tidal-entropy",), seeds=(seed,), train=train_cfg,
+                                 data=dataclasses.replace(quick.data, data_dir=data_dir)).validate()
+    if size < 2:
+        raise ValueError(f"size={size} must be >= 2 samples (training needs at least 2)")
+    dev = resolve_device(device)
+    train = (splits or load_dataset(dataset, data_dir, config.data.download)).train.to(dev)
+    pool = make_pool(train, imbalance, None, seed)
+    if size > len(pool):
+        raise ValueError(f"size={size} is larger than the {dataset} pool at imbalance {imbalance:g} "
+                         f"({len(pool)} samples); lower --size")
+    g = torch.Generator().manual_seed(derive_seed(seed, _SCORES_STREAM))
+    idx = torch.sort(pool[torch.randperm(len(pool), generator=g)[:size]]).values
+    labels = train.labels[idx.to(dev)].cpu().numpy()
+    n_tail = int(np.isin(labels, tail_classes(train.num_classes)).sum())
+    if n_tail in (0, size):
+        raise ValueError(f"the {size} drawn samples hold {n_tail} tail-class samples; AUROC needs tail and head "
+                         "samples: raise --size or lower --imbalance")
+    out = Path(out)
+    prepare_out(out)
+    model, objective = _train_tidal(train, idx.to(dev), config, seed, dev, g, progress)
+    scores = _scores(model, objective, train, idx.to(dev), config.train.eval_batch_size)
+    analysis = ScoreAnalysis(dataset, float(imbalance), seed, train_cfg.epochs, train_cfg.width, train.num_classes,
+                             idx.numpy(), labels, scores)
+    save_score_analysis(analysis, out)
+    return analysis
+
+
+def _train_tidal(train: ImageDataset, idx: torch.Tensor, config: ExperimentConfig, seed: int, device: torch.device,
+                 generator: torch.Generator, progress: bool) -> tuple[nn.Module, AuxObjective]:
+    """A fresh ResNet-18 and the tidal-entropy objective, trained on ``train[idx]``."""
+    strategy = create_strategy("tidal-entropy", config.strategy)
+    with torch.random.fork_rng(devices=[]):  # weights drawn on the CPU from this analysis's seed
+        torch.manual_seed(derive_seed(seed, _SCORES_STREAM, 1))
+        model = ResNet18(train.num_classes, config.train.width, train.image_shape[0], strategy.dropout)
+    ctx = TrainContext(dataset=train, labeled=idx, candidates=idx[:0], num_classes=train.num_classes,
+                       feature_channels=model.feature_channels, embedding_dim=model.embedding_dim,
+                       epochs=config.train.epochs, device=device, eval_batch_size=config.train.eval_batch_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, _SCORES_STREAM, 2))
+        objective = strategy.make_objective(ctx)
+    model.to(device)
+    objective.to(device)
+    train_model(model, objective, train, idx, config.train, generator, progress, desc="tidal-entropy (analysis)")
+    return model, objective
+
+
+@torch.no_grad()
+def _scores(model: nn.Module, objective: AuxObjective, train: ImageDataset, idx: torch.Tensor,
+            batch_size: int) -> dict[str, np.ndarray]:
+    """Each :data:`SCORES` entry for the samples ``idx`` ``[n]`` (float64 ``[n]`` arrays)."""
+    objective.eval()
+    probs, predicted = [], []
+    for _, out in batched_outputs(model, train, idx, batch_size):
+        probs.append(torch.softmax(out.logits, dim=1).cpu())
+        predicted.append(objective.predict(out)["td"].cpu())
+    dists = {"": torch.cat(probs), "_td": objective.dynamics.targets(idx).cpu(), "_pred": torch.cat(predicted)}
+    y = train.labels[idx].cpu()
+    scores = {}
+    for suffix, p in dists.items():
+        scores["H" + suffix] = entropy(p).double().numpy()
+        scores["M" + suffix] = margin(p, reference=y).double().numpy()
+    return scores
