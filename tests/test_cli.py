@@ -122,3 +122,25 @@ def test_help_lists_methods_and_presets(capsys):
     text = capsys.readouterr().out
     assert "--preset {paper,quick}" in text and "--imbalance" in text and "--quiet" in text
     assert os.environ.get("NO_SUCH_VAR") is None
+
+
+def test_ctrl_c_says_what_was_saved(tmp_path, capsys, monkeypatch):
+    import tidal.experiment
+    from tidal.config import preset
+    from tidal.results import CycleRecord, ResultStore
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with ResultStore(out / "results.sqlite") as store:
+        store.bind(preset("quick"))
+        for cycle in (0, 1):
+            store.add_cycle(CycleRecord("fashion-mnist", 1.0, "random", 0, cycle, 500, 0.8, [50] * 10, [1], [2],
+                                        [0.1], 1.0, 1.0, 1.0, 0.5, 0.0))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tidal.experiment, "run_experiment", interrupted)
+    code, _, err = _cli(capsys, "run", "--out", str(out), "--quiet")
+    assert code == 130
+    assert "2 finished cycles of 1 (method, seed) runs are saved" in err and "run the same command again" in err

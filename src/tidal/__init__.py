@@ -22,6 +22,10 @@ def __getattr__(name: str):  # the report package is imported on first use only
         from tidal.report import write_report
 
         return write_report
+    if name == "analyze_scores":
+        from tidal.analysis import analyze_scores
+
+        return analyze_scores
     raise AttributeError(f"module 'tidal' has no attribute {name!r}")
 
 __all__ = [
@@ -34,6 +38,7 @@ __all__ = [
     "TrainConfig",
     "TrainingDynamics",
     "active_learning",
+    "analyze_scores",
     "create_strategy",
     "list_strategies",
     "preset",

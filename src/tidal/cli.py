@@ -238,8 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               "results.csv, results.json")
         return 0
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {_saved_cycles(getattr(args, 'out', None))}; run the same command again to "
-              "continue from there", file=sys.stderr)
+        if args.command == "run":
+            print(f"\ninterrupted: {_saved_cycles(args.out)}; run the same command again to continue from there",
+                  file=sys.stderr)
+        else:
+            print("\ninterrupted: nothing was written", file=sys.stderr)
         return 130
     except (TidalError, ValueError, FileNotFoundError) as exc:
         print(f"tidal: error: {exc}", file=sys.stderr)
