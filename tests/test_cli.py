@@ -10,7 +10,6 @@ import pytest
 
 from tidal.cli import main
 from tidal.data import fashion_mnist as fm
-from tidal.data.idx import write_idx
 
 TINY = ["--cycles", "2", "--initial", "40", "--budget", "20", "--subset", "200", "--epochs", "1", "--width", "2",
         "--pool-limit", "1000", "--test-limit", "200", "--quiet", "--device", "cpu", "--no-download"]
@@ -144,3 +143,16 @@ def test_ctrl_c_says_what_was_saved(tmp_path, capsys, monkeypatch):
     code, _, err = _cli(capsys, "run", "--out", str(out), "--quiet")
     assert code == 130
     assert "2 finished cycles of 1 (method, seed) runs are saved" in err and "run the same command again" in err
+
+
+def test_out_under_a_file_is_one_line(tmp_path, capsys, fmnist_dir):
+    (tmp_path / "afile").write_text("x")
+    code, _, err = _cli(capsys, "run", "--methods", "random", "--data-dir", str(fmnist_dir),
+                        "--out", str(tmp_path / "afile" / "run"), *TINY)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("tidal: error: ")
+
+
+def test_corrupt_database_is_one_line(tmp_path, capsys):
+    (tmp_path / "results.sqlite").write_bytes(b"this is not a database" * 100)
+    code, _, err = _cli(capsys, "report", str(tmp_path))
+    assert code == 2 and "results database" in err and len(err.strip().splitlines()) == 1

@@ -26,7 +26,7 @@ def test_paper_preset_matches_the_paper():
         (dict(imbalances=(0.5,)), "imbalance=0.5 must be >= 1"),
         (dict(al=ALConfig(subset=0)), "subset=0 must be > 0"),
         (dict(al=ALConfig(subset=-5)), "subset=-5 must be > 0"),
-        (dict(al=ALConfig(initial=0)), "initial=0 must be >= 1"),
+        (dict(al=ALConfig(initial=0)), "initial=0 must be >= 2"),
         (dict(al=ALConfig(budget=2000, subset=1000)), "subset=1000 must be >= budget=2000"),
         (dict(al=ALConfig(retrain="warm")), "retrain='warm'"),
         (dict(train=TrainConfig(epochs=0)), "epochs=0 must be >= 1"),
@@ -97,3 +97,29 @@ def test_bad_config_files(tmp_path, text, message):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(ValueError, match="must end in .toml"):
         load_config_file(str(tmp_path / "x.json"))
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(train=TrainConfig(epochs="40")), "train.epochs='40' must be of type int"),
+        (dict(al=ALConfig(budget=500.5)), "al.budget=500.5 must be of type int"),
+        (dict(train=TrainConfig(flip="yes")), "train.flip='yes' must be of type bool"),
+        (dict(seeds=(0, "1")), r"seeds=\(0, '1'\) must be of type tuple\[int, ...\]"),
+        (dict(seeds=(-1,)), r"seeds \[-1\] must be >= 0"),
+        (dict(al=ALConfig(initial=1)), "initial=1 must be >= 2"),
+        (dict(methods=("bald",), strategy=StrategyConfig(mc_samples=1)), "mc_samples=1: bald needs >= 2"),
+        (dict(methods=("bald",), strategy=StrategyConfig(dropout=0.0)), "dropout=0.0: bald needs dropout > 0"),
+    ],
+)
+def test_types_and_method_specific_checks(change, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(PRESETS["quick"], **change).validate()
+
+
+def test_ints_are_accepted_for_floats_and_bald_defaults_pass():
+    cfg = dataclasses.replace(PRESETS["quick"], imbalances=(10,), methods=("bald", "random"),
+                              train=TrainConfig(lr=1))
+    assert cfg.validate() is cfg
+    # mc_samples=1 is fine when no method needs MC samples
+    dataclasses.replace(PRESETS["quick"], strategy=StrategyConfig(mc_samples=1)).validate()

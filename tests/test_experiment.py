@@ -85,3 +85,43 @@ def test_pool_is_long_tailed_and_seeded(tiny_splits):
     assert counts[0] == 60 and counts[-1] == 6 and counts == sorted(counts, reverse=True)
     assert make_pool(tiny_splits.train, 10, None, 0).equal(a)
     assert len(make_pool(tiny_splits.train, 1, 50, 0)) == 50
+
+
+def test_continue_mode_resumes_from_the_stored_model(tiny_splits, tmp_path, monkeypatch):
+    cfg = _config(methods=("tidal-entropy",), al=ALConfig(initial=20, budget=10, cycles=3, subset=40,
+                                                          retrain="continue"))
+    _run(cfg, tmp_path / "full", tiny_splits)
+    with ResultStore(tmp_path / "full" / DB_NAME) as store:
+        full = store.records()
+    ckpts = sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir())
+    assert ckpts == ["fashion-mnist-ir1-tidal-entropy-seed0-cycle2.pt"]  # older ones removed after each commit
+
+    original, calls = ResultStore.add_cycle, []
+
+    def add_then_stop(self, record, td_tracking=()):  # the process dies right after the 2nd commit
+        original(self, record, td_tracking)
+        calls.append(record.cycle)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ResultStore, "add_cycle", add_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg, tmp_path / "cut", tiny_splits)
+    monkeypatch.setattr(ResultStore, "add_cycle", original)
+    assert _run(cfg, tmp_path / "cut", tiny_splits).ran_cycles == 1
+    with ResultStore(tmp_path / "cut" / DB_NAME) as store:
+        again = store.records()
+    assert [(r.accuracy, r.selected, r.labeled) for r in again] == [(r.accuracy, r.selected, r.labeled) for r in full]
+
+
+def test_continue_mode_without_checkpoint_is_refused(tiny_splits, tmp_path):
+    cfg = _config(methods=("random",), al=ALConfig(initial=20, budget=10, cycles=3, subset=40, retrain="continue"))
+    _run(cfg, tmp_path / "g", tiny_splits)
+    con = sqlite3.connect(tmp_path / "g" / DB_NAME)
+    with con:
+        con.execute("DELETE FROM cycles WHERE cycle = 2")
+    con.close()
+    for p in (tmp_path / "g" / "checkpoints").iterdir():
+        p.unlink()
+    with pytest.raises(RunDirectoryError, match="cannot resume random seed 0 with --retrain continue"):
+        _run(cfg, tmp_path / "g", tiny_splits)

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import zipfile
 from collections.abc import Sequence
 from contextlib import closing
@@ -31,6 +30,7 @@ from torch import nn
 from tidal.config import PRESETS, ExperimentConfig
 from tidal.data import DatasetSplits, ImageDataset, load_dataset
 from tidal.experiment import make_pool, prepare_out, resolve_device
+from tidal.io import atomic_path
 from tidal.inference import batched_outputs
 from tidal.loop import derive_seed
 from tidal.models.resnet import ResNet18
@@ -219,14 +219,12 @@ def save_score_analysis(analysis: ScoreAnalysis, run_dir: str | Path) -> Path:
     folder = Path(run_dir) / ANALYSIS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / score_file_name(analysis.dataset, analysis.imbalance, analysis.seed)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, dataset=np.array(analysis.dataset), imbalance=np.float64(analysis.imbalance),
                  seed=np.int64(analysis.seed), epochs=np.int64(analysis.epochs), width=np.int64(analysis.width),
                  num_classes=np.int64(analysis.num_classes), indices=analysis.indices.astype(np.int64),
                  labels=analysis.labels.astype(np.int64),
                  **{key: np.asarray(v, dtype=np.float64) for key, v in analysis.scores.items()})
-    os.replace(tmp, path)
     analysis.path = path
     return path
 

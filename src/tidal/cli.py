@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sqlite3
 import sys
 from collections.abc import Sequence
 
-from tidal.config import PRESETS, ALConfig, DataConfig, ExperimentConfig, StrategyConfig, TrainConfig
+from tidal.config import PRESETS, ExperimentConfig
 
 __all__ = ["main", "build_parser", "config_from_args"]
 
@@ -244,8 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print("\ninterrupted: nothing was written", file=sys.stderr)
         return 130
-    except (TidalError, ValueError, FileNotFoundError) as exc:
+    except (TidalError, ValueError, OSError) as exc:
         print(f"tidal: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(f"tidal: error: results database: {exc} (is another `tidal run` writing to the same --out? "
+              "run one process per directory, or give each its own methods/seeds)", file=sys.stderr)
         return 2
 
 

@@ -93,20 +93,28 @@ class ExperimentConfig:
             if not cond:
                 raise ValueError(msg)
 
+        for section, obj in (("", self), ("data.", self.data), ("train.", self.train), ("al.", self.al),
+                             ("strategy.", self.strategy)):
+            for f in dataclasses.fields(obj):
+                value = getattr(obj, f.name)
+                if not isinstance(value, (DataConfig, TrainConfig, ALConfig, StrategyConfig)):
+                    need(_type_ok(value, str(f.type)), f"{section}{f.name}={value!r} must be of type {f.type}")
+
         need(len(self.datasets) > 0, "no dataset given; pass --dataset fashion-mnist")
         for name in self.datasets:
             need(name in DATASETS, f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
         need(len(self.methods) > 0, "no method given; pass --methods tidal-entropy random")
         for name in self.methods:
-            strategy_class(name)  # raises with the list of valid names
+            strategy_class(name).check_config(self.strategy)  # unknown names raise with the valid ones
         need(len(set(self.methods)) == len(self.methods), f"methods {list(self.methods)} repeat a name")
         need(len(self.seeds) > 0, "no seed given; pass --seeds 0")
         need(len(set(self.seeds)) == len(self.seeds), f"seeds {list(self.seeds)} repeat a value")
+        need(all(s >= 0 for s in self.seeds), f"seeds {list(self.seeds)} must be >= 0")
         for ir in self.imbalances:
             need(math.isfinite(ir) and ir >= 1, f"imbalance={ir} must be >= 1 (1 = balanced; the paper uses 10 and 100)")
         need(len(self.imbalances) > 0, "no imbalance ratio given; pass --imbalance 1")
         a, t, d = self.al, self.train, self.data
-        need(a.initial >= 1, f"initial={a.initial} must be >= 1 labeled sample")
+        need(a.initial >= 2, f"initial={a.initial} must be >= 2 labeled samples (training needs 2)")
         need(a.budget >= 1, f"budget={a.budget} must be >= 1 sample per cycle")
         need(a.cycles >= 1, f"cycles={a.cycles} must be >= 1")
         need(a.subset >= 1, f"subset={a.subset} must be > 0 (the paper scores a random subset of 10000)")
@@ -168,6 +176,21 @@ class ExperimentConfig:
         """Short hash of ``identity()``."""
         blob = json.dumps(self.identity(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _type_ok(value: Any, spec: str) -> bool:
+    """Whether ``value`` fits a field annotation such as ``int``, ``float``, ``str | None``,
+    ``tuple[int, ...]`` (ints are accepted for floats; bools only for bools)."""
+    spec = spec.strip()
+    if spec.endswith("| None"):
+        return value is None or _type_ok(value, spec[: -len("| None")])
+    if spec.startswith("tuple["):
+        inner = spec[len("tuple["):].split(",")[0]
+        return isinstance(value, tuple) and all(_type_ok(v, inner) for v in value)
+    if spec == "bool":
+        return isinstance(value, bool)
+    allowed = {"int": (int,), "float": (int, float), "str": (str,)}[spec]
+    return isinstance(value, allowed) and not isinstance(value, bool)
 
 
 PRESETS: dict[str, ExperimentConfig] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from tqdm.auto import tqdm
 from tidal.config import ExperimentConfig
 from tidal.data import DatasetSplits, ImageDataset, load_dataset, longtail_indices
 from tidal.errors import RunDirectoryError
+from tidal.io import atomic_path
 from tidal.loop import active_learning, derive_seed
 from tidal.results import ANALYSIS_DIR, DB_NAME, CycleRecord, ResultStore
 from tidal.strategies import create_strategy
@@ -48,6 +50,29 @@ def make_pool(train: ImageDataset, imbalance: float, pool_limit: int | None, see
     if pool_limit is not None and pool_limit < len(idx):
         idx = torch.sort(idx[torch.randperm(len(idx), generator=g)[:pool_limit]]).values
     return idx
+
+
+def _checkpoint_path(out: Path, dataset: str, ir: float, method: str, seed: int, cycle: int) -> Path:
+    return out / "checkpoints" / f"{dataset}-ir{ir:g}-{method}-seed{seed}-cycle{cycle}.pt"
+
+
+def _save_checkpoint(out: Path, dataset: str, ir: float, method: str, seed: int, cycle: int,
+                     state: dict[str, torch.Tensor]) -> None:
+    """Backbone weights after ``cycle`` (``--retrain continue`` only), written before the cycle's
+    row is committed; the previous cycle's file is removed after the commit."""
+    path = _checkpoint_path(out, dataset, ir, method, seed, cycle)
+    path.parent.mkdir(exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(out: Path, dataset: str, ir: float, method: str, seed: int,
+                     cycle: int) -> dict[str, torch.Tensor]:
+    path = _checkpoint_path(out, dataset, ir, method, seed, cycle)
+    if not path.is_file():
+        raise RunDirectoryError(f"cannot resume {method} seed {seed} with --retrain continue: its model after cycle "
+                                f"{cycle + 1} ({path}) is missing; use a new --out directory")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @dataclass
@@ -101,6 +126,11 @@ def run_experiment(
     """
     config.validate()
     dev = resolve_device(device)
+    if dev.type == "cuda":  # same seed, same numbers: ask CUDA for deterministic kernels
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
     out = Path(out)
     # Check everything that can be checked before the first epoch.
     loaded: dict[str, DatasetSplits] = {}
@@ -140,10 +170,12 @@ def run_experiment(
             skipped += len(done)
             if len(done) >= al.cycles:
                 continue
-            labeled = None
+            labeled, model_state = None, None
             if done:  # resume after the last stored cycle
                 last = done[-1]
                 labeled = torch.tensor(sorted(last.labeled + last.selected), dtype=torch.int64)
+                if al.retrain == "continue":
+                    model_state = _load_checkpoint(out, name, ir, method, seed, last.cycle)
             bar.set_postfix_str(f"{name} IR={ir:g} {method} seed={seed}")
             split = loaded[name]
             hooks = None
@@ -154,12 +186,16 @@ def run_experiment(
             for r in active_learning(split.train, split.test, pools[(name, ir, seed)],
                                      create_strategy(method, config.strategy), al, config.train, seed, dev,
                                      start_cycle=len(done), labeled=labeled, progress=progress,
-                                     epoch_hooks=hooks):
+                                     epoch_hooks=hooks, model_state=model_state):
+                if r.model_state is not None:  # retrain="continue": the next cycle starts from these weights
+                    _save_checkpoint(out, name, ir, method, seed, r.cycle, r.model_state)
                 record = CycleRecord(
                     name, float(ir), method, seed, r.cycle, len(r.labeled), r.accuracy, r.class_counts,
                     r.labeled.tolist(), r.selected.tolist(), r.scores.tolist(), r.train_seconds, r.score_seconds,
                     r.eval_seconds, r.final_loss, time.time())
                 store.add_cycle(record, td_tracking=hooks.take(r.cycle) if hooks is not None else ())
+                if r.model_state is not None:
+                    _checkpoint_path(out, name, ir, method, seed, r.cycle - 1).unlink(missing_ok=True)
                 for tracker in trackers:
                     tracker.log_cycle(record)
                 ran += 1

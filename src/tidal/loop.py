@@ -44,6 +44,7 @@ class CycleResult:
     score_seconds: float
     eval_seconds: float
     final_loss: float
+    model_state: dict[str, torch.Tensor] | None = None  # backbone weights after training (retrain="continue" only)
 
 
 def derive_seed(*parts: int) -> int:
@@ -76,6 +77,7 @@ def active_learning(
     labeled: torch.Tensor | None = None,
     progress: bool = False,
     epoch_hooks: Callable[[int], EpochHook | None] | None = None,
+    model_state: dict[str, torch.Tensor] | None = None,
 ) -> Iterator[CycleResult]:
     """Run (or resume) the cycles of one method and seed, yielding each finished cycle.
 
@@ -87,6 +89,8 @@ def active_learning(
         epoch_hooks: a hook factory, called with the cycle number before each cycle's training;
             the hook it returns (or None) is passed to ``train_model`` as ``epoch_hook``. The
             caller keeps what the hooks record (e.g. ``tidal.analysis.TDTrackerFactory``).
+        model_state: with ``retrain="continue"``, the backbone weights to resume from (the
+            ``model_state`` of the last stored cycle); ignored models are rebuilt from scratch.
     Raises:
         ValueError: the initial set or the budget does not fit the pool.
         TrainingDivergedError: NaN loss; the message names the cycle and the seed.
@@ -101,43 +105,63 @@ def active_learning(
     state = LabelPool(pool)
     state.label(initial_labeled(pool, al.initial, seed) if labeled is None else labeled, round=start_cycle)
     model = None
+    if model_state is not None:
+        if al.retrain != "continue":
+            raise ValueError("model_state is only used with retrain='continue'")
+        model = ResNet18(train.num_classes, train_config.width, train.image_shape[0], strategy.dropout)
+        model.load_state_dict(model_state)
+    rng_devices = [device] if device.type == "cuda" else []
     for cycle in range(start_cycle, al.cycles):
-        g = torch.Generator().manual_seed(derive_seed(seed, cycle))
-        unlabeled = state.unlabeled
-        candidates = unlabeled[torch.randperm(len(unlabeled), generator=g)[: al.subset]]
-        lab = state.labeled
-        if model is None or al.retrain == "scratch":
-            with torch.random.fork_rng(devices=[]):  # weights drawn on the CPU, from this cycle's seed
-                torch.manual_seed(derive_seed(seed, cycle, 1))
-                model = ResNet18(train.num_classes, train_config.width, train.image_shape[0], strategy.dropout)
-        ctx = TrainContext(train, lab.to(device), candidates.to(device), train.num_classes, model.feature_channels,
-                           model.embedding_dim, train_config.epochs, device, train_config.eval_batch_size)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(seed, cycle, 2))
-            objective = strategy.make_objective(ctx)
-        model.to(device)
-        if objective is not None:
-            objective.to(device)
-        try:
-            stats = train_model(model, objective, train, lab, train_config, g, progress,
-                                desc=f"{strategy.name} seed {seed} cycle {cycle + 1}/{al.cycles}",
-                                epoch_hook=None if epoch_hooks is None else epoch_hooks(cycle))
-        except TrainingDivergedError as exc:
-            raise TrainingDivergedError(f"{strategy.name}, seed {seed}, cycle {cycle + 1}: {exc}") from exc
-        t0 = time.perf_counter()
-        accuracy = evaluate(model, test, train_config.eval_batch_size)
-        eval_seconds = time.perf_counter() - t0
-        selected = torch.zeros(0, dtype=torch.int64)
-        scores = torch.zeros(0)
-        t0 = time.perf_counter()
-        if cycle < al.cycles - 1:
-            k = al.budget
-            inputs = gather(model, objective, strategy.needs, train, candidates.to(device), lab.to(device), k, g,
-                            train_config.eval_batch_size, strategy.mc_samples)
-            raw = strategy.score(inputs)
-            selected, scores = select_top_k(raw, candidates, k)
-            state.label(selected, round=cycle + 1)
-        score_seconds = time.perf_counter() - t0
-        counts = torch.bincount(train.labels[lab.to(device)].cpu(), minlength=train.num_classes).tolist()
-        yield CycleResult(cycle, lab, accuracy, counts, selected, scores.float(), stats.seconds, score_seconds,
-                          eval_seconds, stats.final_loss)
+        # Everything random in a cycle (dropout masks included) is drawn from generators seeded
+        # by (seed, cycle), so a cycle's numbers do not depend on what ran before it in the process.
+        with torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(derive_seed(seed, cycle, 3))
+            result, model = _cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model,
+                                   progress, None if epoch_hooks is None else epoch_hooks(cycle))
+        yield result
+
+
+def _cycle(train: ImageDataset, test: ImageDataset, state: LabelPool, strategy: Strategy, al: ALConfig,
+           train_config: TrainConfig, seed: int, cycle: int, device: torch.device, model: ResNet18 | None,
+           progress: bool, epoch_hook: EpochHook | None) -> tuple[CycleResult, ResNet18]:
+    """One cycle: subset draw, (re)build, train, evaluate, and select unless it is the last."""
+    g = torch.Generator().manual_seed(derive_seed(seed, cycle))
+    unlabeled = state.unlabeled
+    candidates = unlabeled[torch.randperm(len(unlabeled), generator=g)[: al.subset]]
+    lab = state.labeled
+    selects = cycle < al.cycles - 1
+    if model is None or al.retrain == "scratch":
+        with torch.random.fork_rng(devices=[]):  # weights drawn on the CPU, from this cycle's seed
+            torch.manual_seed(derive_seed(seed, cycle, 1))
+            model = ResNet18(train.num_classes, train_config.width, train.image_shape[0], strategy.dropout)
+    ctx = TrainContext(train, lab.to(device), candidates.to(device), train.num_classes, model.feature_channels,
+                       model.embedding_dim, train_config.epochs, device, train_config.eval_batch_size, selects)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, cycle, 2))
+        objective = strategy.make_objective(ctx)
+    model.to(device)
+    if objective is not None:
+        objective.to(device)
+    try:
+        stats = train_model(model, objective, train, lab, train_config, g, progress,
+                            desc=f"{strategy.name} seed {seed} cycle {cycle + 1}/{al.cycles}", epoch_hook=epoch_hook)
+    except TrainingDivergedError as exc:
+        raise TrainingDivergedError(f"{strategy.name}, seed {seed}, cycle {cycle + 1}: {exc}") from exc
+    t0 = time.perf_counter()
+    accuracy = evaluate(model, test, train_config.eval_batch_size)
+    eval_seconds = time.perf_counter() - t0
+    selected = torch.zeros(0, dtype=torch.int64)
+    scores = torch.zeros(0)
+    t0 = time.perf_counter()
+    if selects:
+        inputs = gather(model, objective, strategy.needs, train, candidates.to(device), lab.to(device), al.budget, g,
+                        train_config.eval_batch_size, strategy.mc_samples)
+        selected, scores = select_top_k(strategy.score(inputs), candidates, al.budget)
+        state.label(selected, round=cycle + 1)
+    score_seconds = time.perf_counter() - t0
+    counts = torch.bincount(train.labels[lab.to(device)].cpu(), minlength=train.num_classes).tolist()
+    keep = al.retrain == "continue"
+    result = CycleResult(cycle, lab, accuracy, counts, selected, scores.float(), stats.seconds, score_seconds,
+                         eval_seconds, stats.final_loss,
+                         {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if keep else None)
+    return result, model

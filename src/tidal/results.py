@@ -151,15 +151,16 @@ class ResultStore:
         Methods, seeds, datasets and imbalance ratios may be added to an existing run; every
         other field (training, AL protocol, strategy options, data slicing) must match.
         """
-        old = self.config()
-        if old is not None and old.identity() != config.identity():
-            diffs = _diff(old.identity(), config.identity())
-            raise RunDirectoryError(
-                f"{self.path.parent} holds results of a different experiment ({'; '.join(diffs[:4])}); "
-                "pass a new --out directory, or the same settings to continue that run"
-            )
-        merged = config if old is None else _union(old, config)
-        with self._conn:
+        with self._conn:  # read, compare and merge in one write transaction (concurrent runs)
+            self._conn.execute("BEGIN IMMEDIATE")
+            old = self.config()
+            if old is not None and old.identity() != config.identity():
+                diffs = _diff(old.identity(), config.identity())
+                raise RunDirectoryError(
+                    f"{self.path.parent} holds results of a different experiment ({'; '.join(diffs[:4])}); "
+                    "pass a new --out directory, or the same settings to continue that run"
+                )
+            merged = config if old is None else _union(old, config)
             self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('config', ?)", (json.dumps(merged.to_dict()),))
             self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 

@@ -19,6 +19,7 @@ import torch
 from tidal.data.dataset import DatasetSplits, ImageDataset
 from tidal.data.idx import read_idx
 from tidal.errors import DatasetError
+from tidal.io import atomic_path
 
 __all__ = ["FILES", "CLASS_NAMES", "find_fashion_mnist", "load_fashion_mnist", "SYSTEM_DIR", "URL"]
 
@@ -67,9 +68,8 @@ def find_fashion_mnist(data_dir: str | Path | None = None, download: bool = True
             target.mkdir(parents=True, exist_ok=True)
             for name in FILES.values():
                 if not (target / name).is_file():
-                    tmp = target / (name + ".part")
-                    urllib.request.urlretrieve(URL + name, tmp)  # noqa: S310 (fixed https/http URL)
-                    tmp.replace(target / name)
+                    with atomic_path(target / name) as tmp:
+                        urllib.request.urlretrieve(URL + name, tmp)  # noqa: S310 (fixed URL)
             return target
         except OSError as exc:
             reason = f"download from {URL} failed ({exc.__class__.__name__}: {exc})"

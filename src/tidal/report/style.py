@@ -7,10 +7,11 @@ Agg canvas directly (no ``pyplot``), so no global backend state is touched.
 
 from __future__ import annotations
 
-import os
 import zlib
 from pathlib import Path
 from typing import Any
+
+from tidal.io import atomic_path
 
 __all__ = ["DPI", "METHOD_COLORS", "figures_available", "method_color", "new_figure", "save_figure"]
 
@@ -75,7 +76,6 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     """Write ``fig`` as a PNG at ``path`` atomically (temporary file, then ``os.replace``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=DPI)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
     return path

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
+from tidal.io import atomic_path, atomic_write_text
 from tidal.errors import RunDirectoryError
 from tidal.report.analyses import add_score_section, add_td_tracking_section
 from tidal.report.document import Document
@@ -45,9 +45,7 @@ FIGURES_DIR = "figures"  # folder of the PNGs, inside the run directory
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _setting_section(doc: Document, s: SettingSummary, figs: dict[str, tuple[Path, str]]) -> None:
@@ -105,12 +103,10 @@ def _build_document(run_dir: Path, records: list[CycleRecord], summaries: list[S
 def _write_tables(run_dir: Path, records: list[CycleRecord], cfg: dict, tracking: list[TDTrackingRecord]) -> None:
     if records:
         rows = [r.summary_dict() for r in records]
-        tmp = run_dir / "results.csv.tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(run_dir / "results.csv") as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, run_dir / "results.csv")
     data = {"config": cfg, "cycles": [r.__dict__ for r in records]}
     if tracking:
         data["td_tracking"] = [t.__dict__ for t in tracking]

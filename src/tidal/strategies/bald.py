@@ -53,6 +53,14 @@ class BALDStrategy(Strategy):
         self.mc_samples = config.mc_samples  # T stochastic passes gathered at scoring time
         self.dropout = config.dropout  # dropout before the classifier, in training and scoring
 
+    @classmethod
+    def check_config(cls, config: "StrategyConfig") -> None:
+        """With one pass or no dropout every mutual information is 0 and BALD selects at random."""
+        if config.mc_samples < 2:
+            raise ValueError(f"mc_samples={config.mc_samples}: bald needs >= 2 stochastic passes (default 10)")
+        if config.dropout <= 0:
+            raise ValueError(f"dropout={config.dropout}: bald needs dropout > 0 to sample (default 0.5)")
+
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         """``mc_probs [T, n, C]`` -> ``I[y; w | x]``, ``[n]``, in nats, within ``[0, log C]``."""
         return mutual_information(inputs.mc_probs)

@@ -59,6 +59,7 @@ class TrainContext:
     epochs: int  # epochs this training run lasts
     device: torch.device
     eval_batch_size: int = 1024  # batch size for any inference the hook runs
+    selects: bool = True  # False on the last cycle: nothing will be scored, so skip scoring-only work
 
 
 @dataclass
@@ -126,6 +127,10 @@ class Strategy:
 
     def __init__(self, config: "StrategyConfig") -> None:
         self.config = config
+
+    @classmethod
+    def check_config(cls, config: "StrategyConfig") -> None:
+        """Raise ``ValueError`` when ``config`` makes this strategy meaningless (default: accept)."""
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective | None:
         """The training hook for one training run (default: plain cross-entropy)."""

@@ -41,10 +41,13 @@ class ExactTDObjective(AuxObjective):
         self.dataset = ctx.dataset
         self.candidates = ctx.candidates
         self.batch_size = ctx.eval_batch_size
+        self.selects = ctx.selects  # the last cycle scores nothing: no tracking needed
         self.dynamics = TrainingDynamics(ctx.candidates, ctx.num_classes, ctx.device)
 
     @torch.no_grad()
     def end_epoch(self, epoch: int, model: nn.Module) -> None:
+        if not self.selects:
+            return
         for chunk, out in batched_outputs(model, self.dataset, self.candidates, self.batch_size):
             self.dynamics.update(chunk, torch.softmax(out.logits, dim=1))
 

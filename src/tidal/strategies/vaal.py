@@ -83,6 +83,7 @@ class VAALObjective(AuxObjective):
         super().__init__()
         self.dataset, self.labeled, self.unlabeled = ctx.dataset, ctx.labeled, ctx.candidates
         self.train_epochs, self.eval_batch_size = ctx.epochs, ctx.eval_batch_size
+        self.selects = ctx.selects  # the last cycle scores nothing: no VAE to train then
         self.passes, self.batch_size, self.lr = passes, batch_size, lr
         self.beta, self.adversary_weight = beta, adversary_weight
         c, h, w = ctx.dataset.image_shape
@@ -93,7 +94,7 @@ class VAALObjective(AuxObjective):
         self.fitted = False
 
     def end_epoch(self, epoch: int, model: nn.Module) -> None:
-        if epoch == self.train_epochs - 1:
+        if epoch == self.train_epochs - 1 and self.selects:
             self.prepare(model)
             self.fit()
 
