@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Learning Loss: fraction of epochs after which its gradient to the backbone stops (default 0.6)")
     g.add_argument("--cal-threshold", type=float,
                    help="CAL: fraction of epochs correct below which a labeled sample counts as uncertain (default 0.5)")
-    g.add_argument("--vaal-epochs", type=int, help="VAAL/TA-VAAL: VAE + discriminator passes (default 10)")
+    g.add_argument("--vaal-epochs", type=int, help="VAAL/TA-VAAL: VAE + discriminator passes over the subset (quick preset 2, paper 10)")
     g.add_argument("--vaal-latent-dim", type=int, help="VAAL/TA-VAAL: VAE latent size (default 32)")
     g = run.add_argument_group("data and machine")
     g.add_argument("--data-dir", help="folder with the dataset files (default: $TIDAL_DATA, the Debian package "

@@ -53,7 +53,21 @@ def gather(
         inputs.embedding = torch.cat(embs) if embs else None
         if aux:
             inputs.aux = {key: torch.cat([a[key] for a in aux]) for key in aux[0]}
-    if "mc_probs" in needs:
+    if "mc_probs" in needs and hasattr(model, "logits_from_embedding"):
+        # Dropout sits only between the embedding and the classifier: run the backbone once
+        # (eval mode, deterministic) and sample the T dropout masks on the embedding alone.
+        chunks = []
+        with torch.no_grad():
+            for _, out in batched_outputs(model, dataset, candidates, batch_size):
+                head = model.logits_from_embedding
+                _set_dropout(model, True)
+                try:
+                    chunks.append(torch.stack([torch.softmax(head(out.embedding), dim=1).cpu()
+                                               for _ in range(mc_samples)]))
+                finally:
+                    _set_dropout(model, False)
+        inputs.mc_probs = torch.cat(chunks, dim=1) if chunks and mc_samples > 0 else None
+    elif "mc_probs" in needs:  # any other model: T full stochastic passes
         samples = []
         was_training = model.training
         model.eval()

@@ -95,3 +95,28 @@ def test_gather_draws_different_dropout_masks_for_the_loop_built_model(tiny_spli
 def test_mc_samples_below_one_is_rejected():
     with pytest.raises(ValueError, match="mc_samples=0"):
         ExperimentConfig(strategy=StrategyConfig(mc_samples=0)).validate()
+
+
+def test_fast_mc_path_matches_full_stochastic_passes(tiny_splits):
+    """The one-backbone-pass MC dropout gives the same predictive distribution as T full passes."""
+    train = tiny_splits.train
+    torch.manual_seed(0)
+    model = ResNet18(train.num_classes, width=2, in_channels=1, dropout=0.5).eval()
+
+    class Opaque(torch.nn.Module):  # hides logits_from_embedding: forces the generic path
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    cands = torch.arange(6)
+    torch.manual_seed(1)
+    fast = gather(model, None, frozenset({"mc_probs"}), train, cands, cands, 1, torch.Generator(), mc_samples=400)
+    torch.manual_seed(2)
+    full = gather(Opaque(model), None, frozenset({"mc_probs"}), train, cands, cands, 1, torch.Generator(),
+                  mc_samples=400)
+    assert fast.mc_probs.shape == full.mc_probs.shape == (400, 6, train.num_classes)
+    assert torch.allclose(fast.mc_probs.mean(0), full.mc_probs.mean(0), atol=0.03)
+    assert not torch.allclose(fast.mc_probs[0], fast.mc_probs[1])

@@ -87,5 +87,9 @@ class ResNet18(nn.Module):
             out = stage(out)
             features.append(out)
         embedding = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        logits = self.linear(self.dropout(embedding))
-        return ModelOutput(logits, embedding, features)
+        return ModelOutput(self.logits_from_embedding(embedding), embedding, features)
+
+    def logits_from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Classifier head: dropout (if any) then Linear, ``[B, D] -> [B, C]``. Everything stochastic
+        in the network is here, so MC dropout can reuse one backbone pass (``tidal.gather``)."""
+        return self.linear(self.dropout(embedding))
