@@ -156,3 +156,14 @@ def test_corrupt_database_is_one_line(tmp_path, capsys):
     (tmp_path / "results.sqlite").write_bytes(b"this is not a database" * 100)
     code, _, err = _cli(capsys, "report", str(tmp_path))
     assert code == 2 and "results database" in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_registered_method_runs_on_real_fashion_mnist(fmnist_dir, tmp_path, capsys):
+    from tidal.strategies import list_strategies
+
+    methods = list_strategies()
+    code, stdout, err = _cli(capsys, "run", "--methods", *methods, "--data-dir", str(fmnist_dir),
+                             "--out", str(tmp_path / "all"), "--vaal-epochs", "1", "--mc-samples", "2", *TINY)
+    assert code == 0, err
+    assert all(f"| {m} |" in stdout for m in methods)
+    assert f"{2 * len(methods)} cycles trained" in stdout
