@@ -40,6 +40,9 @@ def plot_td_prediction_kl(epochs: np.ndarray, kl_module: np.ndarray, kl_snapshot
     ax.set_xlabel("epoch")
     ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     ax.set_ylabel("KL divergence, test-set mean (nats)")
+    if min(kl_module.min(), kl_snapshot.min()) > 0:  # early epochs can be 100x the rest: log scale
+        ax.set_yscale("log")
+        ax.set_ylabel("KL divergence, test-set mean (nats, log scale)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
     return save_figure(fig, path)
