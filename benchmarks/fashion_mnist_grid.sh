@@ -4,6 +4,7 @@
 # 3 seeds, plus the paper's Figure 2 and Figure 7 analyses. About 2.5 hours on a 2-core CPU.
 #
 #   bash benchmarks/fashion_mnist_grid.sh [OUT_DIR]      (default runs/grid)
+#   METHODS="..." bash benchmarks/fashion_mnist_grid.sh  (other methods; they may join an existing OUT_DIR)
 #
 # Two processes with one torch thread each share the run directory: they split the work by
 # imbalance ratio, so no (setting, method, seed) is trained twice. Killed at any point, the
@@ -12,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/grid}
 TIDAL=${TIDAL:-.venv/bin/tidal}
-METHODS="tidal-entropy tidal-margin random entropy margin"
+# The README's grid; every baseline: METHODS="$(.venv/bin/tidal methods | cut -d' ' -f1 | tr '\n' ' ')"
+METHODS=${METHODS:-"tidal-entropy tidal-margin random entropy margin"}
 export OMP_NUM_THREADS=1
 
 $TIDAL run --preset quick --dataset fashion-mnist --imbalance 1 10 --methods $METHODS --seeds 0 1 2 \
