@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import write_table
 
 from tidal.config import preset
 from tidal.results import DB_NAME, ResultStore
@@ -59,10 +60,7 @@ def main() -> None:
              f"{torch.__version__}.", "",
              f"| method | seed | wall time (s) | {head} |", "|---|---:|---:|" + "---:|" * len(sizes)]
     lines += [f"| {m} | {s} | {t:.0f} | " + " | ".join(f"{a:.2f}" for a in accs) + " |" for m, s, t, accs in rows]
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    write_table(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import write_table
 
 from tidal.config import PRESETS, TrainConfig
 from tidal.data import load_dataset
@@ -74,10 +75,7 @@ def main() -> None:
              f"{torch.get_num_threads()} threads, torch {torch.__version__}.", "",
              "| method | needs | scoring time (s) | training (s/epoch, 500 images) |", "|---|---|---:|---:|"]
     lines += [f"| {n} | {needs} | {s:.2f} | {t:.2f} |" for n, needs, s, t in rows]
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    write_table(lines, args.out)
 
 
 if __name__ == "__main__":
