@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the README's "Results" section: the quick preset on FashionMNIST at imbalance
-# ratios 1, 10 and 100, TiDAL (entropy, margin) against random and snapshot entropy/margin,
-# 3 seeds, plus the paper's Figure 2 and Figure 7 analyses. About 2.5 hours on a 2-core CPU.
+# ratios 1, 10 and 100, TiDAL (entropy, margin) against random, snapshot entropy/margin,
+# Learning Loss and Core-Set, 3 seeds, plus the paper's Figure 2 and Figure 7 analyses.
+# About 2.5 hours on a 2-core CPU.
 #
 #   bash benchmarks/fashion_mnist_grid.sh [OUT_DIR]      (default runs/grid)
 #   METHODS="..." bash benchmarks/fashion_mnist_grid.sh  (other methods; they may join an existing OUT_DIR)
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-runs/grid}
 TIDAL=${TIDAL:-.venv/bin/tidal}
 # The README's grid; every baseline: METHODS="$(.venv/bin/tidal methods | cut -d' ' -f1 | tr '\n' ' ')"
-METHODS=${METHODS:-"tidal-entropy tidal-margin random entropy margin"}
+METHODS=${METHODS:-"tidal-entropy tidal-margin random entropy margin lloss coreset"}
 export OMP_NUM_THREADS=1
 
 $TIDAL run --preset quick --dataset fashion-mnist --imbalance 1 10 --methods $METHODS --seeds 0 1 2 \
