@@ -15,7 +15,7 @@ from tidal.config import ExperimentConfig
 from tidal.data import DatasetSplits, ImageDataset, load_dataset, longtail_indices
 from tidal.errors import RunDirectoryError
 from tidal.io import atomic_path
-from tidal.loop import active_learning, derive_seed
+from tidal.loop import active_learning, check_pool_fits, derive_seed
 from tidal.results import ANALYSIS_DIR, DB_NAME, CycleRecord, ResultStore
 from tidal.strategies import create_strategy
 from tidal.tracking import make_trackers
@@ -140,20 +140,12 @@ def run_experiment(
                                                                                              len(s.test))))
         loaded[name] = DatasetSplits(s.name, s.train.to(dev), test.to(dev), s.class_names)
     al = config.al
-    needed = al.initial + (al.cycles - 1) * al.budget
     pools: dict[tuple[str, float, int], torch.Tensor] = {}
     for name in config.datasets:
         for ir in config.imbalances:
             for seed in config.seeds:
                 pool = make_pool(loaded[name].train, ir, config.data.pool_limit, seed)
-                if al.initial > len(pool):
-                    raise ValueError(f"initial={al.initial} is larger than the {name} pool at imbalance {ir:g} "
-                                     f"({len(pool)} samples); lower --initial")
-                if needed > len(pool):
-                    raise ValueError(
-                        f"initial={al.initial} + {al.cycles - 1} cycles x budget={al.budget} = {needed} labels, "
-                        f"but the {name} pool at imbalance {ir:g} holds {len(pool)} samples; "
-                        "lower --budget or --cycles")
+                check_pool_fits(al, len(pool), f"the {name} pool at imbalance {ir:g}")
                 pools[(name, ir, seed)] = pool
     prepare_out(out)
     trackers = make_trackers(out, mlflow=mlflow, tensorboard=tensorboard)

@@ -27,7 +27,7 @@ from tidal.pool import LabelPool
 from tidal.strategies.base import Strategy, TrainContext, select_top_k
 from tidal.train import EpochHook, train_model
 
-__all__ = ["CycleResult", "active_learning", "derive_seed", "initial_labeled"]
+__all__ = ["CycleResult", "active_learning", "check_pool_fits", "derive_seed", "initial_labeled"]
 
 
 @dataclass
@@ -64,6 +64,16 @@ def initial_labeled(pool: torch.Tensor, initial: int, seed: int) -> torch.Tensor
     return torch.sort(pool[torch.randperm(len(pool), generator=g)[:initial]]).values
 
 
+def check_pool_fits(al: ALConfig, pool_size: int, pool_name: str = "the pool") -> None:
+    """Raise ``ValueError`` unless the initial set and every cycle's budget fit a pool of ``pool_size``."""
+    if al.initial > pool_size:
+        raise ValueError(f"initial={al.initial} is larger than {pool_name} ({pool_size} samples); lower --initial")
+    needed = al.initial + (al.cycles - 1) * al.budget
+    if needed > pool_size:
+        raise ValueError(f"initial={al.initial} + {al.cycles - 1} cycles x budget={al.budget} = {needed} labels, "
+                         f"but {pool_name} holds {pool_size} samples; lower --initial, --budget or --cycles")
+
+
 def active_learning(
     train: ImageDataset,
     test: ImageDataset,
@@ -96,12 +106,7 @@ def active_learning(
         TrainingDivergedError: NaN loss; the message names the cycle and the seed.
     """
     device = torch.device(device)
-    needed = al.initial + (al.cycles - 1) * al.budget
-    if needed > len(pool):
-        raise ValueError(
-            f"initial={al.initial} + {al.cycles - 1} cycles x budget={al.budget} = {needed} labels, "
-            f"but the pool holds {len(pool)} samples; lower --initial, --budget or --cycles"
-        )
+    check_pool_fits(al, len(pool))
     state = LabelPool(pool)
     state.label(initial_labeled(pool, al.initial, seed) if labeled is None else labeled, round=start_cycle)
     model = None
