@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pool-limit", type=int, help="use a random slice of N training images as the pool")
     g.add_argument("--test-limit", type=int, help="evaluate on the first N test images")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    g.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N runs at once in worker processes, each with (torch threads // N) threads; the "
+                        "numbers equal a serial run with that many threads (default: 1, no workers)")
     g.add_argument("--quiet", action="store_true", help="no progress bars (prints one line per cycle)")
     g.add_argument("--mlflow", action="store_true", help="also log per-cycle metrics to MLflow (pip install mlflow)")
     g.add_argument("--tensorboard", action="store_true",
@@ -232,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         config = config_from_args(args)
         summary = run_experiment(config, args.out, device=args.device, progress=not args.quiet,
-                                 mlflow=args.mlflow, tensorboard=args.tensorboard, track_td=args.track_td)
+                                 mlflow=args.mlflow, tensorboard=args.tensorboard, track_td=args.track_td,
+                                 jobs=args.jobs)
         print(write_report(args.out))
         print(f"{summary.ran_cycles} cycles trained, {summary.skipped_cycles} already stored, "
               f"{summary.seconds:.0f} s; wrote {args.out}/results.sqlite, report.md, report.html, figures/, "
@@ -250,7 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except sqlite3.Error as exc:
         print(f"tidal: error: results database: {exc} (is another `tidal run` writing to the same --out? "
-              "run one process per directory, or give each its own methods/seeds)", file=sys.stderr)
+              "run one process per directory with --jobs N, or give each process its own methods/seeds)",
+              file=sys.stderr)
         return 2
 
 

@@ -20,7 +20,8 @@ from tidal.results import ANALYSIS_DIR, DB_NAME, CycleRecord, ResultStore
 from tidal.strategies import create_strategy
 from tidal.tracking import make_trackers
 
-__all__ = ["make_pool", "prepare_out", "resolve_device", "run_experiment", "RunSummary"]
+__all__ = ["RunKey", "RunSummary", "experiment_runs", "load_splits", "make_pool", "prepare_out", "resolve_device",
+           "run_experiment", "run_one", "set_deterministic"]
 
 _POOL_STREAM = 2_000_003  # stream id for the pool draw (long-tail sampling and slicing)
 
@@ -95,6 +96,90 @@ def prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+RunKey = tuple[str, float, int, str]  # one run of an experiment: (dataset, imbalance, seed, method)
+
+
+def experiment_runs(config: ExperimentConfig) -> list[RunKey]:
+    """Every run of ``config``, seed by seed (then dataset, imbalance, method), so that an
+    experiment stopped part-way holds whole seeds of every setting and method."""
+    return [(n, float(ir), s, m) for s in config.seeds for n in config.datasets for ir in config.imbalances
+            for m in config.methods]
+
+
+def load_splits(config: ExperimentConfig, device: torch.device,
+                splits: dict[str, DatasetSplits] | None = None) -> dict[str, DatasetSplits]:
+    """The datasets of ``config`` by name, on ``device``, the test split cut to ``data.test_limit``.
+    ``splits`` may pass preloaded datasets by name."""
+    loaded = {}
+    for name in config.datasets:
+        s = (splits or {}).get(name) or load_dataset(name, config.data.data_dir, config.data.download)
+        test = s.test
+        if config.data.test_limit is not None:
+            test = test.subset(torch.arange(min(config.data.test_limit, len(test))))
+        loaded[name] = DatasetSplits(s.name, s.train.to(device), test.to(device), s.class_names)
+    return loaded
+
+
+def set_deterministic(device: torch.device) -> None:
+    """Same seed, same numbers: on CUDA, ask for deterministic kernels (CPU kernels already are)."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def run_one(
+    key: RunKey,
+    config: ExperimentConfig,
+    out: Path,
+    split: DatasetSplits,
+    device: torch.device,
+    store: ResultStore,
+    track_td: bool = False,
+    progress: bool = False,
+    on_cycle: Callable[[CycleRecord], None] | None = None,
+) -> None:
+    """Train the cycles of one run that ``store`` lacks, committing each as it finishes.
+
+    ``split`` is the run's dataset on ``device``; ``on_cycle(record)`` is called after each
+    cycle's commit. A run with cycles stored continues after the last one (its labeled set,
+    and with ``retrain="continue"`` its checkpointed model), with the numbers an uninterrupted
+    run gives.
+    """
+    name, ir, seed, method = key
+    al = config.al
+    done = store.records(dataset=name, imbalance=ir, method=method, seed=seed)
+    if len(done) >= al.cycles:
+        return
+    labeled, model_state = None, None
+    if done:  # resume after the last stored cycle
+        last = done[-1]
+        labeled = torch.tensor(sorted(last.labeled + last.selected), dtype=torch.int64)
+        if al.retrain == "continue":
+            model_state = _load_checkpoint(out, name, ir, method, seed, last.cycle)
+    hooks = None
+    if track_td:
+        from tidal.analysis import TDTrackerFactory  # imported here: tidal.analysis imports this module
+
+        hooks = TDTrackerFactory(split.test, config.train.eval_batch_size)
+    pool = make_pool(split.train, ir, config.data.pool_limit, seed)
+    for r in active_learning(split.train, split.test, pool, create_strategy(method, config.strategy), al,
+                             config.train, seed, device, start_cycle=len(done), labeled=labeled, progress=progress,
+                             epoch_hooks=hooks, model_state=model_state):
+        if r.model_state is not None:  # retrain="continue": the next cycle starts from these weights
+            _save_checkpoint(out, name, ir, method, seed, r.cycle, r.model_state)
+        record = CycleRecord(
+            name, ir, method, seed, r.cycle, len(r.labeled), r.accuracy, r.class_counts,
+            r.labeled.tolist(), r.selected.tolist(), r.scores.tolist(), r.train_seconds, r.score_seconds,
+            r.eval_seconds, r.final_loss, time.time())
+        store.add_cycle(record, td_tracking=hooks.take(r.cycle) if hooks is not None else ())
+        if r.model_state is not None:
+            _checkpoint_path(out, name, ir, method, seed, r.cycle - 1).unlink(missing_ok=True)
+        if on_cycle is not None:
+            on_cycle(record)
+
+
 def run_experiment(
     config: ExperimentConfig,
     out: str | Path,
@@ -105,13 +190,20 @@ def run_experiment(
     mlflow: bool = False,
     tensorboard: bool = False,
     track_td: bool = False,
+    jobs: int = 1,
 ) -> RunSummary:
     """Run every (dataset, imbalance, seed, method) of ``config``, storing each cycle in ``out``.
 
     Cycles already stored are skipped; an interrupted (method, seed) continues from its last
-    stored cycle with the same numbers an uninterrupted run gives. ``splits`` may pass
-    preloaded datasets by name (tests, notebooks). ``mlflow`` / ``tensorboard`` also log each
-    cycle's numbers there (optional packages).
+    stored cycle with the same numbers an uninterrupted run gives. Runs go seed by seed
+    (:func:`experiment_runs`). ``splits`` may pass preloaded datasets by name (tests,
+    notebooks). ``mlflow`` / ``tensorboard`` also log each cycle's numbers there (optional
+    packages).
+
+    ``jobs > 1`` trains that many runs at once in worker processes (:mod:`tidal.workers`),
+    each with ``max(1, torch.get_num_threads() // jobs)`` torch threads. A run's numbers
+    depend on its seed and its thread count only, so they equal a serial run's with that many
+    threads (``OMP_NUM_THREADS``), whatever the order the runs finish in.
 
     ``track_td`` (the paper's Figure 7) also stores, for every cycle of a method whose
     objective predicts TD, one ``td_tracking`` row per epoch: the test-set means of
@@ -125,76 +217,53 @@ def run_experiment(
     the configuration, the data or the output directory is wrong.
     """
     config.validate()
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r} must be a whole number >= 1 (parallel training runs)")
     dev = resolve_device(device)
-    if dev.type == "cuda":  # same seed, same numbers: ask CUDA for deterministic kernels
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    set_deterministic(dev)
     out = Path(out)
     # Check everything that can be checked before the first epoch.
-    loaded: dict[str, DatasetSplits] = {}
-    for name in config.datasets:
-        s = (splits or {}).get(name) or load_dataset(name, config.data.data_dir, config.data.download)
-        test = s.test if config.data.test_limit is None else s.test.subset(torch.arange(min(config.data.test_limit,
-                                                                                             len(s.test))))
-        loaded[name] = DatasetSplits(s.name, s.train.to(dev), test.to(dev), s.class_names)
+    loaded = load_splits(config, dev, splits)
     al = config.al
-    pools: dict[tuple[str, float, int], torch.Tensor] = {}
     for name in config.datasets:
         for ir in config.imbalances:
             for seed in config.seeds:
                 pool = make_pool(loaded[name].train, ir, config.data.pool_limit, seed)
                 check_pool_fits(al, len(pool), f"the {name} pool at imbalance {ir:g}")
-                pools[(name, ir, seed)] = pool
     prepare_out(out)
     trackers = make_trackers(out, mlflow=mlflow, tensorboard=tensorboard)
     store = ResultStore(out / DB_NAME)
-    start, ran, skipped = time.perf_counter(), 0, 0
+    start, ran = time.perf_counter(), 0
     try:
         store.bind(config)
-        runs = [(n, ir, s, m) for n in config.datasets for ir in config.imbalances for s in config.seeds
-                for m in config.methods]
-        bar = tqdm(total=len(runs) * al.cycles, desc="cycles", unit="cycle", disable=not progress)
-        for name, ir, seed, method in runs:
-            done = store.records(dataset=name, imbalance=float(ir), method=method, seed=seed)
-            bar.update(len(done))
-            skipped += len(done)
-            if len(done) >= al.cycles:
-                continue
-            labeled, model_state = None, None
-            if done:  # resume after the last stored cycle
-                last = done[-1]
-                labeled = torch.tensor(sorted(last.labeled + last.selected), dtype=torch.int64)
-                if al.retrain == "continue":
-                    model_state = _load_checkpoint(out, name, ir, method, seed, last.cycle)
-            bar.set_postfix_str(f"{name} IR={ir:g} {method} seed={seed}")
-            split = loaded[name]
-            hooks = None
-            if track_td:
-                from tidal.analysis import TDTrackerFactory  # imported here: tidal.analysis imports this module
+        runs = experiment_runs(config)
+        stored = {key: len(store.records(dataset=key[0], imbalance=key[1], method=key[3], seed=key[2]))
+                  for key in runs}
+        skipped = sum(min(n, al.cycles) for n in stored.values())
+        todo = [key for key in runs if stored[key] < al.cycles]
+        bar = tqdm(total=len(runs) * al.cycles, initial=skipped, desc="cycles", unit="cycle",
+                   disable=not progress)
 
-                hooks = TDTrackerFactory(split.test, config.train.eval_batch_size)
-            for r in active_learning(split.train, split.test, pools[(name, ir, seed)],
-                                     create_strategy(method, config.strategy), al, config.train, seed, dev,
-                                     start_cycle=len(done), labeled=labeled, progress=progress,
-                                     epoch_hooks=hooks, model_state=model_state):
-                if r.model_state is not None:  # retrain="continue": the next cycle starts from these weights
-                    _save_checkpoint(out, name, ir, method, seed, r.cycle, r.model_state)
-                record = CycleRecord(
-                    name, float(ir), method, seed, r.cycle, len(r.labeled), r.accuracy, r.class_counts,
-                    r.labeled.tolist(), r.selected.tolist(), r.scores.tolist(), r.train_seconds, r.score_seconds,
-                    r.eval_seconds, r.final_loss, time.time())
-                store.add_cycle(record, td_tracking=hooks.take(r.cycle) if hooks is not None else ())
-                if r.model_state is not None:
-                    _checkpoint_path(out, name, ir, method, seed, r.cycle - 1).unlink(missing_ok=True)
-                for tracker in trackers:
-                    tracker.log_cycle(record)
-                ran += 1
-                bar.update(1)
-                if not progress:
-                    log(f"{name} IR={ir:g} {method} seed={seed} cycle {r.cycle + 1}/{al.cycles}: "
-                        f"{len(r.labeled)} labeled, accuracy {100 * r.accuracy:.2f}%")
+        def on_cycle(record: CycleRecord) -> None:
+            nonlocal ran
+            for tracker in trackers:
+                tracker.log_cycle(record)
+            ran += 1
+            bar.update(1)
+            if not progress:
+                log(f"{record.dataset} IR={record.imbalance:g} {record.method} seed={record.seed} cycle "
+                    f"{record.cycle + 1}/{al.cycles}: {record.n_labeled} labeled, accuracy {100 * record.accuracy:.2f}%")
+
+        if jobs == 1:
+            for key in todo:
+                bar.set_postfix_str(f"{key[0]} IR={key[1]:g} {key[3]} seed={key[2]}")
+                run_one(key, config, out, loaded[key[0]], dev, store, track_td, progress, on_cycle)
+        elif todo:
+            from tidal.workers import run_in_workers
+
+            bar.set_postfix_str(f"{jobs} jobs")
+            run_in_workers(todo, config, out, dev, jobs=jobs, threads=max(1, torch.get_num_threads() // jobs),
+                           splits=splits, track_td=track_td, on_cycle=on_cycle)
         bar.close()
     finally:
         store.close()

@@ -43,3 +43,26 @@ def test_head_rejects_wrong_number_of_maps():
     head = MultiScaleHead([2, 4], 3)
     with pytest.raises(ValueError, match="got 1 feature maps"):
         head([torch.randn(1, 2, 4, 4)])
+
+
+def test_weights_are_channels_last_and_layout_does_not_change_the_function():
+    torch.manual_seed(0)
+    model = ResNet18(10, width=4, in_channels=3).eval()
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not all(w.is_contiguous() for w in convs)  # 3x3 weights of >1 channel differ in the two layouts
+    x = torch.randn(4, 3, 16, 16)
+    reference = ResNet18(10, width=4, in_channels=3).eval()
+    reference.load_state_dict(model.state_dict())
+    reference.to(memory_format=torch.contiguous_format)
+    assert all(m.weight.is_contiguous() for m in reference.modules() if isinstance(m, torch.nn.Conv2d))
+    torch.testing.assert_close(model(x).logits, reference(x).logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last)).logits,
+                               reference(x).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_layout_survives_state_dict_round_trip():
+    model = ResNet18(10, width=4, in_channels=1)
+    fresh = ResNet18(10, width=4, in_channels=1)
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.stages[0][0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
