@@ -55,11 +55,10 @@ def main() -> None:
             print(f"width {width:3d}, {threads} thread(s): NCHW {nchw:7.0f} img/s, channels-last {nhwc:7.0f} img/s"
                   f" ({nhwc / nchw:.2f}x)", flush=True)
 
-    lines = [f"Training throughput, ResNet-18 on FashionMNIST 28x28, batch 128, {args.labeled} images x "
-             f"{args.epochs} epochs; {platform.machine()}, torch {torch.__version__}.", "",
-             "| width | threads | NCHW (img/s) | channels-last (img/s) | speed-up |", "|---:|---:|---:|---:|---:|"]
-    lines += [f"| {w} | {t} | {a:.0f} | {b:.0f} | {b / a:.2f}x |" for w, t, a, b in rows]
-    write_table(lines, args.out)
+    caption = (f"Training throughput, ResNet-18 on FashionMNIST 28x28, batch 128, {args.labeled} images x "
+               f"{args.epochs} epochs; {platform.machine()}, torch {torch.__version__}.")
+    write_table(caption, ["width", "threads", "NCHW (img/s)", "channels-last (img/s)", "speed-up"],
+                [[w, t, f"{a:.0f}", f"{b:.0f}", f"{b / a:.2f}x"] for w, t, a, b in rows], args.out, left=0)
 
 
 if __name__ == "__main__":

@@ -53,14 +53,12 @@ def main() -> None:
             rows.append((method, seed, seconds, accs))
             print(f"{method:16s} seed {seed}: {seconds:6.1f} s  " + "  ".join(f"{a:.2f}" for a in accs), flush=True)
 
-    head = " | ".join(str(n) for n in sizes)
-    lines = [f"Quick preset (width {train.width}, {train.epochs} epochs, initial {cfg.al.initial}, budget "
-             f"{cfg.al.budget}, {cfg.al.cycles} cycles, subset {cfg.al.subset}), FashionMNIST imbalance "
-             f"{args.imbalance:g}; {platform.machine()}, {torch.get_num_threads()} threads, torch "
-             f"{torch.__version__}.", "",
-             f"| method | seed | wall time (s) | {head} |", "|---|---:|---:|" + "---:|" * len(sizes)]
-    lines += [f"| {m} | {s} | {t:.0f} | " + " | ".join(f"{a:.2f}" for a in accs) + " |" for m, s, t, accs in rows]
-    write_table(lines, args.out)
+    caption = (f"Quick preset (width {train.width}, {train.epochs} epochs, initial {cfg.al.initial}, budget "
+               f"{cfg.al.budget}, {cfg.al.cycles} cycles, subset {cfg.al.subset}), FashionMNIST imbalance "
+               f"{args.imbalance:g}; {platform.machine()}, {torch.get_num_threads()} threads, torch "
+               f"{torch.__version__}.")
+    write_table(caption, ["method", "seed", "wall time (s)", *map(str, sizes)],
+                [[m, s, f"{t:.0f}", *(f"{a:.2f}" for a in accs)] for m, s, t, accs in rows], args.out)
 
 
 if __name__ == "__main__":

@@ -70,12 +70,11 @@ def main() -> None:
         rows.append((name, needs, best, train_s / tc.epochs))
         print(f"{name:20s} scoring {best:7.2f} s   (training {train_s / tc.epochs:.2f} s/epoch)", flush=True)
 
-    lines = [f"Scoring time on a {args.subset}-sample FashionMNIST subset, ResNet-18 width {tc.width}, "
-             f"{args.labeled} labeled, k={args.budget}; {platform.processor() or platform.machine()}, "
-             f"{torch.get_num_threads()} threads, torch {torch.__version__}.", "",
-             "| method | needs | scoring time (s) | training (s/epoch, 500 images) |", "|---|---|---:|---:|"]
-    lines += [f"| {n} | {needs} | {s:.2f} | {t:.2f} |" for n, needs, s, t in rows]
-    write_table(lines, args.out)
+    caption = (f"Scoring time on a {args.subset}-sample FashionMNIST subset, ResNet-18 width {tc.width}, "
+               f"{args.labeled} labeled, k={args.budget}; {platform.processor() or platform.machine()}, "
+               f"{torch.get_num_threads()} threads, torch {torch.__version__}.")
+    write_table(caption, ["method", "needs", "scoring time (s)", "training (s/epoch, 500 images)"],
+                [[n, needs, f"{s:.2f}", f"{t:.2f}"] for n, needs, s, t in rows], args.out, left=2)
 
 
 if __name__ == "__main__":
