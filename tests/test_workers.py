@@ -92,9 +92,13 @@ ARGS = ["--methods", "random", "entropy", "--seeds", "0", "1", "--cycles", "3", 
 
 
 def _start(out, data_dir):
+    """`tidal run --jobs 2` in a process group of its own (as a terminal runs a command), with
+    SIGINT at its default even where this test runs in the background."""
     env = dict(os.environ, OMP_NUM_THREADS="2")  # 2 threads // 2 jobs: one thread per worker
     return subprocess.Popen([sys.executable, "-m", "tidal", "run", "--out", str(out), "--data-dir", str(data_dir),
-                             *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                             *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _children(pid):
@@ -174,3 +178,18 @@ def test_killing_the_parent_kills_its_workers_and_resume_matches(fmnist_dir, tmp
     assert resumed.returncode == 0, err
     assert "cycles trained" in out
     assert _rows(cut) == _rows(full)
+
+
+@needs_proc
+def test_ctrl_c_stops_every_process_and_says_what_was_saved(fmnist_dir, tmp_path):
+    proc = _start(tmp_path / "c", fmnist_dir)
+    workers = _wait_for_workers(proc)
+    while proc.poll() is None and _stored(tmp_path / "c") < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    n = _stored(tmp_path / "c")
+    assert f"interrupted: {n} finished cycles of" in err and "run the same command again" in err
+    assert "Traceback" not in err  # the workers ignore SIGINT; the parent stops them
+    assert not any(_alive(w) for w in workers)
