@@ -252,7 +252,8 @@ def run_experiment(
             bar.update(1)
             if not progress:
                 log(f"{record.dataset} IR={record.imbalance:g} {record.method} seed={record.seed} cycle "
-                    f"{record.cycle + 1}/{al.cycles}: {record.n_labeled} labeled, accuracy {100 * record.accuracy:.2f}%")
+                    f"{record.cycle + 1}/{al.cycles}: {record.n_labeled} labeled, "
+                    f"accuracy {100 * record.accuracy:.2f}%")
 
         if jobs == 1:
             for key in todo:
