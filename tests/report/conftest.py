@@ -9,6 +9,7 @@ this file: they get its helpers from the ``synth`` fixture.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -77,7 +78,9 @@ def build_run(run_dir: Path, extra: list[CycleRecord] = ()) -> Path:
     """Write every (method, seed, cycle) of the synthetic run, plus ``extra`` records, into ``run_dir``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with ResultStore(run_dir / DB_NAME) as store:
-        store.bind(tidal.config.preset("quick"))
+        quick = tidal.config.preset("quick")  # with the synthetic run's protocol: 100 + 3 x 50 labels
+        store.bind(dataclasses.replace(quick, al=dataclasses.replace(quick.al, initial=100, budget=50,
+                                                                     cycles=len(N_LABELED))))
         for method in METHODS:
             for seed in SEEDS:
                 for cycle in range(len(N_LABELED)):

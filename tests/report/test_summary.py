@@ -112,3 +112,18 @@ def test_setting_without_random_and_single_seed(synth, tmp_path):
     assert math.isnan(balanced.accuracy["tidal-entropy"].half[0])  # one seed: no interval
     assert balanced.overall["tidal-entropy"].auc[0] == pytest.approx(area(synth, "tidal-entropy", 0))
     assert "±" not in overview_table(balanced).to_markdown().splitlines()[-1]
+
+
+def test_setting_whose_runs_are_all_unfinished_reports_no_summary_yet(synth, tmp_path):
+    extra = [synth.make_record(m, 0, c, imbalance=100.0) for m in ("random", "entropy") for c in range(2)]
+    with ResultStore(synth.build_run(tmp_path / "run", extra) / DB_NAME) as store:
+        records = store.records()
+    finished, unfinished = summarize(records, cycles=4)  # sorted: IR 10, then IR 100
+    assert unfinished.imbalance == 100.0 and unfinished.in_progress and unfinished.cycles == 4
+    assert unfinished.overall["entropy"].seeds == 0 and math.isnan(unfinished.overall["entropy"].auc[0])
+    assert math.isnan(unfinished.overall["entropy"].relative[0]) and unfinished.best is None
+    assert unfinished.accuracy["entropy"].n == [1, 1]  # the per-cycle curves still show what is stored
+    assert "In progress: 2 of 4 cycles stored" in overview_table(unfinished).caption
+    assert not finished.in_progress and finished.overall["entropy"].seeds == 3
+    _, legacy = summarize(records)  # no expected count: the most cycles stored in the setting
+    assert not legacy.in_progress and legacy.overall["entropy"].seeds == 1

@@ -73,6 +73,12 @@ class SettingSummary:
     final_counts: dict[str, list[float]] = field(default_factory=dict)  # labeled per class at the last cycle (mean)
     timing: dict[str, Timing] = field(default_factory=dict)
     best: str | None = None  # method with the highest mean area under the accuracy curve
+    cycles: int = 0  # cycles a finished run has (the configured number; else the most stored)
+
+    @property
+    def in_progress(self) -> bool:
+        """No run of the setting has every cycle yet: the one-number summaries are still empty."""
+        return len(self.n_labeled) < self.cycles
 
     @property
     def slug(self) -> str:
@@ -95,7 +101,7 @@ def _relative(acc: float, ref: float) -> float:
     return 100.0 * (acc - ref) / ref if ref > 0 else NAN
 
 
-def _summarize_setting(recs: list[CycleRecord], confidence: float) -> SettingSummary:
+def _summarize_setting(recs: list[CycleRecord], confidence: float, expected: int | None) -> SettingSummary:
     by: dict[str, dict[int, dict[int, CycleRecord]]] = defaultdict(lambda: defaultdict(dict))  # method->seed->cycle
     sizes: dict[int, int] = {}
     for r in recs:
@@ -105,12 +111,12 @@ def _summarize_setting(recs: list[CycleRecord], confidence: float) -> SettingSum
     methods = sorted(by, key=lambda m: (m != REFERENCE, m))
     num_classes = len(recs[0].class_counts)
     s = SettingSummary(recs[0].dataset, recs[0].imbalance, [sizes[c] for c in cycles], methods, num_classes,
-                       tail_classes(num_classes), confidence)
+                       tail_classes(num_classes), confidence, cycles=max(expected or 0, len(cycles)))
     acc = {m: {seed: {c: 100.0 * r.accuracy for c, r in cs.items()} for seed, cs in by[m].items()} for m in methods}
     ref = acc.get(REFERENCE)
     for m in methods:
         s.accuracy[m] = _curve([[a[c] for a in acc[m].values() if c in a] for c in cycles], confidence)
-        complete = [seed for seed, a in acc[m].items() if all(c in a for c in cycles)]
+        complete = [seed for seed, a in acc[m].items() if not s.in_progress and all(c in a for c in cycles)]
         aucs = [area_under_curve(s.n_labeled, [acc[m][seed][c] for c in cycles]) for seed in complete]
         rel_overall = (NAN, NAN)
         if ref is not None:
@@ -160,9 +166,14 @@ def _timing(s: SettingSummary, m: str, seeds: dict[int, dict[int, CycleRecord]],
     )
 
 
-def summarize(records: list[CycleRecord], confidence: float = 0.95) -> list[SettingSummary]:
-    """One ``SettingSummary`` per (dataset, imbalance), in sorted order."""
+def summarize(records: list[CycleRecord], confidence: float = 0.95, cycles: int | None = None) -> list[SettingSummary]:
+    """One ``SettingSummary`` per (dataset, imbalance), in sorted order.
+
+    ``cycles``: the number of cycles of a finished run (the experiment's ``al.cycles``). Only
+    seeds with that many cycles count in the one-number summaries, so a setting whose runs are
+    all still going reports none yet; without it, the most cycles stored in the setting count.
+    """
     by_setting: dict[tuple[str, float], list[CycleRecord]] = defaultdict(list)
     for r in records:
         by_setting[(r.dataset, r.imbalance)].append(r)
-    return [_summarize_setting(recs, confidence) for _, recs in sorted(by_setting.items())]
+    return [_summarize_setting(recs, confidence, cycles) for _, recs in sorted(by_setting.items())]

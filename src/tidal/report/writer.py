@@ -136,7 +136,7 @@ def write_report(run_dir: str | Path) -> str:
     if not records and not score_files:
         raise RunDirectoryError(f"{run_dir} has no finished cycle yet; run `tidal run` first")
     cfg = config.to_dict() if config else {}
-    summaries = summarize(records)
+    summaries = summarize(records, cycles=config.al.cycles if config else None)
     doc, tables = _build_document(run_dir, records, summaries, cfg, tracking, score_files)
     _atomic_write(run_dir / "report.md", doc.to_markdown(base=run_dir))
     _atomic_write(run_dir / "report.html", doc.to_html())
