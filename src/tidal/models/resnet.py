@@ -6,8 +6,9 @@ penultimate embedding and the four stage feature maps, so auxiliary heads (TiDAL
 prediction module, Learning Loss) need no second pass.
 
 The convolution weights are stored channels-last (NHWC): oneDNN and cuDNN then run every
-convolution of the network in that layout, which trains this narrow network about 1.35x
-faster on a CPU (``benchmarks/channels_last.py``). Inputs may be in either layout.
+convolution of the network in that layout, which trains this narrow network 1.1-1.4x
+faster on a 2-core x86_64 CPU (``benchmarks/channels_last.py``). Inputs may be in either
+layout.
 """
 
 from __future__ import annotations
