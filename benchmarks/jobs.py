@@ -1,6 +1,6 @@
 """Wall time of one small experiment run serially with every core, and with `--jobs N` workers.
 
-    python benchmarks/jobs.py [--runs 4] [--epochs 10] [--initial 1000] [--jobs 2]
+    python benchmarks/jobs.py [--runs 4] [--epochs 40] [--initial 1000] [--jobs 2]
 
 Trains the same runs (random selection on real FashionMNIST, quick-preset model, one
 cycle of ``--initial`` labels each, one run per seed) through `tidal.run_experiment`
@@ -28,7 +28,7 @@ from tidal.experiment import run_experiment
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=4, help="runs (seeds) in the experiment")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=40, help="epochs per run (the quick preset's 40)")
     p.add_argument("--initial", type=int, default=1000, help="labeled images each run trains on")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--test-limit", type=int, default=2000, help="test images evaluated per run")
