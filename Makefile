@@ -33,7 +33,7 @@ data:
 
 run: setup
 	$(VENV)/bin/tidal run --preset quick --dataset fashion-mnist --imbalance 1 \
-		--methods tidal-entropy random entropy margin --seeds 0 --out $(RUN_DIR)
+		--methods tidal-entropy random entropy margin --seeds 0 --jobs 2 --out $(RUN_DIR)
 
 test: setup
 	$(PY) -m pytest -q

@@ -7,8 +7,8 @@ import pytest
 from tidal.results import DB_NAME, CycleRecord, EpochKL, ResultStore, TDTrackingRecord
 
 
-def _record(cycle: int = 0, method: str = "tidal-entropy") -> CycleRecord:
-    return CycleRecord("fashion-mnist", 10.0, method, 0, cycle, 20, 0.5, [10, 10], list(range(20)), [20, 21],
+def _record(cycle: int = 0, method: str = "tidal-entropy", seed: int = 0) -> CycleRecord:
+    return CycleRecord("fashion-mnist", 10.0, method, seed, cycle, 20, 0.5, [10, 10], list(range(20)), [20, 21],
                        [0.9, 0.8], 1.0, 0.1, 0.1, 0.3, 1.0e9)
 
 
@@ -70,3 +70,24 @@ def test_a_version_1_database_gains_the_tracking_table(tmp_path):
         assert store.td_tracking() == []
         store.add_cycle(_record(0), td_tracking=[EpochKL(1, 0.5, 0.9)])
         assert len(store.td_tracking()) == 1
+
+
+def test_cycle_counts_count_each_runs_stored_cycles(tmp_path):
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        assert store.cycle_counts() == {}
+        for method, cycles in (("random", 3), ("tidal-entropy", 1)):
+            for c in range(cycles):
+                store.add_cycle(_record(cycle=c, method=method))
+        store.add_cycle(_record(cycle=0, method="random", seed=1))
+        assert store.cycle_counts() == {("fashion-mnist", 10.0, "random", 0): 3,
+                                        ("fashion-mnist", 10.0, "tidal-entropy", 0): 1,
+                                        ("fashion-mnist", 10.0, "random", 1): 1}
+        assert len(store.records(method="random")) == 4
+
+
+def test_filters_on_unknown_columns_are_refused(tmp_path):
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        with pytest.raises(ValueError, match="'accuracy; DROP TABLE cycles'"):
+            store.records(**{"accuracy; DROP TABLE cycles": 1})
+        with pytest.raises(ValueError, match="'labeled'"):
+            store.td_tracking(labeled=[1])

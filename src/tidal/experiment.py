@@ -237,8 +237,8 @@ def run_experiment(
     try:
         store.bind(config)
         runs = experiment_runs(config)
-        stored = {key: len(store.records(dataset=key[0], imbalance=key[1], method=key[3], seed=key[2]))
-                  for key in runs}
+        counts = store.cycle_counts()
+        stored = {key: counts.get((key[0], key[1], key[3], key[2]), 0) for key in runs}
         skipped = sum(min(n, al.cycles) for n in stored.values())
         todo = [key for key in runs if stored[key] < al.cycles]
         bar = tqdm(total=len(runs) * al.cycles, initial=skipped, desc="cycles", unit="cycle",

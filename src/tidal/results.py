@@ -190,16 +190,20 @@ class ResultStore:
 
     def records(self, **where: Any) -> list[CycleRecord]:
         """Stored cycles, optionally filtered by column equality, in a stable order."""
-        clause = " AND ".join(f"{k} = ?" for k in where)
-        sql = "SELECT * FROM cycles" + (f" WHERE {clause}" if clause else "")
+        sql = "SELECT * FROM cycles" + _where(where, _RUN_COLUMNS + ("cycle",))
         sql += " ORDER BY dataset, imbalance, method, seed, cycle"
         return list(self._decode(self._conn.execute(sql, tuple(where.values()))))
+
+    def cycle_counts(self) -> dict[tuple[str, float, str, int], int]:
+        """Stored cycles per run, ``{(dataset, imbalance, method, seed): count}``, in one query
+        that decodes no labeled sets (resume checks on large run directories)."""
+        sql = f"SELECT {', '.join(_RUN_COLUMNS)}, COUNT(*) FROM cycles GROUP BY {', '.join(_RUN_COLUMNS)}"
+        return {(d, float(ir), m, int(s)): int(n) for d, ir, m, s, n in self._conn.execute(sql)}
 
     def td_tracking(self, **where: Any) -> list[TDTrackingRecord]:
         """Stored ``td_tracking`` rows, optionally filtered by column equality (e.g. ``method=...``),
         ordered by (dataset, imbalance, method, seed, cycle, epoch)."""
-        clause = " AND ".join(f"{k} = ?" for k in where)
-        sql = "SELECT * FROM td_tracking" + (f" WHERE {clause}" if clause else "")
+        sql = "SELECT * FROM td_tracking" + _where(where, _RUN_COLUMNS + ("cycle", "epoch"))
         sql += " ORDER BY dataset, imbalance, method, seed, cycle, epoch"
         return [TDTrackingRecord(*row) for row in self._conn.execute(sql, tuple(where.values()))]
 
@@ -210,6 +214,18 @@ class ResultStore:
             for i in (7, 8, 9, 10):
                 vals[i] = json.loads(vals[i])
             yield CycleRecord(*vals)
+
+
+_RUN_COLUMNS = ("dataset", "imbalance", "method", "seed")
+
+
+def _where(where: dict[str, Any], columns: tuple[str, ...]) -> str:
+    """`` WHERE a = ? AND b = ?`` for the keys of ``where`` (values bound separately), or ``""``;
+    a key that is not one of ``columns`` is refused rather than put into the SQL."""
+    bad = sorted(set(where) - set(columns))
+    if bad:
+        raise ValueError(f"cannot filter stored rows by {', '.join(map(repr, bad))}; use one of {', '.join(columns)}")
+    return (" WHERE " + " AND ".join(f"{k} = ?" for k in where)) if where else ""
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

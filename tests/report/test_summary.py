@@ -73,6 +73,7 @@ def test_overview_table_bolds_the_best_method_with_hand_values(synth, summary):
     assert f"| **tidal-entropy** | **3** | **{mean:+.2f} ± {half:.2f}** | **{auc_mean:.2f} ± {auc_half:.2f}** |" in md
     assert sum("**" in line for line in md.splitlines()[3:]) == 1  # only the best row is bold
     assert "| random | 3 | (reference) |" in md
+    assert "averaged over cycles 2-4 (cycle 1 is the shared random initial set)" in overview_table(summary).caption
 
 
 def test_class_makeup_and_timing(synth, summary):
@@ -127,3 +128,10 @@ def test_setting_whose_runs_are_all_unfinished_reports_no_summary_yet(synth, tmp
     assert not finished.in_progress and finished.overall["entropy"].seeds == 3
     _, legacy = summarize(records)  # no expected count: the most cycles stored in the setting
     assert not legacy.in_progress and legacy.overall["entropy"].seeds == 1
+
+
+def test_two_cycle_caption_names_the_one_later_cycle(synth, tmp_path):
+    extra = [synth.make_record(m, 0, c, imbalance=100.0) for m in ("random", "entropy") for c in range(2)]
+    with ResultStore(synth.build_run(tmp_path / "run", extra) / DB_NAME) as store:
+        _, two = summarize(store.records())
+    assert "averaged over cycle 2 (cycle 1" in overview_table(two).caption

@@ -85,7 +85,8 @@ def overview_table(s: SettingSummary) -> Table:
         how = (f"In progress: {len(s.n_labeled)} of {s.cycles} cycles stored so far; the one-number summaries "
                "wait for a run with every cycle.")
     elif len(s.n_labeled) > 1:
-        how = (f"Relative improvement: over random, averaged over cycles 2-{len(s.n_labeled)} (cycle 1 is the shared "
+        later = "cycle 2" if len(s.n_labeled) == 2 else f"cycles 2-{len(s.n_labeled)}"
+        how = (f"Relative improvement: over random, averaged over {later} (cycle 1 is the shared "
                f"random initial set). Area: under test accuracy (%) vs labeled samples ({s.n_labeled[0]}-"
                f"{s.n_labeled[-1]}), divided by the label range.")
     else:
