@@ -9,7 +9,7 @@
 # The default run directory is tracked by git: its results.sqlite holds every finished
 # cycle, so the grid can be stopped at any moment (Ctrl-C, kill -9, the end of a work
 # session) and the same command, on this or another machine, continues where it stopped.
-# About 4 hours of a 2-core x86_64 CPU in all (99 runs of about 4.5 minutes on one core).
+# About 4 hours of a 2-core x86_64 CPU in all (99 runs of 267-434 s each on one core, measured).
 #
 # JOBS worker processes (default 2) with one torch thread each train the runs, seed by seed
 # (seed 0 of every setting and method first), so a partial grid holds whole seeds. One
