@@ -1,20 +1,86 @@
-"""In-memory image datasets: the whole split lives on one device as uint8 tensors."""
+"""The split interface every data source returns, and its in-memory implementations.
+
+A *split* is one part (train or test) of a dataset. Everything downstream (the training
+step, evaluation, gathering, the strategies) asks a split for model inputs of given
+absolute ids and never looks at how it holds its samples:
+
+``labels``        int64 ``[N]`` on the split's device; ``-1`` = not labelled (yet)
+``num_classes``   ``C``
+``input_shape``   one model input's shape: ``(C_in, H, W)`` for images, ``(D,)`` for vectors
+``device``        where ``inputs``/``batches`` put their tensors
+``inputs(ids)``   float model inputs ``[b, *input_shape]`` of ``ids`` (no augmentation)
+``batches(batch_ids, augment=None, generator=None)``
+                  yields ``(ids on device, inputs)`` for each id tensor of ``batch_ids`` in
+                  order; with ``augment`` (training) the inputs are augmented with randomness
+                  from ``generator`` (a CPU ``torch.Generator``). A disk-backed split decodes
+                  ahead in worker processes here.
+``to(device)``, ``subset(ids)``, ``len()``
+
+Three implementations: :class:`ImageDataset` (uint8 images in memory, augmentation on whole
+batches: the fast path for FashionMNIST, CIFAR and SVHN), :class:`FeatureDataset` (float
+feature vectors in memory, e.g. embeddings from a foundation model) and
+``tidal.data.files.FileDataset`` (images decoded from disk on demand: iNaturalist, large
+folders).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["ImageDataset", "DatasetSplits"]
+from tidal.data.augment import augment as augment_batch
+from tidal.data.augment import to_float
+
+__all__ = ["Augment", "DatasetSplits", "FeatureDataset", "ImageDataset", "Split"]
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation (paper §5.1): random crop after zero-padding, horizontal flip.
+
+    A disk-backed image split applies its own ImageNet-style crop and uses ``flip`` only;
+    a feature split applies none.
+    """
+
+    crop_padding: int = 4  # pixels of zero padding before the random crop (0 = no crop)
+    flip: bool = True  # mirror left-right with probability 1/2
+
+
+@runtime_checkable
+class Split(Protocol):
+    """What the package asks of a split (see the module docstring)."""
+
+    labels: torch.Tensor
+    num_classes: int
+
+    def __len__(self) -> int: ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def inputs(self, ids: torch.Tensor) -> torch.Tensor: ...
+
+    def batches(self, batch_ids: Iterable[torch.Tensor], augment: Augment | None = None,
+                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def to(self, device: torch.device | str) -> "Split": ...
+
+    def subset(self, ids: torch.Tensor) -> "Split": ...
 
 
 @dataclass(frozen=True)
 class ImageDataset:
     """One split of an image dataset, entirely in memory.
 
-    images: uint8 ``[N, C, H, W]``; labels: int64 ``[N]``. A sample's index in these
-    tensors is its *absolute* index, the only index the rest of the package uses.
+    images: uint8 ``[N, C, H, W]``; labels: int64 ``[N]`` (``-1`` = unknown). A sample's
+    index in these tensors is its *absolute* index, the only index the rest of the package
+    uses.
     """
 
     images: torch.Tensor
@@ -31,6 +97,27 @@ class ImageDataset:
         """``(C, H, W)``."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.image_shape
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def inputs(self, ids: torch.Tensor) -> torch.Tensor:
+        """Normalised float32 ``[b, C, H, W]`` of ``ids``: ``(x / 255 - mean) / std``."""
+        return to_float(self.images[ids.to(self.images.device)], self.mean, self.std)
+
+    def batches(self, batch_ids: Iterable[torch.Tensor], augment: Augment | None = None,
+                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for ids in batch_ids:
+            ids = ids.to(self.images.device)
+            x = to_float(self.images[ids], self.mean, self.std)
+            if augment is not None:
+                x = augment_batch(x, augment.crop_padding, augment.flip, generator)
+            yield ids, x
+
     def to(self, device: torch.device | str) -> "ImageDataset":
         """The same split on ``device`` (no copy when it is already there)."""
         return ImageDataset(self.images.to(device), self.labels.to(device), self.num_classes, self.mean, self.std)
@@ -41,10 +128,49 @@ class ImageDataset:
 
 
 @dataclass(frozen=True)
+class FeatureDataset:
+    """One split of feature vectors in memory (e.g. a foundation model's embeddings).
+
+    features: float32 ``[N, D]``, used as they are (standardise them beforehand if needed);
+    labels: int64 ``[N]`` (``-1`` = unknown). No augmentation.
+    """
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.features.shape[1:])
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    def inputs(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.features[ids.to(self.features.device)]
+
+    def batches(self, batch_ids: Iterable[torch.Tensor], augment: Augment | None = None,
+                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for ids in batch_ids:
+            ids = ids.to(self.features.device)
+            yield ids, self.features[ids]
+
+    def to(self, device: torch.device | str) -> "FeatureDataset":
+        return FeatureDataset(self.features.to(device), self.labels.to(device), self.num_classes)
+
+    def subset(self, indices: torch.Tensor) -> "FeatureDataset":
+        return FeatureDataset(self.features[indices], self.labels[indices], self.num_classes)
+
+
+@dataclass(frozen=True)
 class DatasetSplits:
     """A dataset's training split (the active-learning pool is drawn from it) and test split."""
 
     name: str
-    train: ImageDataset
-    test: ImageDataset
+    train: Split
+    test: Split
     class_names: tuple[str, ...]
