@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tidal.data.augment import to_float
-from tidal.data.dataset import ImageDataset
+from tidal.data.dataset import Split
 from tidal.inference import batched_outputs
 from tidal.strategies.base import AuxObjective, ScoreInputs
 
@@ -23,7 +22,7 @@ def gather(
     model: nn.Module,
     objective: AuxObjective | None,
     needs: frozenset[str],
-    dataset: ImageDataset,
+    dataset: Split,
     candidates: torch.Tensor,
     labeled: torch.Tensor,
     k: int,
@@ -75,9 +74,8 @@ def gather(
         try:
             with torch.no_grad():
                 for _ in range(mc_samples):
-                    passes = [torch.softmax(model(to_float(dataset.images[c.to(dataset.images.device)], dataset.mean,
-                                                           dataset.std)).logits, dim=1).cpu()
-                              for c in candidates.split(batch_size)]
+                    passes = [torch.softmax(model(x).logits, dim=1).cpu()
+                              for _, x in dataset.batches(candidates.split(batch_size))]
                     samples.append(torch.cat(passes))
         finally:
             _set_dropout(model, False)

@@ -1,4 +1,4 @@
-"""Batched inference over in-memory datasets (evaluation, scoring passes, hooks).
+"""Batched inference over any split (evaluation, scoring passes, hooks).
 
 Imports nothing from ``tidal.strategies``, so strategy modules may import it at top level.
 """
@@ -10,8 +10,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from tidal.data.augment import to_float
-from tidal.data.dataset import ImageDataset
+from tidal.data.dataset import Split
 from tidal.models.resnet import ModelOutput
 
 __all__ = ["batched_outputs", "evaluate"]
@@ -19,7 +18,7 @@ __all__ = ["batched_outputs", "evaluate"]
 
 @torch.no_grad()
 def batched_outputs(
-    model: nn.Module, dataset: ImageDataset, indices: torch.Tensor, batch_size: int
+    model: nn.Module, dataset: Split, indices: torch.Tensor, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, ModelOutput]]:
     """Yield ``(batch indices [b], ModelOutput)`` over ``indices`` in order, model in eval mode.
 
@@ -28,14 +27,13 @@ def batched_outputs(
     was_training = model.training
     model.eval()
     try:
-        for chunk in indices.split(batch_size):
-            chunk = chunk.to(dataset.images.device)
-            yield chunk, model(to_float(dataset.images[chunk], dataset.mean, dataset.std))
+        for chunk, x in dataset.batches(indices.split(batch_size)):
+            yield chunk, model(x)
     finally:
         model.train(was_training)
 
 
-def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 1024) -> float:
+def evaluate(model: nn.Module, dataset: Split, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``model`` on all of ``dataset``, in [0, 1]."""
     correct = 0
     for chunk, out in batched_outputs(model, dataset, torch.arange(len(dataset)), batch_size):

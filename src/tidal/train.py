@@ -17,8 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tidal.config import TrainConfig
-from tidal.data.augment import augment, to_float
-from tidal.data.dataset import ImageDataset
+from tidal.data.dataset import Augment, Split
 from tidal.errors import TrainingDivergedError
 from tidal.strategies.base import AuxObjective, StepBatch
 
@@ -52,7 +51,7 @@ def epoch_batches(indices: torch.Tensor, batch_size: int, generator: torch.Gener
 def train_model(
     model: nn.Module,
     objective: AuxObjective | None,
-    dataset: ImageDataset,
+    dataset: Split,
     labeled: torch.Tensor,
     config: TrainConfig,
     generator: torch.Generator,
@@ -63,7 +62,8 @@ def train_model(
     """Train ``model`` (and ``objective``) in place on ``dataset[labeled]``.
 
     Args:
-        dataset: training split on the training device.
+        dataset: training split on the training device (any :class:`tidal.data.Split`: in
+            memory or decoded from disk; the step does not know which).
         labeled: absolute indices of the labeled set, int64 ``[m]``, ``m >= 2``.
         generator: CPU generator for shuffling and augmentation.
         epoch_hook: called as ``epoch_hook(epoch, model, objective)`` after each epoch (after
@@ -79,7 +79,8 @@ def train_model(
     model.train()
     if objective is not None:
         objective.train()
-    device = dataset.images.device
+    device = dataset.device
+    aug = Augment(config.crop_padding, config.flip)
     start, seen, last_loss, hook_seconds = time.perf_counter(), 0, float("nan"), 0.0
     bar = tqdm(range(config.epochs), desc=desc, leave=False, disable=not progress, unit="epoch")
     for epoch in bar:
@@ -88,10 +89,7 @@ def train_model(
             group["lr"] = lr
         total = torch.zeros((), device=device)
         batches = epoch_batches(labeled, config.batch_size, generator)
-        for idx in batches:
-            idx_dev = idx.to(device)
-            x = to_float(dataset.images[idx_dev], dataset.mean, dataset.std)
-            x = augment(x, config.crop_padding, config.flip, generator)
+        for idx_dev, x in dataset.batches(batches, aug, generator):
             y = dataset.labels[idx_dev]
             out = model(x)
             ce = F.cross_entropy(out.logits, y, reduction="none")
@@ -102,7 +100,7 @@ def train_model(
             loss.backward()
             optimizer.step()
             total += loss.detach()
-            seen += len(idx)
+            seen += len(idx_dev)
         last_loss = float(total) / len(batches)  # one sync per epoch
         if not math.isfinite(last_loss):
             raise TrainingDivergedError(

@@ -43,7 +43,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tidal.data.augment import to_float
 from tidal.inference import batched_outputs
 from tidal.models.resnet import ModelOutput
 from tidal.models.vae import VAE, LatentDiscriminator, vae_loss
@@ -106,7 +105,7 @@ class VAALObjective(AuxObjective):
         return None
 
     def _images(self, indices: torch.Tensor) -> torch.Tensor:
-        return to_float(self.dataset.images[indices], self.dataset.mean, self.dataset.std)
+        return self.dataset.inputs(indices)
 
     @staticmethod
     def _bce(logits: torch.Tensor, m: int, unlabeled_target: float) -> torch.Tensor:
@@ -123,7 +122,7 @@ class VAALObjective(AuxObjective):
             while True:
                 yield from epoch_batches(indices, self.batch_size, g)
 
-        device = self.dataset.images.device
+        device = self.dataset.device
         g = torch.Generator().manual_seed(self.seed)  # batch order (CPU)
         noise = torch.Generator(device=device).manual_seed(self.seed)  # reparameterisation ε
         opt_vae = torch.optim.Adam(self.vae.parameters(), lr=self.lr)
@@ -168,7 +167,7 @@ class VAALObjective(AuxObjective):
                                f"epoch (epoch index {self.train_epochs - 1})")
         self.vae.eval()
         self.discriminator.eval()
-        device = self.dataset.images.device
+        device = self.dataset.device
         out = []
         for chunk in indices.split(self.eval_batch_size):
             chunk = chunk.to(device)
@@ -244,7 +243,7 @@ class TAVAALObjective(VAALObjective):
         with torch.no_grad():
             pred = torch.cat([self.loss_prediction.predicted_loss(out.features)
                               for _, out in batched_outputs(model, self.dataset, pool, self.eval_batch_size)])
-        self.rank = torch.zeros(len(self.dataset), device=self.dataset.images.device)
+        self.rank = torch.zeros(len(self.dataset), device=self.dataset.device)
         self.rank[pool.to(self.rank.device)] = normalized_rank(pred).to(self.rank.device)
 
     def condition(self, indices: torch.Tensor) -> torch.Tensor:
