@@ -15,7 +15,7 @@ from tidal.config import ExperimentConfig
 from tidal.data import DatasetSplits, ImageDataset, load_dataset, longtail_indices
 from tidal.errors import RunDirectoryError
 from tidal.io import atomic_path
-from tidal.loop import active_learning, check_pool_fits, derive_seed
+from tidal.loop import active_learning, check_pool_fits, configured_model, derive_seed
 from tidal.results import ANALYSIS_DIR, DB_NAME, CycleRecord, ResultStore
 from tidal.strategies import create_strategy
 from tidal.tracking import make_trackers
@@ -139,10 +139,12 @@ def run_one(
     track_td: bool = False,
     progress: bool = False,
     on_cycle: Callable[[CycleRecord], None] | None = None,
+    model: object = None,
 ) -> None:
     """Train the cycles of one run that ``store`` lacks, committing each as it finishes.
 
-    ``split`` is the run's dataset on ``device``; ``on_cycle(record)`` is called after each
+    ``split`` is the run's dataset on ``device``; ``model`` the user's model (see
+    :func:`tidal.loop.configured_model`; None: ``config.train.model``); ``on_cycle(record)`` is called after each
     cycle's commit. A run with cycles stored continues after the last one (its labeled set,
     and with ``retrain="continue"`` its checkpointed model), with the numbers an uninterrupted
     run gives.
@@ -166,7 +168,8 @@ def run_one(
     pool = make_pool(split.train, ir, config.data.pool_limit, seed)
     for r in active_learning(split.train, split.test, pool, create_strategy(method, config.strategy), al,
                              config.train, seed, device, start_cycle=len(done), labeled=labeled, progress=progress,
-                             epoch_hooks=hooks, model_state=model_state):
+                             epoch_hooks=hooks, model_state=model_state,
+                             model_factory=configured_model(config.train, model)):
         if r.model_state is not None:  # retrain="continue": the next cycle starts from these weights
             _save_checkpoint(out, name, ir, method, seed, r.cycle, r.model_state)
         record = CycleRecord(
@@ -191,14 +194,27 @@ def run_experiment(
     tensorboard: bool = False,
     track_td: bool = False,
     jobs: int = 1,
+    dataset: object = None,
+    model: object = None,
 ) -> RunSummary:
     """Run every (dataset, imbalance, seed, method) of ``config``, storing each cycle in ``out``.
 
     Cycles already stored are skipped; an interrupted (method, seed) continues from its last
     stored cycle with the same numbers an uninterrupted run gives. Runs go seed by seed
-    (:func:`experiment_runs`). ``splits`` may pass preloaded datasets by name (tests,
-    notebooks). ``mlflow`` / ``tensorboard`` also log each cycle's numbers there (optional
-    packages).
+    (:func:`experiment_runs`). ``mlflow`` / ``tensorboard`` also log each cycle's numbers there
+    (optional packages).
+
+    Your data and your model (the simulation needs the true labels of the pool):
+
+    * ``dataset``: a :class:`tidal.data.DatasetSplits` (e.g. from :func:`tidal.data.from_arrays`
+      or :func:`tidal.data.from_torch_datasets`) or a source spec string (``"cifar10"``,
+      ``"folder:PATH"``, ``"npz:PATH"``); it replaces ``config.datasets``. ``splits`` may also
+      pass preloaded datasets by name.
+    * ``model``: a spec string (``"resnet18"``, ``"resnet50"``, ``"mlp"``,
+      ``"package.module:function"``), a callable ``f(num_classes) -> nn.Module`` or an
+      ``nn.Module`` (re-initialised every cycle); it replaces ``config.train.model``. The
+      layers TiDAL reads are found by forward hooks (:class:`tidal.models.HookedModel`). With
+      ``jobs > 1`` the callable must be importable (a module-level function).
 
     ``jobs > 1`` trains that many runs at once in worker processes (:mod:`tidal.workers`),
     each with ``max(1, torch.get_num_threads() // jobs)`` torch threads. A run's numbers
@@ -216,9 +232,12 @@ def run_experiment(
     Raises ``ValueError`` / ``DatasetError`` / ``RunDirectoryError`` before any training when
     the configuration, the data or the output directory is wrong.
     """
-    config.validate()
+    config, splits = _with_user_objects(config, splits, dataset, model)
+    config.validate(datasets=tuple(splits or ()))
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r} must be a whole number >= 1 (parallel training runs)")
+    if jobs > 1 and model is not None and not isinstance(model, str):
+        _check_picklable(model)
     dev = resolve_device(device)
     set_deterministic(dev)
     out = Path(out)
@@ -230,6 +249,7 @@ def run_experiment(
             for seed in config.seeds:
                 pool = make_pool(loaded[name].train, ir, config.data.pool_limit, seed)
                 check_pool_fits(al, len(pool), f"the {name} pool at imbalance {ir:g}")
+    check_models(config, loaded, model)
     prepare_out(out)
     trackers = make_trackers(out, mlflow=mlflow, tensorboard=tensorboard)
     store = ResultStore(out / DB_NAME)
@@ -258,16 +278,72 @@ def run_experiment(
         if jobs == 1:
             for key in todo:
                 bar.set_postfix_str(f"{key[0]} IR={key[1]:g} {key[3]} seed={key[2]}")
-                run_one(key, config, out, loaded[key[0]], dev, store, track_td, progress, on_cycle)
+                run_one(key, config, out, loaded[key[0]], dev, store, track_td, progress, on_cycle, model)
         elif todo:
             from tidal.workers import run_in_workers
 
             bar.set_postfix_str(f"{jobs} jobs")
             run_in_workers(todo, config, out, dev, jobs=jobs, threads=max(1, torch.get_num_threads() // jobs),
-                           splits=splits, track_td=track_td, on_cycle=on_cycle)
+                           splits=splits, track_td=track_td, on_cycle=on_cycle, model=model)
         bar.close()
     finally:
         store.close()
         for tracker in trackers:
             tracker.close()
     return RunSummary(out, ran, skipped, time.perf_counter() - start)
+
+
+def _with_user_objects(config: ExperimentConfig, splits: dict[str, DatasetSplits] | None, dataset: object,
+                       model: object) -> tuple[ExperimentConfig, dict[str, DatasetSplits] | None]:
+    """``config`` with ``datasets`` / ``train.model`` replaced by what the caller passed in Python."""
+    import dataclasses
+
+    if dataset is not None:
+        if isinstance(dataset, str):
+            config = dataclasses.replace(config, datasets=(dataset,))
+        elif isinstance(dataset, DatasetSplits):
+            config = dataclasses.replace(config, datasets=(dataset.name,))
+            splits = {**(splits or {}), dataset.name: dataset}
+        else:
+            raise ValueError(f"dataset={type(dataset).__name__} is not a dataset; pass a DatasetSplits (e.g. "
+                             "tidal.data.from_arrays(x_train, y_train, x_test, y_test)) or a source name such as "
+                             "'cifar10' or 'folder:PATH'")
+    if model is not None:
+        from tidal.models.factory import model_name
+
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, model=model_name(model)))
+    return config, splits
+
+
+def _check_picklable(model: object) -> None:
+    import pickle
+
+    try:
+        pickle.dumps(model)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure means it cannot reach a worker
+        raise ValueError(f"model={model!r} cannot be sent to --jobs worker processes ({exc}); pass a module-level "
+                         "function (or its 'package.module:function' name) instead of a lambda or a local "
+                         "function, or use jobs=1") from None
+
+
+def check_models(config: ExperimentConfig, loaded: dict[str, DatasetSplits], model: object = None) -> None:
+    """Build each dataset's model once and refuse, before any training, a method that needs what
+    the model cannot give (multi-scale features for TiDAL's and Learning Loss's modules, an
+    embedding for Core-Set, BADGE and CAL): one ``ValueError`` naming the method and the fix."""
+    from tidal.models.factory import model_capabilities
+    from tidal.strategies import strategy_class
+
+    factory = configured_model(config.train, model)
+    for name in config.datasets:
+        split = loaded[name].train
+        with torch.random.fork_rng(devices=[]):
+            built = factory(split.num_classes, split.input_shape, 0.0)
+        have = model_capabilities(built)
+        for method in config.methods:
+            cls = strategy_class(method)
+            wanted = cls.model_needs | ({"embedding"} if cls.needs & {"embedding", "labeled_embedding"} else set())
+            missing = sorted(wanted - have)
+            if missing:
+                raise ValueError(f"method {method!r} needs the model's {' and '.join(missing)}, which model "
+                                 f"{config.train.model!r} does not give on {name}; name the layers with "
+                                 "HookedModel(feature_layers=..., embedding_layer=...) or drop the method")

@@ -13,21 +13,39 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 
 from tidal.config import ALConfig, TrainConfig
-from tidal.data.dataset import ImageDataset
+from tidal.data.dataset import Split
 from tidal.errors import TrainingDivergedError
 from tidal.gather import gather
 from tidal.inference import evaluate
-from tidal.models.resnet import ResNet18
+from torch import nn
+
 from tidal.pool import LabelPool
 from tidal.strategies.base import Strategy, TrainContext, select_top_k
 from tidal.train import EpochHook, train_model
 
-__all__ = ["CycleResult", "active_learning", "check_pool_fits", "derive_seed", "initial_labeled"]
+__all__ = ["CycleResult", "ModelFactory", "active_learning", "check_pool_fits", "configured_model", "derive_seed",
+           "initial_labeled"]
+
+# Builds a fresh, randomly initialised model: (num_classes, input_shape, dropout) -> nn.Module whose
+# forward returns a tidal.models.ModelOutput (logits, embedding, multi-scale features). Called at
+# the start of every cycle under that cycle's seed; the loop never knows which network it is.
+ModelFactory = Callable[[int, tuple[int, ...], float], nn.Module]
+
+
+def configured_model(train_config: TrainConfig, model: object = None) -> ModelFactory:
+    """The factory for ``model`` (a spec string, a callable ``f(num_classes)`` or an ``nn.Module``;
+    None: ``train_config.model``) with the configured width and weights file
+    (:func:`tidal.models.build_model`)."""
+    from tidal.models.factory import build_model
+
+    spec = train_config.model if model is None else model
+    return partial(build_model, spec, width=train_config.width, weights=train_config.weights)
 
 
 @dataclass
@@ -75,8 +93,8 @@ def check_pool_fits(al: ALConfig, pool_size: int, pool_name: str = "the pool") -
 
 
 def active_learning(
-    train: ImageDataset,
-    test: ImageDataset,
+    train: Split,
+    test: Split,
     pool: torch.Tensor,
     strategy: Strategy,
     al: ALConfig,
@@ -88,6 +106,7 @@ def active_learning(
     progress: bool = False,
     epoch_hooks: Callable[[int], EpochHook | None] | None = None,
     model_state: dict[str, torch.Tensor] | None = None,
+    model_factory: ModelFactory | None = None,
 ) -> Iterator[CycleResult]:
     """Run (or resume) the cycles of one method and seed, yielding each finished cycle.
 
@@ -101,6 +120,8 @@ def active_learning(
             caller keeps what the hooks record (e.g. ``tidal.analysis.TDTrackerFactory``).
         model_state: with ``retrain="continue"``, the backbone weights to resume from (the
             ``model_state`` of the last stored cycle); ignored models are rebuilt from scratch.
+        model_factory: builds each cycle's model (default: ``train_config.model``, see
+            :func:`configured_model` and :data:`ModelFactory`).
     Raises:
         ValueError: the initial set or the budget does not fit the pool.
         TrainingDivergedError: NaN loss; the message names the cycle and the seed.
@@ -109,11 +130,12 @@ def active_learning(
     check_pool_fits(al, len(pool))
     state = LabelPool(pool)
     state.label(initial_labeled(pool, al.initial, seed) if labeled is None else labeled, round=start_cycle)
+    factory = model_factory or configured_model(train_config)
     model = None
     if model_state is not None:
         if al.retrain != "continue":
             raise ValueError("model_state is only used with retrain='continue'")
-        model = ResNet18(train.num_classes, train_config.width, train.image_shape[0], strategy.dropout)
+        model = factory(train.num_classes, train.input_shape, strategy.dropout)
         model.load_state_dict(model_state)
     rng_devices = [device] if device.type == "cuda" else []
     for cycle in range(start_cycle, al.cycles):
@@ -122,13 +144,13 @@ def active_learning(
         with torch.random.fork_rng(devices=rng_devices):
             torch.manual_seed(derive_seed(seed, cycle, 3))
             result, model = _cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model,
-                                   progress, None if epoch_hooks is None else epoch_hooks(cycle))
+                                   factory, progress, None if epoch_hooks is None else epoch_hooks(cycle))
         yield result
 
 
-def _cycle(train: ImageDataset, test: ImageDataset, state: LabelPool, strategy: Strategy, al: ALConfig,
-           train_config: TrainConfig, seed: int, cycle: int, device: torch.device, model: ResNet18 | None,
-           progress: bool, epoch_hook: EpochHook | None) -> tuple[CycleResult, ResNet18]:
+def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: ALConfig,
+           train_config: TrainConfig, seed: int, cycle: int, device: torch.device, model: nn.Module | None,
+           factory: ModelFactory, progress: bool, epoch_hook: EpochHook | None) -> tuple[CycleResult, nn.Module]:
     """One cycle: subset draw, (re)build, train, evaluate, and select unless it is the last."""
     g = torch.Generator().manual_seed(derive_seed(seed, cycle))
     unlabeled = state.unlabeled
@@ -138,7 +160,7 @@ def _cycle(train: ImageDataset, test: ImageDataset, state: LabelPool, strategy: 
     if model is None or al.retrain == "scratch":
         with torch.random.fork_rng(devices=[]):  # weights drawn on the CPU, from this cycle's seed
             torch.manual_seed(derive_seed(seed, cycle, 1))
-            model = ResNet18(train.num_classes, train_config.width, train.image_shape[0], strategy.dropout)
+            model = factory(train.num_classes, train.input_shape, strategy.dropout)
     ctx = TrainContext(train, lab.to(device), candidates.to(device), train.num_classes, model.feature_channels,
                        model.embedding_dim, train_config.epochs, device, train_config.eval_batch_size, selects)
     with torch.random.fork_rng(devices=[]):

@@ -60,6 +60,7 @@ class _WorkerSpec:
     track_td: bool
     splits: dict[str, DatasetSplits] | None  # preloaded datasets (tests), else loaded by name
     parent_pid: int
+    model: object = None  # the user's model spec, callable or module (picklable), else config.train.model
 
 
 def run_in_workers(
@@ -72,6 +73,7 @@ def run_in_workers(
     splits: dict[str, DatasetSplits] | None = None,
     track_td: bool = False,
     on_cycle: Callable[[CycleRecord], None] | None = None,
+    model: object = None,
 ) -> None:
     """Train the runs ``keys`` (in this order of hand-out) on ``min(jobs, len(keys))`` worker
     processes with ``threads`` torch threads each; ``on_cycle(record)`` runs in this process
@@ -91,7 +93,7 @@ def run_in_workers(
         tasks.put(key)
     for _ in range(n):
         tasks.put(None)  # one stop sign per worker
-    spec = _WorkerSpec(config, str(out), str(device), threads, track_td, splits, os.getpid())
+    spec = _WorkerSpec(config, str(out), str(device), threads, track_td, splits, os.getpid(), model)
     procs = [ctx.Process(target=_worker, args=(spec, tasks, events), name=f"tidal-worker-{i}", daemon=True)
              for i in range(n)]
     try:
@@ -149,7 +151,7 @@ def _worker(spec: _WorkerSpec, tasks: mp.Queue, events: mp.Queue) -> None:
             if os.getppid() != spec.parent_pid:  # orphaned (where the kernel does not end us): stop
                 return
             run_one(key, spec.config, Path(spec.out), loaded[key[0]], device, store, spec.track_td,
-                    on_cycle=lambda record: events.put(("cycle", record)))
+                    on_cycle=lambda record: events.put(("cycle", record)), model=spec.model)
             events.put(("done", key))
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent, which re-raises it
         events.put(("error", _picklable(exc)))

@@ -122,6 +122,9 @@ class Strategy:
     description: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
     semi_supervised: ClassVar[bool] = False  # True when it trains on unlabeled data
+    # What the model must give beyond logits: "features" (the multi-scale maps an auxiliary module
+    # reads) and/or "embedding"; checked against tidal.models.model_capabilities before training.
+    model_needs: ClassVar[frozenset[str]] = frozenset()
     mc_samples: int = 0  # stochastic passes gathered when "mc_probs" is needed
     dropout: float = 0.0  # dropout before the classifier, in training and scoring
 

@@ -48,6 +48,7 @@ class TDPredictionObjective(AuxObjective):
 
 class _TiDAL(Strategy):
     needs = frozenset({"aux", "probs"})
+    model_needs = frozenset({"features"})  # the module reads the multi-scale feature maps
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:
         return TDPredictionObjective(ctx, weight=self.config.tidal_weight)

@@ -256,6 +256,7 @@ class TAVAAL(Strategy):
     description = ("TA-VAAL: VAAL conditioned on the normalised rank of Learning Loss's predicted loss "
                    "(Kim et al. 2021)" + _SEMI)
     semi_supervised = True
+    model_needs = frozenset({"features"})  # its loss-prediction module reads the feature maps
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:
         c = self.config
