@@ -22,6 +22,12 @@ def scipy_ci(values: list[float]) -> tuple[float, float]:
     return float(x.mean()), float(hi - lo) / 2
 
 
+def scipy_interval(values: list[float], low: float = -math.inf, high: float = math.inf) -> tuple[float, float, float]:
+    """scipy's interval as (mean, low end, high end), clipped to [low, high]."""
+    mean, half = scipy_ci(values)
+    return mean, max(mean - half, low), min(mean + half, high)
+
+
 def relative(synth, method: str, seed: int, cycle: int) -> float:
     ref = synth.accuracy("random", seed, cycle)
     return 100.0 * (synth.accuracy(method, seed, cycle) - ref) / ref
@@ -45,9 +51,10 @@ def test_relative_curves_equal_hand_computation(synth, summary):
     assert summary.methods == ["random", "entropy", "margin", "tidal-entropy"]
     for m in synth.METHODS:
         for c in range(4):
-            mean, half = scipy_ci([relative(synth, m, seed, c) for seed in synth.SEEDS])
+            mean, lo, hi = scipy_interval([relative(synth, m, seed, c) for seed in synth.SEEDS], low=-100.0)
             assert summary.relative[m].mean[c] == pytest.approx(mean, abs=1e-9)
-            assert summary.relative[m].half[c] == pytest.approx(half, rel=1e-9, abs=1e-9)
+            assert summary.relative[m].lo[c] == pytest.approx(lo, rel=1e-9, abs=1e-9)
+            assert summary.relative[m].hi[c] == pytest.approx(hi, rel=1e-9, abs=1e-9)
     # one point by hand: seed 0 at 150 labels, tidal-entropy 0.64 vs random 0.60
     assert relative(synth, "tidal-entropy", 0, 1) == pytest.approx(100 * 0.04 / 0.60)
 
@@ -56,10 +63,10 @@ def test_overall_relative_and_area_equal_hand_computation(synth, summary):
     for m in synth.METHODS:
         o = summary.overall[m]
         assert o.seeds == 3
-        assert o.auc == pytest.approx(scipy_ci([area(synth, m, seed) for seed in synth.SEEDS]), rel=1e-9)
+        assert o.auc == pytest.approx(scipy_interval([area(synth, m, seed) for seed in synth.SEEDS], 0, 100), rel=1e-9)
         if m != "random":
             per_seed = [np.mean([relative(synth, m, seed, c) for c in (1, 2, 3)]) for seed in synth.SEEDS]
-            assert o.relative == pytest.approx(scipy_ci(per_seed), rel=1e-9)
+            assert o.relative == pytest.approx(scipy_interval(per_seed, low=-100.0), rel=1e-9)
     # random's area for seed 0 by hand: (55 + 63 + 68) * 50 / 150 = 62.0
     assert area(synth, "random", 0) == pytest.approx(62.0)
     assert summary.best == "tidal-entropy"
@@ -68,9 +75,10 @@ def test_overall_relative_and_area_equal_hand_computation(synth, summary):
 def test_overview_table_bolds_the_best_method_with_hand_values(synth, summary):
     md = overview_table(summary).to_markdown()
     per_seed = [np.mean([relative(synth, "tidal-entropy", s, c) for c in (1, 2, 3)]) for s in synth.SEEDS]
-    mean, half = scipy_ci(per_seed)
-    auc_mean, auc_half = scipy_ci([area(synth, "tidal-entropy", s) for s in synth.SEEDS])
-    assert f"| **tidal-entropy** | **3** | **{mean:+.2f} ± {half:.2f}** | **{auc_mean:.2f} ± {auc_half:.2f}** |" in md
+    mean, lo, hi = scipy_interval(per_seed)
+    auc_mean, auc_lo, auc_hi = scipy_interval([area(synth, "tidal-entropy", s) for s in synth.SEEDS])
+    assert (f"| **tidal-entropy** | **3** | **{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]** | "
+            f"**{auc_mean:.2f} [{auc_lo:.2f}, {auc_hi:.2f}]** |") in md
     assert sum("**" in line for line in md.splitlines()[3:]) == 1  # only the best row is bold
     assert "| random | 3 | (reference) |" in md
     assert "averaged over cycles 2-4 (cycle 1 is the shared random initial set)" in overview_table(summary).caption
@@ -78,9 +86,10 @@ def test_overview_table_bolds_the_best_method_with_hand_values(synth, summary):
 
 def test_class_makeup_and_timing(synth, summary):
     for m in synth.METHODS:
-        mean, half = scipy_ci([synth.tail_selected(m, seed) for seed in synth.SEEDS])
+        mean, lo, hi = scipy_interval([synth.tail_selected(m, seed) for seed in synth.SEEDS], 0, 50)
         assert summary.tail_selected[m].mean == pytest.approx([mean] * 3)
-        assert summary.tail_selected[m].half == pytest.approx([half] * 3, rel=1e-9)
+        assert summary.tail_selected[m].lo == pytest.approx([lo] * 3, rel=1e-9)
+        assert summary.tail_selected[m].hi == pytest.approx([hi] * 3, rel=1e-9)
         assert summary.selected[m] == [50.0, 50.0, 50.0]
         assert sum(summary.final_counts[m]) == pytest.approx(250.0)
     assert summary.tail == [5, 6, 7, 8, 9]
@@ -90,7 +99,7 @@ def test_class_makeup_and_timing(synth, summary):
     assert t.per_run == pytest.approx(62.0)
     # tidal-entropy picks 35 + seed of 50 from the tail: 36 of 50 on average = 72.0 %
     row = next(r for r in classes_table(summary).rows if r[0] == "tidal-entropy")
-    assert row[1:5] == ["36.00 ± 2.48", "36.00 ± 2.48", "36.00 ± 2.48", "72.0"]
+    assert row[1:5] == ["36.00 [33.52, 38.48]"] * 3 + ["72.0"]  # 36 ± t_{0.975,2} * 1 / sqrt(3) = 36 ± 2.48
     row = next(r for r in timing_table(summary).rows if r[0] == "tidal-entropy")
     assert row[1:] == ["13.5", "1.5", "0.5", "15.5", "62"]
 
@@ -101,7 +110,7 @@ def test_incomplete_seed_counts_per_cycle_but_not_overall(synth, tmp_path):
         (s,) = summarize(store.records())
     assert s.accuracy["random"].n == [4, 4, 3, 3]
     assert s.overall["random"].seeds == 3
-    assert s.overall["random"].auc == pytest.approx(scipy_ci([area(synth, "random", sd) for sd in synth.SEEDS]))
+    assert s.overall["random"].auc == pytest.approx(scipy_interval([area(synth, "random", sd) for sd in synth.SEEDS]))
 
 
 def test_setting_without_random_and_single_seed(synth, tmp_path):
@@ -110,9 +119,9 @@ def test_setting_without_random_and_single_seed(synth, tmp_path):
         balanced, _ = summarize(store.records())
     assert balanced.imbalance == 1.0 and balanced.relative == {}
     assert math.isnan(balanced.overall["tidal-entropy"].relative[0])
-    assert math.isnan(balanced.accuracy["tidal-entropy"].half[0])  # one seed: no interval
+    assert math.isnan(balanced.accuracy["tidal-entropy"].lo[0])  # one seed: no interval
     assert balanced.overall["tidal-entropy"].auc[0] == pytest.approx(area(synth, "tidal-entropy", 0))
-    assert "±" not in overview_table(balanced).to_markdown().splitlines()[-1]
+    assert "[" not in overview_table(balanced).to_markdown().splitlines()[-1]
 
 
 def test_setting_whose_runs_are_all_unfinished_reports_no_summary_yet(synth, tmp_path):
