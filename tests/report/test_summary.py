@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
 from tidal.report import summarize
-from tidal.report.tables import classes_table, overview_table, timing_table
+from tidal.report.tables import accuracy_table, classes_table, overview_table, relative_table, timing_table
 from tidal.results import DB_NAME, ResultStore
 
 
@@ -99,7 +100,7 @@ def test_class_makeup_and_timing(synth, summary):
     assert t.per_run == pytest.approx(62.0)
     # tidal-entropy picks 35 + seed of 50 from the tail: 36 of 50 on average = 72.0 %
     row = next(r for r in classes_table(summary).rows if r[0] == "tidal-entropy")
-    assert row[1:5] == ["36.00 [33.52, 38.48]"] * 3 + ["72.0"]  # 36 ± t_{0.975,2} * 1 / sqrt(3) = 36 ± 2.48
+    assert row[1:5] == ["36.0 [33.5, 38.5]"] * 3 + ["72.0"]  # 36 ± t_{0.975,2} * 1 / sqrt(3) = 36 ± 2.48
     row = next(r for r in timing_table(summary).rows if r[0] == "tidal-entropy")
     assert row[1:] == ["13.5", "1.5", "0.5", "15.5", "62"]
 
@@ -144,3 +145,56 @@ def test_two_cycle_caption_names_the_one_later_cycle(synth, tmp_path):
     with ResultStore(synth.build_run(tmp_path / "run", extra) / DB_NAME) as store:
         _, two = summarize(store.records())
     assert "averaged over cycle 2 (cycle 1" in overview_table(two).caption
+
+
+def _wild_records(synth) -> list:
+    """IR 100, cycles of 100 and 150 labels (a budget of 50), seeds 0-2, seeds far apart:
+    random scores 90/95/100 %; entropy 99/100/90 % and picks 0, 0, 50 tail samples;
+    margin scores 0/0/50 %, so its improvement over random is -100, -100, -50 %."""
+    import dataclasses
+
+    acc = {"random": (0.90, 0.95, 1.00), "entropy": (0.99, 1.00, 0.90), "margin": (0.0, 0.0, 0.5)}
+    out = []
+    for m, accs in acc.items():
+        for seed, a in enumerate(accs):
+            tail = (0, 0, 50)[seed] if m == "entropy" else 25
+            for cycle in (0, 1):
+                counts = [10 + cycle * ((tail if c >= 5 else 50 - tail) // 5) for c in range(10)]
+                out.append(dataclasses.replace(synth.make_record(m, seed, cycle, imbalance=100.0), accuracy=a,
+                                               class_counts=counts))
+    return out
+
+
+def test_intervals_stay_inside_the_attainable_range(synth):
+    (s,) = summarize(_wild_records(synth))
+    # entropy's tail picks 0, 0, 50: the t-interval 16.67 ± 71.71 is clipped to [0, 50], the round's budget
+    assert (s.tail_selected["entropy"].lo[0], s.tail_selected["entropy"].hi[0]) == (0.0, 50.0)
+    row = next(r for r in classes_table(s).rows if r[0] == "entropy")
+    assert row[1] == "16.7 [0.0, 50.0]"
+    # entropy's accuracy 99, 100, 90 %: 96.33 ± 13.68 is clipped to at most 100 %
+    mean, lo, hi = scipy_interval([99.0, 100.0, 90.0], 0.0, 100.0)
+    assert hi == 100.0 and s.accuracy["entropy"].hi[0] == 100.0
+    assert s.accuracy["entropy"].lo[0] == pytest.approx(lo) and s.accuracy["entropy"].mean[0] == pytest.approx(mean)
+    # margin: -100, -100, -50 % improvement: -83.3 ± 71.7 is clipped at -100 %; its accuracy at 0 %
+    assert s.relative["margin"].lo[1] == -100.0 and s.overall["margin"].relative[1] == -100.0
+    assert s.accuracy["margin"].lo[0] == 0.0 and s.overall["margin"].auc[1] == 0.0
+    for table, low, high in [(accuracy_table(s), 0, 100), (classes_table(s), 0, 50), (relative_table(s), -100, 1e9),
+                             (overview_table(s), -100, 100)]:
+        ends = [float(x) for cell in (c for r in table.rows for c in r) for x in re.findall(r"[-+]?\d+\.\d+", cell)
+                if "[" in cell]
+        assert ends and low <= min(ends) and max(ends) <= high, table.caption
+        assert "clipped to the attainable range" in table.caption and "±" not in table.to_markdown()
+    assert "(0-50, the round's budget)" in classes_table(s).caption
+
+
+def test_class_names_label_the_tail_and_fall_back_to_indices(synth):
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    records = [synth.make_record(m, seed, c) for m in synth.METHODS for seed in synth.SEEDS for c in range(4)]
+    (named,) = summarize(records, class_names={"fashion-mnist": names})
+    assert named.class_names == names
+    assert "(Sandal, Shirt, Sneaker, Bag, Ankle boot: 5 of 10 classes)" in classes_table(named).caption
+    (old,) = summarize(records)  # a database without stored names
+    assert old.class_names == [f"class {c}" for c in range(10)]
+    assert "(class 5, class 6, class 7, class 8, class 9: 5 of 10 classes)" in classes_table(old).caption
+    (wrong,) = summarize(records, class_names={"fashion-mnist": names[:3]})  # not one per class: not used
+    assert wrong.class_names == old.class_names

@@ -157,7 +157,7 @@ def add_score_section(doc: Document, paths: list[Path], fig_dir: Path | None) ->
         doc.figure(fig, f"Figure 2, {a.dataset}, imbalance ratio {a.imbalance:g}, seed {a.seed}: densities of each "
                         f"score for head- and tail-class samples among the {len(a.labels)} trained samples "
                         f"({a.epochs} epochs, width {a.width}); every panel reads higher = more uncertain (margins "
-                        "as −M), and its legend gives the AUROC at telling tail from head.")
+                        "as −M), and its title gives the AUROC at telling tail from head.")
     if not analyses:
         return None
     table = auroc_table(analyses)

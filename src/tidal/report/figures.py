@@ -50,6 +50,8 @@ ABLATION: dict[str, str] = {
     "margin": r"margin: $M(p)$",
 }
 _SNAPSHOT = ("entropy", "margin")
+_FAMILY = {"tidal-entropy": "entropy", "tidal-exact": "entropy", "entropy": "entropy",  # Figure 6's panels
+           "tidal-margin": "margin", "tidal-margin-self": "margin", "margin": "margin"}
 
 
 def _title(s: SettingSummary, what: str) -> str:
@@ -141,18 +143,27 @@ def ablation_methods(s: SettingSummary) -> list[str]:
 
 
 def plot_ablation(s: SettingSummary, path: str | Path) -> Path | None:
-    """Figure 6: TD-based against snapshot-based scores (None when the setting lacks either)."""
+    """Figure 6, one panel per estimator (entropy, margin): TiDAL's TD-based scores (solid) against
+    the snapshot score they replace (dashed); None when the setting lacks either kind."""
     methods = ablation_methods(s)
     if not methods:
         return None
-    fig, ax = new_figure(width=8.0)
-    curves, ylabel = (s.relative, "relative accuracy improvement over random (%)") if s.relative else \
+    families = [[m for m in methods if _FAMILY[m] == f] for f in _SNAPSHOT]
+    families = [f for f in families if f]
+    fig, axes = new_figure(ncols=len(families), width=5.2, height=3.8, share=True)
+    curves, ylabel = (s.relative, "rel. improvement over random (%)") if s.relative else \
         (s.accuracy, "test accuracy (%)")
-    if s.relative:
-        ax.axhline(0.0, color=method_color(REFERENCE), linestyle="--", linewidth=1.2, label=REFERENCE)
-    for m in methods:
-        _band(ax, s.n_labeled, curves[m], m, ABLATION[m], "--" if m in _SNAPSHOT else "-")
-    _finish(ax, _title(s, "TD (solid) vs. model snapshot (dashed)"), ylabel)
+    for ax, family in zip(np.atleast_1d(axes), families):
+        if s.relative:
+            ax.axhline(0.0, color=method_color(REFERENCE), linestyle="--", linewidth=1.2, label=REFERENCE)
+        for m in family:
+            _band(ax, s.n_labeled, curves[m], m, ABLATION[m], "--" if m in _SNAPSHOT else "-")
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{_FAMILY[family[0]]}: TD (solid) vs. snapshot (dashed)", fontsize=10)
+        ax.set_xlabel("labeled samples")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=2)  # below the axes
+    np.atleast_1d(axes)[0].set_ylabel(ylabel)
+    fig.suptitle(_title(s, "TD-based vs. model-snapshot scores"), fontsize=12)
     return save_figure(fig, path)
 
 

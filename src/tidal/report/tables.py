@@ -75,8 +75,8 @@ def format_interval(mean: float, lo: float, hi: float, digits: int = 2, signed: 
     return f"{_num(mean, digits, signed)} [{_num(lo, digits, signed)}, {_num(hi, digits, signed)}]"
 
 
-def _curve_cells(c: Curve, signed: bool = False) -> list[str]:
-    return [format_interval(m, lo, hi, signed=signed) for m, lo, hi in zip(c.mean, c.lo, c.hi)]
+def _curve_cells(c: Curve, signed: bool = False, digits: int = 2) -> list[str]:
+    return [format_interval(m, lo, hi, digits, signed) for m, lo, hi in zip(c.mean, c.lo, c.hi)]
 
 
 def _pct(confidence: float) -> str:
@@ -88,10 +88,10 @@ def _sentence(text: str) -> str:
 
 
 def tail_names(s: SettingSummary) -> str:
-    """The tail half of the classes by name, e.g. ``Sandal, Shirt, Sneaker, Bag, Ankle boot (5 of 10 classes)``."""
+    """The tail half of the classes by name, e.g. ``Sandal, Shirt, Sneaker, Bag, Ankle boot: 5 of 10 classes``."""
     if not s.tail:
         return "none"
-    return f"{', '.join(s.class_names[c] for c in s.tail)} ({len(s.tail)} of {s.num_classes} classes)"
+    return f"{', '.join(s.class_names[c] for c in s.tail)}: {len(s.tail)} of {s.num_classes} classes"
 
 
 def budget_text(s: SettingSummary) -> str:
@@ -166,7 +166,7 @@ def classes_table(s: SettingSummary) -> Table:
             ratio_cell = "–"
         else:
             ratio_cell = _num(max(final) / min(final), 2) if min(final) > 0 else "∞"
-        rows.append([m] + _curve_cells(s.tail_selected[m]) + [_num(share, 1), _num(final_share, 1), ratio_cell])
+        rows.append([m] + _curve_cells(s.tail_selected[m], digits=1) + [_num(share, 1), _num(final_share, 1), ratio_cell])
     caption = (f"Samples from the tail half of the classes ({tail_names(s)}) selected in each round "
                f"(labeled-set size before→after): {ci_caption(s.confidence, budget_text(s))}; their share of all "
                "selected samples; the tail share of the final labeled set; and its largest/smallest class ratio.")
