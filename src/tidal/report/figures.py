@@ -201,14 +201,17 @@ def plot_classes(s: SettingSummary, path: str | Path) -> Path:
         fig.colorbar(image, ax=left, label="share of the round's budget", shrink=0.8)
     else:
         left.text(0.5, 0.5, "a single cycle: nothing selected", ha="center", transform=left.transAxes)
-    left.set_title("tail-half samples selected per round\nmean [CI] across seeds", fontsize=10)
+    left.set_title(f"tail-half samples selected per round\nmean [{100 * s.confidence:g}% CI] across seeds",
+                   fontsize=10)
     left.set_xlabel("labeled samples before→after the round")
     counts = np.array([s.final_counts[m] for m in s.methods], dtype=float)
     positive = counts[np.isfinite(counts) & (counts > 0)]
-    norm = LogNorm(max(positive.min(), 1.0), max(positive.max(), 2.0)) if positive.size else Normalize(0, 1)
+    log = positive.size > 0 and positive.max() >= 10 * positive.min()  # long tails read better on a log scale
+    norm = LogNorm(positive.min(), positive.max()) if log else Normalize(0.0, positive.max() if positive.size else 1.0)
     cells = [[_count_cell(v) for v in row] for row in counts]
-    image = _heatmap(right, np.where(counts > 0, counts, np.nan), s.methods, s.class_names, norm, "Blues", cells)
-    fig.colorbar(image, ax=right, label="labeled samples (log scale)", shrink=0.8)
+    values = np.where(counts > 0, counts, np.nan) if log else counts
+    image = _heatmap(right, values, s.methods, s.class_names, norm, "Blues", cells)
+    fig.colorbar(image, ax=right, label="labeled samples" + (" (log scale)" if log else ""), shrink=0.8)
     if s.tail:
         right.add_patch(Rectangle((s.tail[0] - 0.5, -0.5), len(s.tail), len(s.methods), fill=False,
                                   edgecolor="#d62728", linewidth=2.0))
