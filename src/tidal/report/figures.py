@@ -188,6 +188,7 @@ def plot_classes(s: SettingSummary, path: str | Path) -> Path:
     the round's budget (left); labeled samples per class, by class name, at the end (right)."""
     from matplotlib.colors import LogNorm, Normalize
     from matplotlib.patches import Rectangle
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     rounds = [f"{a}→{b}" for a, b in zip(s.n_labeled[:-1], s.n_labeled[1:])]
     height = 0.32 * len(s.methods) + 1.6
@@ -211,7 +212,11 @@ def plot_classes(s: SettingSummary, path: str | Path) -> Path:
     cells = [[_count_cell(v) for v in row] for row in counts]
     values = np.where(counts > 0, counts, np.nan) if log else counts
     image = _heatmap(right, values, s.methods, s.class_names, norm, "Blues", cells)
-    fig.colorbar(image, ax=right, label="labeled samples" + (" (log scale)" if log else ""), shrink=0.8)
+    bar = fig.colorbar(image, ax=right, label="labeled samples" + (" (log scale)" if log else ""), shrink=0.8)
+    if log:  # plain numbers at 1, 2, 5 x 10^k instead of 6 x 10^1
+        bar.ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        bar.ax.yaxis.set_minor_formatter(NullFormatter())
     if s.tail:
         right.add_patch(Rectangle((s.tail[0] - 0.5, -0.5), len(s.tail), len(s.methods), fill=False,
                                   edgecolor="#d62728", linewidth=2.0))
