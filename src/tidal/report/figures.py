@@ -118,10 +118,15 @@ def plot_relative(s: SettingSummary, path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
+def _has_reference(s: SettingSummary) -> bool:
+    """Random and at least one other method: the accuracy panels draw random in each."""
+    return REFERENCE in s.methods and len(s.methods) > 1
+
+
 def plot_accuracy(s: SettingSummary, path: str | Path) -> Path:
     """Small multiples: per method, its test accuracy (%) per cycle with the clipped CI shaded,
     against random's (grey, dashed) when the setting has random runs."""
-    has_ref = REFERENCE in s.methods and len(s.methods) > 1
+    has_ref = _has_reference(s)
     methods = [m for m in s.methods if m != REFERENCE] if has_ref else list(s.methods)
     fig, axes = _panels(methods)
     for ax, m in zip(axes, methods):
@@ -268,16 +273,18 @@ def write_setting_figures(s: SettingSummary, out_dir: str | Path) -> dict[str, t
     if s.relative:
         made["relative"] = (plot_relative(s, out_dir / f"{s.slug}-relative.png"),
                             f"Relative accuracy improvement over random per cycle, {panels}, random the dashed zero "
-                            f"line: {ci_caption(s.confidence, '>= -100 %', shaded=True)} (cf. the paper's Figures 3-5).")
+                            f"line: {ci_caption(s.confidence, '>= -100 %', shaded=True)} "
+                            "(cf. the paper's Figures 3-5).")
     made["accuracy"] = (plot_accuracy(s, out_dir / f"{s.slug}-accuracy.png"),
                         f"Test accuracy per cycle, {panels}"
-                        + (", random in grey dashed in each" if s.relative else "")
+                        + (", random in grey dashed in each" if _has_reference(s) else "")
                         + f": {ci_caption(s.confidence, '0-100 %', shaded=True)}.")
     ablation = plot_ablation(s, out_dir / f"{s.slug}-ablation.png")
     if ablation is not None:
         attainable = ">= -100 %" if s.relative else "0-100 %"
         made["ablation"] = (ablation, "Ablation: TD-based scores (solid) vs. model-snapshot scores (dashed): "
-                                      f"{ci_caption(s.confidence, attainable, shaded=True)} (cf. the paper's Figure 6).")
+                                      f"{ci_caption(s.confidence, attainable, shaded=True)} "
+                                      "(cf. the paper's Figure 6).")
     made["classes"] = (plot_classes(s, out_dir / f"{s.slug}-classes.png"),
                        f"Left: samples from the tail half of the classes ({tail_names(s)}) selected per round, "
                        f"{ci_caption(s.confidence, budget_text(s))}, coloured by their share of the round's budget. "

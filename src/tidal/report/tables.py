@@ -166,7 +166,8 @@ def classes_table(s: SettingSummary) -> Table:
             ratio_cell = "–"
         else:
             ratio_cell = _num(max(final) / min(final), 2) if min(final) > 0 else "∞"
-        rows.append([m] + _curve_cells(s.tail_selected[m], digits=1) + [_num(share, 1), _num(final_share, 1), ratio_cell])
+        rows.append([m] + _curve_cells(s.tail_selected[m], digits=1)
+                    + [_num(share, 1), _num(final_share, 1), ratio_cell])
     caption = (f"Samples from the tail half of the classes ({tail_names(s)}) selected in each round "
                f"(labeled-set size before→after): {ci_caption(s.confidence, budget_text(s))}; their share of all "
                "selected samples; the tail share of the final labeled set; and its largest/smallest class ratio.")
