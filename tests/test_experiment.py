@@ -33,6 +33,7 @@ def test_records_and_resume(tiny_splits, tmp_path):
         r = recs[0]
         assert r.n_labeled == 20 and len(r.selected) == 10 and len(r.scores) == 10 and sum(r.class_counts) == 20
         assert store.config().identity() == cfg.identity()
+        assert store.class_names() == {"fashion-mnist": ["c0", "c1", "c2", "c3"]}  # the report's class labels
     # simulate a run killed after the second cycle of tidal-entropy, then resume
     con = sqlite3.connect(tmp_path / "a" / DB_NAME)
     with con:

@@ -91,3 +91,12 @@ def test_filters_on_unknown_columns_are_refused(tmp_path):
             store.records(**{"accuracy; DROP TABLE cycles": 1})
         with pytest.raises(ValueError, match="'labeled'"):
             store.td_tracking(labeled=[1])
+
+
+def test_class_names_are_stored_merged_and_absent_from_older_databases(tmp_path):
+    with ResultStore(tmp_path / DB_NAME) as store:
+        assert store.class_names() == {}  # a database written before class names were stored
+        store.set_class_names({"fashion-mnist": ("T-shirt/top", "Trouser")})
+        store.set_class_names({"tiny": ["c0", "c1"]})  # another dataset is added, not replacing the first
+    with ResultStore(tmp_path / DB_NAME) as store:
+        assert store.class_names() == {"fashion-mnist": ["T-shirt/top", "Trouser"], "tiny": ["c0", "c1"]}

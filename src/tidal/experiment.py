@@ -256,6 +256,7 @@ def run_experiment(
     start, ran = time.perf_counter(), 0
     try:
         store.bind(config)
+        store.set_class_names({name: loaded[name].class_names for name in config.datasets})
         runs = experiment_runs(config)
         counts = store.cycle_counts()
         stored = {key: counts.get((key[0], key[1], key[3], key[2]), 0) for key in runs}

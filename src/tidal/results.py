@@ -164,6 +164,21 @@ class ResultStore:
             self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('config', ?)", (json.dumps(merged.to_dict()),))
             self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
+    def class_names(self) -> dict[str, list[str]]:
+        """Dataset name -> the name of each class index, as :meth:`set_class_names` stored them;
+        empty for a database written before class names were stored (the report then labels
+        classes ``class 0``, ``class 1``, ...)."""
+        raw = self._meta("class_names")
+        names = json.loads(raw) if raw is not None else {}
+        return names if isinstance(names, dict) else {}
+
+    def set_class_names(self, names: dict[str, Sequence[str]]) -> None:
+        """Store the class names of each dataset (meta key ``class_names``, JSON), merged with those stored."""
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            merged = {**self.class_names(), **{k: [str(n) for n in v] for k, v in names.items()}}
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('class_names', ?)", (json.dumps(merged),))
+
     # -- cycles -----------------------------------------------------------------------------
     def add_cycle(self, record: CycleRecord, td_tracking: Sequence[EpochKL] = ()) -> None:
         """Insert one finished cycle and its per-epoch ``td_tracking`` rows in one transaction.

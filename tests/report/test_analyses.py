@@ -67,12 +67,14 @@ def test_figure_7_section_from_tracking_rows(synth, tmp_path):
     assert png.read_bytes()[:8] == PNG_MAGIC
     assert "](figures/fashion-mnist-ir10-td-prediction-tidal-entropy.png)" in md
     assert "last tracked cycle (4, 250 labeled), mean over 3 seed(s)" in md
-    # the table: final epoch 5 of every cycle, mean over seeds 0-2 (CI half-width: t_{0.975,2} * 0.01 / sqrt(3))
+    # the table: final epoch 5 of every cycle, mean over seeds 0-2 [CI]; half-widths t_{0.975,2} * 0.01 / sqrt(3)
+    # = 0.0248 (module) and twice that (snapshot), e.g. cycle 1: 0.210 [0.185, 0.235], 1.020 [0.970, 1.070]
     for cycle in range(4):
         module = np.mean([kl_module(s, cycle, EPOCHS) for s in (0, 1, 2)])
         snapshot = np.mean([kl_snapshot(s, cycle, EPOCHS) for s in (0, 1, 2)])
         row = (f"| fashion-mnist | 10 | tidal-entropy | {cycle + 1} | {synth.N_LABELED[cycle]} | 3 | 5 | "
-               f"{module:.3f} ± 0.025 | {snapshot:.3f} ± 0.050 |")
+               f"{module:.3f} [{module - 0.0248:.3f}, {module + 0.0248:.3f}] | "
+               f"{snapshot:.3f} [{snapshot - 0.0497:.3f}, {snapshot + 0.0497:.3f}] |")
         assert row in md and row in summary
     assert "| random |" not in md.split(FIG7)[1]  # methods without tracking rows have no row
     data = json.loads((run / "results.json").read_text())
@@ -139,3 +141,15 @@ def test_an_inconsistent_analysis_file_is_refused(tmp_path, broken):
     np.savez(path, **data)
     with pytest.raises(ValueError, match="is inconsistent"):
         load_score_analysis(path)
+
+
+def test_td_tracking_interval_is_clipped_at_zero():
+    """KLs 0, 0, 0.3: the t-interval 0.100 ± 0.430 would run below 0, which no KL divergence can."""
+    from tidal.report.analyses import td_tracking_table
+    from tidal.results import TDTrackingRecord
+
+    rows = [TDTrackingRecord("fashion-mnist", 10.0, "tidal-entropy", seed, 0, 1, kl, 1.0)
+            for seed, kl in enumerate([0.0, 0.0, 0.3])]
+    table = td_tracking_table(rows)
+    assert table.rows[0][-2:] == ["0.100 [0.000, 0.530]", "1.000 [1.000, 1.000]"]
+    assert "clipped to the attainable range (>= 0 nats)" in table.caption

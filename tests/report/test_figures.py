@@ -87,3 +87,60 @@ def test_ablation_figure_draws_every_ablation_label(synth, tmp_path):
     (s,) = summarize(records)
     assert ablation_methods(s) == list(ABLATION)
     assert plot_ablation(s, tmp_path / "ablation.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.fixture()
+def drawn(monkeypatch):
+    """The figures drawn by tidal.report.figures, captured instead of saved: kind -> Figure."""
+    import tidal.report.figures as figures
+
+    out = {}
+
+    def capture(fig, path):
+        out[path.stem.rsplit("-", 1)[-1]] = fig
+        return path
+
+    monkeypatch.setattr(figures, "save_figure", capture)
+    return out
+
+
+def _axes_with_data(fig) -> list:
+    return [ax for ax in fig.axes if ax.get_visible() and ax.lines]
+
+
+def test_learning_curves_are_small_multiples_on_shared_axes_with_no_legend_on_the_data(synth, tmp_path, drawn):
+    from tidal.report import summarize
+    from tidal.report.figures import write_setting_figures
+
+    records = [synth.make_record(m, seed, c) for m in synth.METHODS for seed in synth.SEEDS for c in range(4)]
+    (s,) = summarize(records)
+    write_setting_figures(s, tmp_path)
+    others = ["entropy", "margin", "tidal-entropy"]  # every method but random, one panel each
+    for kind in ("relative", "accuracy"):
+        panels = _axes_with_data(drawn[kind])
+        assert [ax.get_title() for ax in panels] == others, kind
+        assert len({ax.get_ylim() for ax in panels}) == 1 and len({ax.get_xlim() for ax in panels}) == 1
+        assert all(ax.get_legend() is None for ax in panels)
+    # each accuracy panel: random (grey, dashed) and the method, nothing else
+    assert all(len(ax.lines) == 2 for ax in _axes_with_data(drawn["accuracy"]))
+    for kind in ("ablation", "timing"):  # legends placed outside the axes
+        for ax in drawn[kind].axes:
+            legend = ax.get_legend()
+            if legend is not None:
+                anchor = legend.get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+                assert anchor.x0 >= 1.0 or anchor.y0 <= 0.0, kind
+
+
+def test_class_make_up_figure_names_the_classes(synth, tmp_path, drawn):
+    from tidal.report import summarize
+    from tidal.report.figures import plot_classes
+
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    records = [synth.make_record(m, seed, c) for m in synth.METHODS for seed in synth.SEEDS for c in range(4)]
+    (s,) = summarize(records, class_names={"fashion-mnist": names})
+    plot_classes(s, tmp_path / "x-classes.png")
+    left, right = drawn["classes"].axes[:2]
+    assert [t.get_text() for t in right.get_xticklabels()] == names
+    assert [t.get_text() for t in left.get_yticklabels()] == s.methods
+    texts = [t.get_text() for t in left.texts]  # tidal-entropy picks 35, 36, 37 of 50 tail samples: 36 [33, 38]
+    assert "36\n[34, 38]" in texts or "36\n[33, 38]" in texts

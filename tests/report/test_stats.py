@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
-from tidal.report.stats import area_under_curve, auroc, kl_divergence, mean_ci, t_quantile
-from tidal.report import stats as report_stats
+from tidal.report.stats import area_under_curve, auroc, kl_divergence, mean_ci, mean_interval, t_quantile
 
 
 def test_mean_ci_by_hand():
@@ -40,18 +38,26 @@ def test_mean_ci_edges():
         mean_ci([1.0, 2.0], confidence=95)
 
 
-@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 6, 9, 10, 29, 60])
-@pytest.mark.parametrize("q", [0.6, 0.95, 0.975, 0.995])
-def test_exact_t_quantile_without_scipy_matches_scipy(df, q):
-    assert report_stats._t_quantile_exact(q, df) == pytest.approx(sps.t.ppf(q, df), rel=1e-9)
+def test_t_quantile_by_hand():
+    assert t_quantile(0.975, 1) == pytest.approx(12.706204736174705, rel=1e-9)  # tan(0.475 pi)
+    assert t_quantile(0.975, 2) == pytest.approx(4.302652729911275, rel=1e-9)  # 2*sqrt(2)*0.95/sqrt(1-0.95^2)
+    with pytest.raises(ValueError, match="df=0"):
+        t_quantile(0.975, 0)
 
 
-def test_mean_ci_without_scipy(monkeypatch):
-    values = [0.61, 0.64, 0.66, 0.70]
-    expected = mean_ci(values)
-    monkeypatch.setitem(sys.modules, "scipy", None)  # `from scipy import stats` now raises ImportError
-    assert mean_ci(values) == pytest.approx(expected, rel=1e-9)
-    assert t_quantile(0.975, 1) == pytest.approx(12.706204736174705, rel=1e-9)
+def test_mean_interval_is_the_t_interval_clipped_to_the_attainable_range():
+    # values 0, 0, 50: mean 50/3, s = 50/sqrt(3), half = t_{0.975,2} * s / sqrt(3) = 4.3027 * 50/3 = 71.71
+    mean, lo, hi = mean_interval([0.0, 0.0, 50.0], low=0.0, high=50.0)
+    assert mean == pytest.approx(50 / 3) and (lo, hi) == (0.0, 50.0)
+    mean, lo, hi = mean_interval([0.0, 0.0, 50.0])  # no limits: the plain t-interval
+    half = 4.302652729911275 * 50 / 3
+    assert (lo, hi) == pytest.approx((50 / 3 - half, 50 / 3 + half), rel=1e-9)
+    mean, lo, hi = mean_interval([60.0, 61.0, 62.0], low=0.0, high=100.0)  # inside: unchanged
+    assert (lo, hi) == pytest.approx((61 - 4.302652729911275 / math.sqrt(3), 61 + 4.302652729911275 / math.sqrt(3)))
+    mean, lo, hi = mean_interval([99.0], low=0.0, high=100.0)
+    assert mean == 99.0 and math.isnan(lo) and math.isnan(hi)
+    with pytest.raises(ValueError, match="low=1"):
+        mean_interval([1.0, 2.0], low=1.0, high=0.0)
 
 
 def test_auroc_by_hand():

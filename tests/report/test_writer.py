@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
+import stat
 import subprocess
 import sys
 import warnings
@@ -106,3 +108,31 @@ def test_sparse_settings_still_report_without_warnings(synth, tmp_path):
     assert "No `random` runs in this setting" in md
     assert md.count("Best method by area under the accuracy curve") == 2  # IR 100 has no finished run yet
     assert "In progress: 1 of 4 cycles stored so far" in md
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_written_files_follow_the_umask(synth, tmp_path, umask, mode):
+    """Atomic writes go through a mkstemp file (mode 0600): the result must get 0o666 & ~umask."""
+    run = synth.build_run(tmp_path / "run")
+    old = os.umask(umask)
+    try:
+        write_report(run)
+    finally:
+        os.umask(old)
+    written = [run / n for n in ("report.md", "report.html", "results.csv", "results.json")]
+    written += sorted((run / "figures").glob("*.png"))
+    assert len(written) == 4 + len(FIGURES)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in written} == {p.name: mode for p in written}
+
+
+def test_the_report_names_classes_from_the_store_and_falls_back_to_indices(synth, tmp_path):
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    run = synth.build_run(tmp_path / "named")
+    with ResultStore(run / DB_NAME) as store:
+        store.set_class_names({"fashion-mnist": names})
+    write_report(run)
+    md = (run / "report.md").read_text()
+    assert md.count("Sandal, Shirt, Sneaker, Bag, Ankle boot: 5 of 10 classes") == 3  # table; figure alt text, caption
+    old = synth.build_run(tmp_path / "old")  # no class names stored
+    write_report(old)
+    assert "class 5, class 6, class 7, class 8, class 9: 5 of 10 classes" in (old / "report.md").read_text()

@@ -5,7 +5,7 @@ results.json. The statistics are plain functions in ``tidal.report.stats``; the 
 ``tidal.report.figures`` import matplotlib (the optional ``report`` extra) only when they draw.
 """
 
-from tidal.report.stats import area_under_curve, auroc, kl_divergence, mean_ci
+from tidal.report.stats import area_under_curve, auroc, kl_divergence, mean_ci, mean_interval
 from tidal.report.summary import SettingSummary, summarize
 from tidal.report.tables import format_markdown
 from tidal.report.writer import write_report
@@ -17,6 +17,7 @@ __all__ = [
     "format_markdown",
     "kl_divergence",
     "mean_ci",
+    "mean_interval",
     "summarize",
     "write_report",
 ]

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tidal.report.document import Document
-from tidal.report.stats import mean_ci
-from tidal.report.tables import Table
+from tidal.report.stats import mean_interval
+from tidal.report.tables import Table, ci_caption, format_interval
 from tidal.results import CycleRecord, TDTrackingRecord
 
 if TYPE_CHECKING:
@@ -42,9 +42,9 @@ _Key = tuple[str, float, str]  # (dataset, imbalance, method)
 
 
 def _cell(values: list[float], confidence: float) -> str:
-    """``mean ± CI half-width`` with 3 decimals (the mean alone for a single seed)."""
-    mean, half = mean_ci(values, confidence)
-    return f"{mean:.3f}" + ("" if half != half else f" ± {half:.3f}")
+    """``mean [low, high]`` with 3 decimals, the interval clipped at 0 (a KL divergence is never
+    negative); the mean alone for a single seed."""
+    return format_interval(*mean_interval(values, confidence, low=0.0), digits=3)
 
 
 def _group(rows: list[TDTrackingRecord]) -> dict[_Key, dict[int, dict[int, list[TDTrackingRecord]]]]:
@@ -77,8 +77,8 @@ def td_tracking_table(rows: list[TDTrackingRecord], records: list[CycleRecord] =
                          str(last[0].epoch), _cell([r.kl_module for r in last], confidence),
                          _cell([r.kl_snapshot for r in last], confidence)])
     caption = (f"Final training epoch T of each tracked cycle: test-set mean KL divergence (nats) of the actual TD "
-               f"p̄(T) to the module's predicted TD p̃_m(T) and to the snapshot softmax p(T), mean ± "
-               f"{100 * confidence:g}% CI across seeds. Smaller = closer to the actual TD (paper Figure 7).")
+               f"p̄(T) to the module's predicted TD p̃_m(T) and to the snapshot softmax p(T): "
+               f"{ci_caption(confidence, '>= 0 nats')}. Smaller = closer to the actual TD (paper Figure 7).")
     return Table(["dataset", "IR", "method", "cycle", "labeled", "seeds", "epoch T", "KL(p̄ ‖ p̃_m)",
                   "KL(p̄ ‖ p)"], body, caption)
 
@@ -157,7 +157,7 @@ def add_score_section(doc: Document, paths: list[Path], fig_dir: Path | None) ->
         doc.figure(fig, f"Figure 2, {a.dataset}, imbalance ratio {a.imbalance:g}, seed {a.seed}: densities of each "
                         f"score for head- and tail-class samples among the {len(a.labels)} trained samples "
                         f"({a.epochs} epochs, width {a.width}); every panel reads higher = more uncertain (margins "
-                        "as −M), and its legend gives the AUROC at telling tail from head.")
+                        "as −M), and its title gives the AUROC at telling tail from head.")
     if not analyses:
         return None
     table = auroc_table(analyses)

@@ -75,7 +75,8 @@ class Document:
                 out += [rest[0].to_markdown()]
             elif kind == "figure":
                 rel = Path(os.path.relpath(rest[0], base)).as_posix()
-                out += [f"![{rest[1]}]({rel})", "", f"*{rest[1]}*", ""]
+                alt = rest[1].replace("[", "(").replace("]", ")")  # brackets (the intervals) would end the alt text
+                out += [f"![{alt}]({rel})", "", f"*{rest[1]}*", ""]
             elif kind == "code":
                 out += ["```json", rest[0], "```", ""]
         return "\n".join(out)

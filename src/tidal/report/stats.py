@@ -1,16 +1,18 @@
 """The statistics of the report, as plain functions of numpy arrays.
 
 * ``mean_ci``: mean and the half-width of its Student-t confidence interval across seeds
-  (the paper's "average accuracy and 95% confidence interval with three trials", §5.1).
+  (the paper's "average accuracy and 95% confidence interval with three trials", §5.1);
+  ``mean_interval``: the same interval as (mean, low, high), clipped to the range the
+  quantity can take (accuracy in [0, 100] %, a count in [0, budget], ...): with three seeds a
+  t-interval is ±2.48 standard errors and otherwise runs past what is possible.
 * ``auroc``: how well a score tells positives (e.g. tail-class samples) from negatives
-  (Figure 2), by ranks, with ties given their average rank.
+  (Figure 2): the Mann-Whitney U statistic of ``scipy.stats`` over ``n_pos n_neg``.
 * ``kl_divergence``: row-wise KL(p || q) of probability vectors (Figure 7).
 * ``area_under_curve``: trapezoid area under accuracy vs. number of labels, divided by the
   label range, so it reads as a mean accuracy over the budget.
 
-scipy is optional (the ``report`` extra): ``t_quantile`` uses ``scipy.stats.t`` when it is
-installed and otherwise inverts the exact closed-form CDF of Student's t for integer degrees
-of freedom (Abramowitz & Stegun 26.7.3-4) by bisection.
+scipy (a dependency of the package) is imported inside the functions that use it, so
+importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -19,64 +21,28 @@ import math
 
 import numpy as np
 
-__all__ = ["area_under_curve", "auroc", "kl_divergence", "mean_ci", "t_quantile"]
+__all__ = ["area_under_curve", "auroc", "kl_divergence", "mean_ci", "mean_interval", "t_quantile"]
 
 
-def _t_central_mass(t: float, df: int) -> float:
-    """P(|T| < t) for Student's t with integer ``df`` >= 1 (A&S 26.7.3 odd df, 26.7.4 even df)."""
-    theta = math.atan(t / math.sqrt(df))
-    s, c = math.sin(theta), math.cos(theta)
-    if df % 2 == 1:
-        if df == 1:
-            return 2.0 * theta / math.pi
-        term, total = c, c  # cos θ (2/3 cos²θ) (4/5 cos²θ) ... up to cos^(df-2) θ
-        for k in range(2, df - 1, 2):
-            term *= k / (k + 1) * c * c
-            total += term
-        return 2.0 / math.pi * (theta + s * total)
-    term, total = 1.0, 1.0  # 1 + 1/2 cos²θ + (1·3)/(2·4) cos⁴θ + ... up to cos^(df-2) θ
-    for k in range(1, df - 2, 2):
-        term *= k / (k + 1) * c * c
-        total += term
-    return s * total
-
-
-def t_quantile(q: float, df: int) -> float:
-    """The ``q`` quantile of Student's t with ``df`` degrees of freedom, for 0.5 <= q < 1.
-
-    Uses ``scipy.stats.t.ppf`` when scipy is installed; otherwise (integer ``df`` only)
-    bisects the exact CDF, to about 1e-12.
-    """
+def t_quantile(q: float, df: float) -> float:
+    """The ``q`` quantile of Student's t with ``df`` degrees of freedom (``scipy.stats.t.ppf``), 0.5 <= q < 1."""
     if not 0.5 <= q < 1:
         raise ValueError(f"q={q} must be in [0.5, 1)")
     if df < 1:
         raise ValueError(f"df={df} must be >= 1 (at least two values)")
-    try:
-        from scipy import stats
-    except ImportError:
-        return _t_quantile_exact(q, int(df))
+    from scipy import stats
+
     return float(stats.t.ppf(q, df))
-
-
-def _t_quantile_exact(q: float, df: int) -> float:
-    target = 2.0 * q - 1.0  # central mass between -t and t
-    lo, hi = 0.0, math.pi / 2  # bisect on θ = atan(t / sqrt(df)), where the mass is monotone
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        if _t_central_mass(math.tan(mid) * math.sqrt(df), df) < target:
-            lo = mid
-        else:
-            hi = mid
-    return math.tan(0.5 * (lo + hi)) * math.sqrt(df)
 
 
 def mean_ci(values: np.ndarray | list[float], confidence: float = 0.95) -> tuple[float, float]:
     """Mean of ``values`` (shape ``[n]``, one per seed) and the half-width of its CI.
 
     The half-width is ``t_{(1+confidence)/2, n-1} * s / sqrt(n)`` with ``s`` the sample
-    standard deviation (ddof=1), so ``mean ± half`` is the Student-t interval, as
+    standard deviation (ddof=1), so ``mean ± half`` is the Student-t interval
     ``scipy.stats.t.interval(confidence, n-1, loc=mean, scale=s/sqrt(n))``. With one value the
-    interval is undefined and the half-width is NaN.
+    interval is undefined and the half-width is NaN. The interval is not clipped: see
+    :func:`mean_interval`.
     """
     x = np.asarray(values, dtype=float).ravel()
     if x.size == 0:
@@ -90,24 +56,24 @@ def mean_ci(values: np.ndarray | list[float], confidence: float = 0.95) -> tuple
     return mean, t_quantile(0.5 + confidence / 2, x.size - 1) * sem
 
 
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``x`` ``[n]``; tied values all get the mean of the ranks they span."""
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
-    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])  # first position of each tie group
-    ends = np.r_[starts[1:], x.size]  # one past the last
-    mean_rank = (starts + 1 + ends) / 2.0  # mean of the 1-based ranks starts+1 .. ends
-    ranks = np.empty(x.size)
-    ranks[order] = np.repeat(mean_rank, ends - starts)
-    return ranks
+def mean_interval(values: np.ndarray | list[float], confidence: float = 0.95, low: float = -math.inf,
+                  high: float = math.inf) -> tuple[float, float, float]:
+    """``(mean, lo, hi)``: the Student-t interval of :func:`mean_ci` clipped to ``[low, high]``,
+    the range the quantity can take. ``lo`` and ``hi`` are NaN with a single value."""
+    if not low <= high:
+        raise ValueError(f"low={low} must be <= high={high}")
+    mean, half = mean_ci(values, confidence)
+    if half != half:
+        return mean, math.nan, math.nan
+    return mean, max(mean - half, low), min(mean + half, high)
 
 
 def auroc(scores: np.ndarray | list[float], is_positive: np.ndarray | list[bool]) -> float:
     """Area under the ROC curve of ``scores`` ``[n]`` for telling ``is_positive`` ``[n]`` apart.
 
-    Equals P(score of a random positive > score of a random negative) + 0.5 P(equal), computed
-    from the Mann-Whitney U statistic on average ranks: ``(R_pos - n_pos (n_pos + 1) / 2) /
-    (n_pos n_neg)``. 1 = positives always score higher, 0.5 = chance.
+    Equals P(score of a random positive > score of a random negative) + 0.5 P(equal): the
+    Mann-Whitney U statistic of the positives (``scipy.stats.mannwhitneyu``, ties at their
+    average rank) divided by ``n_pos n_neg``. 1 = positives always score higher, 0.5 = chance.
     """
     s = np.asarray(scores, dtype=float).ravel()
     pos = np.asarray(is_positive, dtype=bool).ravel()
@@ -119,8 +85,10 @@ def auroc(scores: np.ndarray | list[float], is_positive: np.ndarray | list[bool]
         raise ValueError(f"auroc needs positives and negatives; got {n_pos} positive and {n_neg} negative")
     if not np.isfinite(s).all():
         raise ValueError("scores contain NaN or infinite values")
-    rank_sum = float(_average_ranks(s)[pos].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    from scipy import stats
+
+    u = stats.mannwhitneyu(s[pos], s[~pos], alternative="two-sided", method="asymptotic").statistic
+    return float(u) / (n_pos * n_neg)
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -58,17 +58,19 @@ def figures_available() -> bool:
     return True
 
 
-def new_figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 4.2) -> tuple[Any, Any]:
+def new_figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 4.2, share: bool = False,
+               width_ratios: list[float] | None = None) -> tuple[Any, Any]:
     """A matplotlib ``Figure`` on an Agg canvas and its axes (an array when there are several).
 
-    ``width`` and ``height`` are inches per panel.
+    ``width`` and ``height`` are inches per panel; ``share``: every panel has the same x and y
+    axes (small multiples); ``width_ratios``: relative panel widths.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width * ncols, height * nrows), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=True)
+    axes = fig.subplots(nrows, ncols, squeeze=True, sharex=share, sharey=share, width_ratios=width_ratios)
     return fig, axes
 
 

@@ -7,6 +7,10 @@ one-number summaries per method (mean relative improvement over the cycles after
 which all methods share because the initial labeled set depends on the seed only; and the
 normalised area under the accuracy-vs-labels curve), the class make-up of what each method
 selected, and the wall time per cycle.
+
+Every interval is the Student-t interval across seeds clipped to the range its quantity can
+take (``LIMITS``): accuracy and area in [0, 100] %, relative improvement >= -100 %, tail
+samples selected in a round in [0, the round's budget].
 """
 
 from __future__ import annotations
@@ -16,13 +20,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tidal.report.stats import area_under_curve, mean_ci
+import math
+from collections.abc import Mapping, Sequence
+
+from tidal.report.stats import area_under_curve, mean_interval
 from tidal.results import CycleRecord
 
-__all__ = ["REFERENCE", "Curve", "Overall", "SettingSummary", "Timing", "summarize", "tail_classes"]
+__all__ = ["LIMITS", "REFERENCE", "Curve", "Overall", "SettingSummary", "Timing", "class_labels", "summarize",
+           "tail_classes"]
 
 REFERENCE = "random"  # the method every other is compared with
 NAN = float("nan")
+# The attainable range of each quantity with an interval; intervals are clipped to it.
+LIMITS: dict[str, tuple[float, float]] = {
+    "accuracy": (0.0, 100.0),  # test accuracy (%)
+    "relative": (-100.0, math.inf),  # relative improvement over random (%): -100 when the method scores 0
+    "auc": (0.0, 100.0),  # area under accuracy (%), divided by the label range (%)
+}
 
 
 @dataclass
@@ -30,16 +44,17 @@ class Curve:
     """A statistic per cycle, across seeds."""
 
     mean: list[float]  # mean across seeds (NaN where no seed has the cycle)
-    half: list[float]  # half-width of the confidence interval (NaN with fewer than 2 seeds)
+    lo: list[float]  # lower end of the clipped confidence interval (NaN with fewer than 2 seeds)
+    hi: list[float]  # upper end of the clipped confidence interval (NaN with fewer than 2 seeds)
     n: list[int]  # number of seeds behind each point
 
 
 @dataclass
 class Overall:
-    """One-number summaries of a method in a setting, each as (mean, CI half-width) across seeds."""
+    """One-number summaries of a method in a setting, each as (mean, CI low, CI high) across seeds."""
 
-    relative: tuple[float, float]  # mean relative improvement over random (%) over cycles 2..K (NaN: no random)
-    auc: tuple[float, float]  # area under accuracy (%) vs labels, divided by the label range (%)
+    relative: tuple[float, float, float]  # mean relative improvement over random (%) over cycles 2..K (NaN: no random)
+    auc: tuple[float, float, float]  # area under accuracy (%) vs labels, divided by the label range (%)
     seeds: int  # seeds with every cycle stored (the ones behind ``auc``)
 
 
@@ -65,10 +80,12 @@ class SettingSummary:
     num_classes: int
     tail: list[int]  # the tail half of the classes (class C-1 is the rarest under long-tail sampling)
     confidence: float  # of every interval, e.g. 0.95
+    class_names: list[str] = field(default_factory=list)  # name of each class index ("class 3" when not stored)
     accuracy: dict[str, Curve] = field(default_factory=dict)  # test accuracy (%)
     relative: dict[str, Curve] = field(default_factory=dict)  # improvement over random (%); empty without random
     overall: dict[str, Overall] = field(default_factory=dict)
     tail_selected: dict[str, Curve] = field(default_factory=dict)  # per selection round: tail samples picked
+    budgets: list[int] = field(default_factory=list)  # per selection round: samples labeled (labeled-set growth)
     selected: dict[str, list[float]] = field(default_factory=dict)  # per selection round: samples picked (mean)
     final_counts: dict[str, list[float]] = field(default_factory=dict)  # labeled per class at the last cycle (mean)
     timing: dict[str, Timing] = field(default_factory=dict)
@@ -91,9 +108,22 @@ def tail_classes(num_classes: int) -> list[int]:
     return list(range(num_classes - num_classes // 2, num_classes))
 
 
-def _curve(per_cycle: list[list[float]], confidence: float) -> Curve:
-    stats = [mean_ci(v, confidence) if v else (NAN, NAN) for v in per_cycle]
-    return Curve([m for m, _ in stats], [h for _, h in stats], [len(v) for v in per_cycle])
+def class_labels(num_classes: int, names: Sequence[str] | None = None) -> list[str]:
+    """``names`` when there is one per class, else ``class 0``, ``class 1``, ... (a database
+    written before class names were stored)."""
+    if names is not None and len(names) == num_classes:
+        return [str(n) for n in names]
+    return [f"class {c}" for c in range(num_classes)]
+
+
+def _interval(values: list[float], confidence: float, limits: tuple[float, float]) -> tuple[float, float, float]:
+    return mean_interval(values, confidence, *limits) if values else (NAN, NAN, NAN)
+
+
+def _curve(per_cycle: list[list[float]], confidence: float, limits: list[tuple[float, float]]) -> Curve:
+    stats = [_interval(v, confidence, lim) for v, lim in zip(per_cycle, limits)]
+    return Curve([m for m, _, _ in stats], [lo for _, lo, _ in stats], [hi for _, _, hi in stats],
+                 [len(v) for v in per_cycle])
 
 
 def _relative(acc: float, ref: float) -> float:
@@ -101,7 +131,8 @@ def _relative(acc: float, ref: float) -> float:
     return 100.0 * (acc - ref) / ref if ref > 0 else NAN
 
 
-def _summarize_setting(recs: list[CycleRecord], confidence: float, expected: int | None) -> SettingSummary:
+def _summarize_setting(recs: list[CycleRecord], confidence: float, expected: int | None,
+                       names: Sequence[str] | None) -> SettingSummary:
     by: dict[str, dict[int, dict[int, CycleRecord]]] = defaultdict(lambda: defaultdict(dict))  # method->seed->cycle
     sizes: dict[int, int] = {}
     for r in recs:
@@ -111,23 +142,27 @@ def _summarize_setting(recs: list[CycleRecord], confidence: float, expected: int
     methods = sorted(by, key=lambda m: (m != REFERENCE, m))
     num_classes = len(recs[0].class_counts)
     s = SettingSummary(recs[0].dataset, recs[0].imbalance, [sizes[c] for c in cycles], methods, num_classes,
-                       tail_classes(num_classes), confidence, cycles=max(expected or 0, len(cycles)))
+                       tail_classes(num_classes), confidence, class_labels(num_classes, names),
+                       cycles=max(expected or 0, len(cycles)))
+    s.budgets = [b - a for a, b in zip(s.n_labeled[:-1], s.n_labeled[1:])]
+    per_cycle = [LIMITS["accuracy"]] * len(cycles)
     acc = {m: {seed: {c: 100.0 * r.accuracy for c, r in cs.items()} for seed, cs in by[m].items()} for m in methods}
     ref = acc.get(REFERENCE)
     for m in methods:
-        s.accuracy[m] = _curve([[a[c] for a in acc[m].values() if c in a] for c in cycles], confidence)
+        s.accuracy[m] = _curve([[a[c] for a in acc[m].values() if c in a] for c in cycles], confidence, per_cycle)
         complete = [seed for seed, a in acc[m].items() if not s.in_progress and all(c in a for c in cycles)]
         aucs = [area_under_curve(s.n_labeled, [acc[m][seed][c] for c in cycles]) for seed in complete]
-        rel_overall = (NAN, NAN)
+        rel_overall = (NAN, NAN, NAN)
         if ref is not None:
             rel = {seed: {c: _relative(a[c], ref[seed][c]) for c in a if c in ref[seed]}
                    for seed, a in acc[m].items() if seed in ref}
-            s.relative[m] = _curve([[r[c] for r in rel.values() if c in r] for c in cycles], confidence)
+            s.relative[m] = _curve([[r[c] for r in rel.values() if c in r] for c in cycles], confidence,
+                                   [LIMITS["relative"]] * len(cycles))
             later = cycles[1:] or cycles  # cycle 1 is the shared random initial set
             paired = [float(np.mean([rel[seed][c] for c in later])) for seed in complete
                       if seed in rel and all(c in rel[seed] for c in later)]
-            rel_overall = mean_ci(paired, confidence) if paired else (NAN, NAN)
-        s.overall[m] = Overall(rel_overall, mean_ci(aucs, confidence) if aucs else (NAN, NAN), len(complete))
+            rel_overall = _interval(paired, confidence, LIMITS["relative"])
+        s.overall[m] = Overall(rel_overall, _interval(aucs, confidence, LIMITS["auc"]), len(complete))
         _class_makeup(s, m, by[m], cycles)
         _timing(s, m, by[m], cycles, complete)
     ranked = [m for m in methods if s.overall[m].auc[0] == s.overall[m].auc[0]]  # drop NaN
@@ -143,7 +178,7 @@ def _class_makeup(s: SettingSummary, m: str, seeds: dict[int, dict[int, CycleRec
                  for cs in seeds.values() if c in cs and nxt in cs]
         tail.append([float(d[s.tail].sum()) for d in diffs])
         picked.append(float(np.mean([d.sum() for d in diffs])) if diffs else NAN)
-    s.tail_selected[m] = _curve(tail, s.confidence)
+    s.tail_selected[m] = _curve(tail, s.confidence, [(0.0, float(b)) for b in s.budgets])
     s.selected[m] = picked
     last = [cs[cycles[-1]].class_counts for cs in seeds.values() if cycles[-1] in cs]
     s.final_counts[m] = np.mean(last, axis=0).tolist() if last else [NAN] * s.num_classes
@@ -166,14 +201,18 @@ def _timing(s: SettingSummary, m: str, seeds: dict[int, dict[int, CycleRecord]],
     )
 
 
-def summarize(records: list[CycleRecord], confidence: float = 0.95, cycles: int | None = None) -> list[SettingSummary]:
+def summarize(records: list[CycleRecord], confidence: float = 0.95, cycles: int | None = None,
+              class_names: Mapping[str, Sequence[str]] | None = None) -> list[SettingSummary]:
     """One ``SettingSummary`` per (dataset, imbalance), in sorted order.
 
     ``cycles``: the number of cycles of a finished run (the experiment's ``al.cycles``). Only
     seeds with that many cycles count in the one-number summaries, so a setting whose runs are
     all still going reports none yet; without it, the most cycles stored in the setting count.
+    ``class_names``: dataset -> the name of each class (``ResultStore.class_names()``); a
+    dataset without them gets ``class 0``, ``class 1``, ...
     """
     by_setting: dict[tuple[str, float], list[CycleRecord]] = defaultdict(list)
     for r in records:
         by_setting[(r.dataset, r.imbalance)].append(r)
-    return [_summarize_setting(recs, confidence, cycles) for _, recs in sorted(by_setting.items())]
+    names = class_names or {}
+    return [_summarize_setting(recs, confidence, cycles, names.get(key[0])) for key, recs in sorted(by_setting.items())]

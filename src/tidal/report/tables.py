@@ -1,4 +1,8 @@
-"""The report's tables, built once from a ``SettingSummary`` and rendered as Markdown or HTML."""
+"""The report's tables, built once from a ``SettingSummary`` and rendered as Markdown or HTML.
+
+Every interval prints as ``mean [low, high]`` (:func:`format_interval`): the Student-t
+interval across seeds clipped to the quantity's attainable range, which each caption names.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,13 @@ __all__ = [
     "Table",
     "accuracy_table",
     "classes_table",
+    "budget_text",
+    "ci_caption",
+    "format_interval",
     "format_markdown",
     "overview_table",
     "relative_table",
+    "tail_names",
     "timing_table",
 ]
 
@@ -57,19 +65,50 @@ def _num(x: float, digits: int = 2, signed: bool = False) -> str:
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def _ci(mean: float, half: float, digits: int = 2, signed: bool = False) -> str:
-    """``mean ± half``; only the mean when the interval is undefined (a single seed)."""
+def format_interval(mean: float, lo: float, hi: float, digits: int = 2, signed: bool = False) -> str:
+    """``mean [lo, hi]``, e.g. ``214.67 [0.00, 500.00]``; only the mean when the interval is
+    undefined (a single seed); ``–`` when there is no value."""
     if mean != mean:
         return "–"
-    return _num(mean, digits, signed) + ("" if half != half else f" ± {half:.{digits}f}")
+    if lo != lo:
+        return _num(mean, digits, signed)
+    return f"{_num(mean, digits, signed)} [{_num(lo, digits, signed)}, {_num(hi, digits, signed)}]"
 
 
-def _curve_cells(c: Curve, signed: bool = False) -> list[str]:
-    return [_ci(m, h, signed=signed) for m, h in zip(c.mean, c.half)]
+def _curve_cells(c: Curve, signed: bool = False, digits: int = 2) -> list[str]:
+    return [format_interval(m, lo, hi, digits, signed) for m, lo, hi in zip(c.mean, c.lo, c.hi)]
 
 
 def _pct(confidence: float) -> str:
     return f"{100 * confidence:g}%"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def tail_names(s: SettingSummary) -> str:
+    """The tail half of the classes by name, e.g. ``Sandal, Shirt, Sneaker, Bag, Ankle boot: 5 of 10 classes``."""
+    if not s.tail:
+        return "none"
+    return f"{', '.join(s.class_names[c] for c in s.tail)}: {len(s.tail)} of {s.num_classes} classes"
+
+
+def budget_text(s: SettingSummary) -> str:
+    """The attainable range of a round's tail picks, for captions: ``0-50, the round's budget``."""
+    if not s.budgets:
+        return "0 to the round's budget"
+    if len(set(s.budgets)) == 1:
+        return f"0-{s.budgets[0]}, the round's budget"
+    return "0 to each round's budget: " + ", ".join(str(b) for b in s.budgets)
+
+
+def ci_caption(confidence: float, attainable: str, shaded: bool = False) -> str:
+    """The words every table (and, ``shaded``, every figure) with intervals uses, e.g.
+    ``ci_caption(0.95, "0-100 %")``."""
+    what = (f"mean across seeds (line) and {_pct(confidence)} CI (shaded)" if shaded else
+            f"mean [{_pct(confidence)} CI] across seeds")
+    return f"{what}, the Student-t interval clipped to the attainable range ({attainable})"
 
 
 def overview_table(s: SettingSummary) -> Table:
@@ -77,8 +116,8 @@ def overview_table(s: SettingSummary) -> Table:
     rows, bold = [], set()
     for i, m in enumerate(s.methods):
         o = s.overall[m]
-        rel = "(reference)" if m == REFERENCE else _ci(*o.relative, signed=True)
-        rows.append([m, str(o.seeds), rel, _ci(*o.auc)])
+        rel = "(reference)" if m == REFERENCE else format_interval(*o.relative, signed=True)
+        rows.append([m, str(o.seeds), rel, format_interval(*o.auc)])
         if m == s.best:
             bold.add(i)
     if s.in_progress:
@@ -91,14 +130,15 @@ def overview_table(s: SettingSummary) -> Table:
                f"{s.n_labeled[-1]}), divided by the label range.")
     else:
         how = "Only cycle 1 is stored so far: both columns describe its accuracy alone."
-    caption = f"Mean ± {_pct(s.confidence)} CI across seeds. {how} Bold: the highest area."
+    caption = (f"{_sentence(ci_caption(s.confidence, 'relative improvement >= -100 %, area 0-100 %'))}. {how} "
+               "Bold: the highest area.")
     return Table(["method", "seeds", "rel. improvement (%)", "area under accuracy (%)"], rows, caption, bold)
 
 
 def accuracy_table(s: SettingSummary) -> Table:
     rows = [[m] + _curve_cells(s.accuracy[m]) for m in s.methods]
     return Table(["method"] + [str(n) for n in s.n_labeled], rows,
-                 f"Test accuracy (%) by number of labeled samples, mean ± {_pct(s.confidence)} CI across seeds.")
+                 f"Test accuracy (%) by number of labeled samples: {ci_caption(s.confidence, '0-100 %')}.")
 
 
 def relative_table(s: SettingSummary) -> Table | None:
@@ -107,8 +147,8 @@ def relative_table(s: SettingSummary) -> Table | None:
         return None
     rows = [[m] + _curve_cells(s.relative[m], signed=True) for m in s.methods if m != REFERENCE]
     return Table(["method"] + [str(n) for n in s.n_labeled], rows,
-                 f"Relative accuracy improvement over random (%) by number of labeled samples, "
-                 f"mean ± {_pct(s.confidence)} CI across seeds.")
+                 f"Relative accuracy improvement over random (%) by number of labeled samples: "
+                 f"{ci_caption(s.confidence, '>= -100 %')}.")
 
 
 def classes_table(s: SettingSummary) -> Table:
@@ -126,10 +166,10 @@ def classes_table(s: SettingSummary) -> Table:
             ratio_cell = "–"
         else:
             ratio_cell = _num(max(final) / min(final), 2) if min(final) > 0 else "∞"
-        rows.append([m] + _curve_cells(s.tail_selected[m]) + [_num(share, 1), _num(final_share, 1), ratio_cell])
-    tail = f"classes {s.tail[0]}-{s.tail[-1]}" if s.tail else "none"
-    caption = (f"Samples from the tail half of the classes ({tail} of {s.num_classes}) selected in each round "
-               f"(labeled-set size before→after), mean ± {_pct(s.confidence)} CI across seeds; their share of all "
+        rows.append([m] + _curve_cells(s.tail_selected[m], digits=1)
+                    + [_num(share, 1), _num(final_share, 1), ratio_cell])
+    caption = (f"Samples from the tail half of the classes ({tail_names(s)}) selected in each round "
+               f"(labeled-set size before→after): {ci_caption(s.confidence, budget_text(s))}; their share of all "
                "selected samples; the tail share of the final labeled set; and its largest/smallest class ratio.")
     return Table(["method"] + rounds + ["tail share of selected (%)", "tail share of labeled set (%)",
                                          "labeled max/min"], rows, caption)

@@ -44,7 +44,7 @@ def plot_td_prediction_kl(epochs: np.ndarray, kl_module: np.ndarray, kl_snapshot
         ax.set_yscale("log")
         ax.set_ylabel("KL divergence, test-set mean (nats, log scale)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9)
+    fig.legend(fontsize=9, loc="outside lower center", ncols=2)  # below the axes, off the data
     return save_figure(fig, path)
 
 
@@ -66,9 +66,9 @@ def _density(ax, values: np.ndarray, grid: np.ndarray, color: str, label: str) -
 def plot_score_distributions(scores_by_name: dict[str, np.ndarray], is_tail: np.ndarray, path: str | Path) -> Path:
     """Figure 2: one panel per score (``[n]`` each, higher = more uncertain); ``is_tail`` ``[n]`` bool.
 
-    Each panel shows the densities of head and tail samples; its legend gives the AUROC of the
+    Each panel shows the densities of head and tail samples; its title gives the AUROC of the
     score at telling tail from head (1 = every tail sample scores higher; 0.5 = no better than
-    chance).
+    chance); one legend below the panels names the colours.
     """
     is_tail = np.asarray(is_tail, dtype=bool).ravel()
     if not scores_by_name:
@@ -89,15 +89,14 @@ def plot_score_distributions(scores_by_name: dict[str, np.ndarray], is_tail: np.
         pad = 0.05 * (hi - lo) if hi > lo else 0.5
         grid = np.linspace(lo - pad, hi + pad, 200)
         area = auroc(v, is_tail)
-        _density(ax, v[~is_tail], grid, _HEAD, f"head ({int((~is_tail).sum())} samples)")
-        _density(ax, v[is_tail], grid, _TAIL, f"tail ({int(is_tail.sum())} samples)")
-        ax.plot([], [], " ", label=f"AUROC tail vs head: {area:.3f}")
-        ax.set_title(name, fontsize=11)
+        _density(ax, v[~is_tail], grid, _HEAD, f"head classes ({int((~is_tail).sum())} samples)")
+        _density(ax, v[is_tail], grid, _TAIL, f"tail classes ({int(is_tail.sum())} samples)")
+        ax.set_title(f"{name}: AUROC tail vs head {area:.3f}", fontsize=11)
         ax.set_xlabel(f"{name} (higher = more uncertain)")
         ax.set_ylabel("density")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     for ax in axes[n:]:
         ax.set_visible(False)
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=9, loc="outside lower center", ncols=2)
     fig.suptitle("Score distributions of head- and tail-class samples", fontsize=12)
     return save_figure(fig, path)

@@ -127,16 +127,17 @@ def write_report(run_dir: str | Path) -> str:
     if not has_db and not score_files:
         raise RunDirectoryError(f"{run_dir} holds no {DB_NAME}; pass the --out directory of a `tidal run` "
                                 "(or of `tidal analyze-scores`)")
-    records, tracking, config = [], [], None
+    records, tracking, config, class_names = [], [], None, {}
     if has_db:
         with ResultStore(run_dir / DB_NAME) as store:
             records = store.records()
             tracking = store.td_tracking()
             config = store.config()
+            class_names = store.class_names()
     if not records and not score_files:
         raise RunDirectoryError(f"{run_dir} has no finished cycle yet; run `tidal run` first")
     cfg = config.to_dict() if config else {}
-    summaries = summarize(records, cycles=config.al.cycles if config else None)
+    summaries = summarize(records, cycles=config.al.cycles if config else None, class_names=class_names)
     doc, tables = _build_document(run_dir, records, summaries, cfg, tracking, score_files)
     _atomic_write(run_dir / "report.md", doc.to_markdown(base=run_dir))
     _atomic_write(run_dir / "report.html", doc.to_html())
