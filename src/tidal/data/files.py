@@ -67,9 +67,11 @@ def decode_errors() -> tuple[type[BaseException], ...]:
     return (OSError, ValueError, SyntaxError, _pil().DecompressionBombError)
 
 
-def describe(exc: BaseException) -> str:
-    """The first line of an exception's message (its class name when empty)."""
+def describe(exc: BaseException, path: str | None = None) -> str:
+    """The first line of an exception's message without the quoted ``path`` (class name when empty)."""
     text = str(exc).strip()
+    if path is not None:
+        text = text.replace(repr(str(path)), "").replace(str(path), "").strip(" :")
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
@@ -82,7 +84,7 @@ def load_rgb(path: str, draft: int | None = None):
     try:
         return open_rgb(path, draft)
     except decode_errors() as exc:
-        raise DatasetError(f"cannot decode image {path} ({describe(exc)}); fix: replace or delete the file") from None
+        raise DatasetError(f"cannot decode image {path} ({describe(exc, path)}); fix: replace or delete the file") from None
 
 
 def open_rgb(path: str, draft: int | None = None):
