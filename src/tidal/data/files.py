@@ -46,7 +46,8 @@ from tidal.data.augment import to_float
 from tidal.data.dataset import Augment
 from tidal.errors import DatasetError
 
-__all__ = ["FileDataset", "decode_ahead", "decode_errors", "describe", "load_rgb", "open_rgb", "random_resized_crop", "resize_center_crop", "to_chw"]
+__all__ = ["FileDataset", "decode_ahead", "decode_errors", "describe", "load_rgb", "open_rgb", "random_resized_crop",
+           "resize_center_crop", "to_chw"]
 
 SCALE = (0.08, 1.0)  # random resized crop: fraction of the image area kept
 RATIO = (3 / 4, 4 / 3)  # random resized crop: width / height range of the box
@@ -84,7 +85,8 @@ def load_rgb(path: str, draft: int | None = None):
     try:
         return open_rgb(path, draft)
     except decode_errors() as exc:
-        raise DatasetError(f"cannot decode image {path} ({describe(exc, path)}); fix: replace or delete the file") from None
+        reason = describe(exc, path)
+        raise DatasetError(f"cannot decode image {path} ({reason}); fix: replace or delete the file") from None
 
 
 def open_rgb(path: str, draft: int | None = None):

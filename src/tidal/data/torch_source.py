@@ -218,8 +218,9 @@ def from_torch_datasets(train: TorchDataset, test: TorchDataset, num_classes: in
     for part, y in zip(("train", "test"), labels):
         bad = ((y < -1) | (y >= num_classes)).nonzero().flatten()
         if len(bad):
-            raise DatasetError(f"{part} label {int(y[bad[0]])} at index {int(bad[0])} is outside 0..{num_classes - 1}"
-                               f" (num_classes={num_classes}); fix: pass num_classes or relabel to 0..C-1 (-1 = unknown)")
+            raise DatasetError(f"{part} label {int(y[bad[0]])} at index {int(bad[0])} is outside "
+                               f"0..{num_classes - 1} (num_classes={num_classes}); fix: pass num_classes or "
+                               "relabel to 0..C-1 (-1 = unknown)")
     if class_names is None:
         classes = getattr(train, "classes", None)
         class_names = classes if classes is not None and len(classes) == num_classes else range(num_classes)
