@@ -88,7 +88,7 @@ def test_large_folder_becomes_a_file_dataset(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["flat", "empty class", "single class", "not an image", "tiny", "missing",
-                                  "nested", "no images", "ambiguous"])
+                                  "nested", "no images", "ambiguous", "no test images"])
 def test_bad_folders_give_one_line(tmp_path, case):
     if case == "flat":
         for i in range(3):
@@ -117,10 +117,13 @@ def test_bad_folders_give_one_line(tmp_path, case):
         needle = tmp_path / "cat" / "sub"
     elif case == "no images":
         needle = tmp_path
-    else:
+    elif case == "ambiguous":
         _tree(tmp_path / "train")
         _tree(tmp_path / "lion")
         needle = "lion/"
+    else:
+        _tree(tmp_path, per_class=1)
+        needle = "no test images"
     with pytest.raises(DatasetError) as err:
         load_folder(tmp_path, workers=0)
     _one_line(err, needle)

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import math
 import random
-from functools import partial
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +181,24 @@ def decode_ahead(decode: Callable[[torch.Tensor, int | None], torch.Tensor], bat
         yield ids.to(device, non_blocking=True), x.to(device, non_blocking=True)
 
 
+def _decode_files(paths: np.ndarray, size: int, resize_eval: bool, ids: torch.Tensor, seed: int | None,
+                  flip: bool = True) -> torch.Tensor:
+    """``FileDataset.decode`` as a function of plain data, for worker processes."""
+    out = torch.empty((len(ids), 3, size, size), dtype=torch.uint8)
+    if seed is None:
+        side = round(size * EVAL_RESIZE) if resize_eval else size
+        for k, i in enumerate(ids.tolist()):
+            out[k] = to_chw(resize_center_crop(load_rgb(paths[i].decode(), draft=side), side, size))
+        return out
+    rng = random.Random(seed)
+    for k, i in enumerate(ids.tolist()):
+        img = random_resized_crop(load_rgb(paths[i].decode()), size, rng)
+        if flip and rng.random() < 0.5:
+            img = img.transpose(_pil().FLIP_LEFT_RIGHT)
+        out[k] = to_chw(img)
+    return out
+
+
 class FileDataset:
     """One split of images stored as files, decoded on demand (see the module docstring).
 
@@ -239,24 +257,13 @@ class FileDataset:
     def decode(self, ids: torch.Tensor, seed: int | None, flip: bool = True) -> torch.Tensor:
         """uint8 ``[b, 3, size, size]`` of ``ids``: the train transform (random crop, then a flip
         when ``flip``) with randomness from ``seed``, or the eval transform when ``seed`` is ``None``."""
-        out = torch.empty((len(ids), 3, self.size, self.size), dtype=torch.uint8)
-        if seed is None:
-            side = round(self.size * EVAL_RESIZE) if self.resize_eval else self.size
-            for k, i in enumerate(ids.tolist()):
-                out[k] = to_chw(resize_center_crop(load_rgb(self.path(i), draft=side), side, self.size))
-            return out
-        rng = random.Random(seed)
-        for k, i in enumerate(ids.tolist()):
-            img = random_resized_crop(load_rgb(self.path(i)), self.size, rng)
-            if flip and rng.random() < 0.5:
-                img = img.transpose(_pil().FLIP_LEFT_RIGHT)
-            out[k] = to_chw(img)
-        return out
+        return _decode_files(self.paths, self.size, self.resize_eval, ids, seed, flip)
 
     def batches(self, batch_ids: Iterable[torch.Tensor], augment: Augment | None = None,
                 generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(ids, inputs)`` per id tensor: float32 ``[b, 3, size, size]`` on ``device``."""
-        decode = partial(self.decode, flip=augment is None or augment.flip)
+        # what the workers get: the paths and the transform, not the labels (which may be on a GPU)
+        decode = partial(_decode_files, self.paths, self.size, self.resize_eval, flip=augment is None or augment.flip)
         for ids, x in decode_ahead(decode, batch_ids, augment is not None, generator, self.num_workers, self.device):
             yield ids, to_float(x, self.mean, self.std)
 

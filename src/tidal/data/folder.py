@@ -224,6 +224,9 @@ def load_folder(path: str | Path, *, image_size: int | None = None, workers: int
     if len(classes) < 2:
         raise DatasetError(f"{train_root} has a single class folder ({classes[0]!r}); classification needs "
                            "at least 2; fix: add a folder per class")
+    if not any(files for _, part in split_files[1:] for files in part.values()):
+        raise DatasetError(f"{root} gives no test images (every class has a single image, or the test folder is "
+                           "empty); fix: add images to the classes or a test/ folder")
     index = {c: k for k, c in enumerate(classes)}
     splits = []
     for folder, part in split_files:

@@ -105,6 +105,22 @@ def read_labels(dataset: TorchDataset, workers: int) -> torch.Tensor:
     return torch.tensor([y for batch in loader for y in batch], dtype=torch.int64)
 
 
+def _fetch(dataset: TorchDataset, index: np.ndarray, shape: tuple[int, ...], mean: Sequence[float],
+           std: Sequence[float], ids: torch.Tensor, seed: int | None, augment: Augment | None = None) -> torch.Tensor:
+    """``TorchSourceDataset.decode`` as a function of plain data, for worker processes."""
+    out = torch.empty((len(ids), *shape))
+    for k, i in enumerate(index[ids.numpy()].tolist()):
+        x = as_chw(_sample(dataset, i)[0], f"dataset[{i}]'s image")
+        if tuple(x.shape) != shape:
+            raise DatasetError(f"dataset[{i}]'s image is {list(x.shape)} but the first sample's is {list(shape)}; "
+                               "fix: make every sample the same size (e.g. resize in the dataset's transform)")
+        out[k] = x
+    out = out.sub_(torch.tensor(mean).view(1, -1, 1, 1)).div_(torch.tensor(std).view(1, -1, 1, 1))
+    if augment is not None and seed is not None:
+        out = augment_batch(out, augment.crop_padding, augment.flip, torch.Generator().manual_seed(seed))
+    return out
+
+
 class TorchSourceDataset:
     """One split over a user's ``Dataset`` (see the module docstring).
 
@@ -139,24 +155,14 @@ class TorchSourceDataset:
 
     def decode(self, ids: torch.Tensor, seed: int | None, augment: Augment | None = None) -> torch.Tensor:
         """Normalised float32 ``[b, C, H, W]`` of ``ids``, augmented with randomness from ``seed``."""
-        out = torch.empty((len(ids), *self.shape))
-        for k, i in enumerate(self.index[ids.numpy()].tolist()):
-            x = as_chw(_sample(self.dataset, i)[0], f"dataset[{i}]'s image")
-            if tuple(x.shape) != self.shape:
-                raise DatasetError(f"dataset[{i}]'s image is {list(x.shape)} but the first sample's is "
-                                   f"{list(self.shape)}; fix: make every sample the same size (e.g. resize in "
-                                   "the dataset's transform)")
-            out[k] = x
-        mean, std = torch.tensor(self.mean).view(1, -1, 1, 1), torch.tensor(self.std).view(1, -1, 1, 1)
-        out = out.sub_(mean).div_(std)
-        if augment is not None and seed is not None:
-            out = augment_batch(out, augment.crop_padding, augment.flip, torch.Generator().manual_seed(seed))
-        return out
+        return _fetch(self.dataset, self.index, self.shape, self.mean, self.std, ids, seed, augment)
 
     def batches(self, batch_ids: Iterable[torch.Tensor], augment: Augment | None = None,
                 generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(ids, inputs)`` per id tensor: float32 ``[b, C, H, W]`` on ``device``."""
-        return decode_ahead(partial(self.decode, augment=augment), batch_ids, augment is not None, generator,
+        # what the workers get: the dataset and the transform, not the labels (which may be on a GPU)
+        fetch = partial(_fetch, self.dataset, self.index, self.shape, self.mean, self.std, augment=augment)
+        return decode_ahead(fetch, batch_ids, augment is not None, generator,
                             self.num_workers, self.device)
 
     def inputs(self, ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
