@@ -32,6 +32,7 @@ the calling process and as one line, also when it was a worker that failed.
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
@@ -188,11 +189,11 @@ def _decode_files(paths: np.ndarray, size: int, resize_eval: bool, ids: torch.Te
     if seed is None:
         side = round(size * EVAL_RESIZE) if resize_eval else size
         for k, i in enumerate(ids.tolist()):
-            out[k] = to_chw(resize_center_crop(load_rgb(paths[i].decode(), draft=side), side, size))
+            out[k] = to_chw(resize_center_crop(load_rgb(os.fsdecode(paths[i]), draft=side), side, size))
         return out
     rng = random.Random(seed)
     for k, i in enumerate(ids.tolist()):
-        img = random_resized_crop(load_rgb(paths[i].decode()), size, rng)
+        img = random_resized_crop(load_rgb(os.fsdecode(paths[i])), size, rng)
         if flip and rng.random() < 0.5:
             img = img.transpose(_pil().FLIP_LEFT_RIGHT)
         out[k] = to_chw(img)
@@ -215,9 +216,9 @@ class FileDataset:
 
     def __init__(self, paths: Sequence[str | Path] | np.ndarray, labels: torch.Tensor, num_classes: int, size: int,
                  mean: Sequence[float], std: Sequence[float], resize_eval: bool = True, num_workers: int = 2):
-        # Paths are kept as one numpy array of UTF-8 bytes rather than a list of str: worker
+        # Paths are kept as one numpy array of bytes (os.fsencode) rather than a list of str: worker
         # processes share it copy-on-write without touching a refcount per path.
-        self.paths = paths if isinstance(paths, np.ndarray) else np.array([str(p).encode() for p in paths],
+        self.paths = paths if isinstance(paths, np.ndarray) else np.array([os.fsencode(str(p)) for p in paths],
                                                                           dtype=bytes)
         self.labels = labels
         self.num_classes = num_classes
@@ -239,7 +240,7 @@ class FileDataset:
 
     def path(self, i: int) -> str:
         """The file of absolute id ``i``."""
-        return self.paths[i].decode()
+        return os.fsdecode(self.paths[i])
 
     @property
     def input_shape(self) -> tuple[int, ...]:
