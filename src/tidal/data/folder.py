@@ -239,7 +239,7 @@ def load_folder(path: str | Path, *, image_size: int | None = None, workers: int
     _refuse_unreadable(root, [(p, why) for p, (_, _, why) in zip(all_paths, sizes) if why], len(all_paths))
     for p, (w, h, _) in zip(all_paths, sizes):
         if min(w, h) < MIN_SIDE:
-            raise DatasetError(f"{p} is {w}x{h} px; images must be at least {MIN_SIDE} px on each side: "
+            raise DatasetError(f"{p} is {w}x{h} px; images must be at least {MIN_SIDE} px on each side; "
                                "fix: remove it or enlarge it")
     if image_size is None:
         odd = next(((p, s) for p, s in zip(all_paths, sizes) if s[:2] != sizes[0][:2]), None)
@@ -261,14 +261,14 @@ def load_folder(path: str | Path, *, image_size: int | None = None, workers: int
 
 def _in_memory(root: Path, splits, hw: tuple[int, int], image_size: int | None, num_classes: int,
                workers: int) -> tuple[ImageDataset, ImageDataset]:
-    decoded = []
+    decoded, bad = [], []
     for paths, labels in splits:
         chunks = _map(_Decode(hw, image_size), paths, workers)
         errors = [e for _, errs in chunks for e in errs]
-        bad = [(p, e) for p, e in zip(paths, errors) if e]
-        _refuse_unreadable(root, bad, len(paths))
+        bad += [(p, e) for p, e in zip(paths, errors) if e]
         images = torch.cat([x for x, _ in chunks]) if chunks else torch.zeros((0, 3, *hw), dtype=torch.uint8)
         decoded.append((images, labels))
+    _refuse_unreadable(root, bad, sum(len(paths) for paths, _ in splits))
     (x_train, y_train), (x_test, y_test) = decoded
     ids = _stats_ids(len(x_train))
     mean, std = _channel_stats(x_train[ids].split(256))
