@@ -8,14 +8,22 @@ from pathlib import Path
 from tidal.data.augment import augment, to_float
 from tidal.data.dataset import DatasetSplits, ImageDataset
 from tidal.data.fashion_mnist import load_fashion_mnist
+from tidal.data.files import FileDataset
+from tidal.data.folder import load_folder
+from tidal.data.inat import load_inat2018
 from tidal.data.longtail import longtail_counts, longtail_indices
+from tidal.data.torch_source import from_torch_datasets
 
 __all__ = [
     "DATASETS",
     "DatasetSplits",
+    "FileDataset",
     "ImageDataset",
     "augment",
+    "from_torch_datasets",
     "load_dataset",
+    "load_folder",
+    "load_inat2018",
     "longtail_counts",
     "longtail_indices",
     "to_float",
