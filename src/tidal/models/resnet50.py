@@ -13,6 +13,7 @@ embedding and the four stage outputs, and the weights are stored channels-last.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -122,6 +123,18 @@ def _state_dict(obj: object, path: str) -> dict[str, torch.Tensor]:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
+def _reason(err: Exception) -> str:
+    """One line on why ``torch.load(weights_only=True)`` failed (torch's own text is long)."""
+    text = str(err)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it pickles {found.group(1)}, not only tensors"
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0].split(". ")[0] if lines else type(err).__name__)[:200]
+
+
 def load_weights(model: ResNet50, path: str | Path) -> str:
     """Load a torchvision/timm ``resnet50`` checkpoint into ``model``; returns what was done.
 
@@ -136,8 +149,7 @@ def load_weights(model: ResNet50, path: str | Path) -> str:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and unpickler errors all mean "not a plain checkpoint"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path!r} is not a PyTorch checkpoint of tensors ({first[:200]}); save the weights "
+        raise ValueError(f"{path!r} is not a PyTorch checkpoint of tensors ({_reason(err)}); save the weights "
                          "with torch.save(model.state_dict(), path)") from None
     state = _state_dict(obj, path)
     own = model.state_dict()
