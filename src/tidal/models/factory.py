@@ -9,7 +9,7 @@ A *spec* is one of:
 ``"mlp"``        :class:`~tidal.models.MLP` for feature vectors ``(D,)``;
 ``"auto"``       ``resnet18`` for images, ``mlp`` for vectors;
 ``"pkg.mod:fn"`` an importable function (or class) called as ``fn(num_classes)``, plus
-                 ``input_shape=`` / ``in_channels=`` when its signature names them;
+                 ``input_shape=`` and (images) ``in_channels=`` when its signature names them;
 a callable       the same, without the import;
 an ``nn.Module`` instance: deep-copied and every submodule with ``reset_parameters``
                  re-initialised (from the global RNG), so each active-learning cycle trains
@@ -67,7 +67,8 @@ def _resolve(spec: str) -> Callable[..., nn.Module]:
             names = [n for n in dir(obj) if not n.startswith("_")]
             close = difflib.get_close_matches(part, names, n=3)
             hint = f"did you mean {', '.join(map(repr, close))}?" if close else "check the name after ':'"
-            raise ValueError(f"model spec {spec!r}: {getattr(obj, '__name__', obj)!r} has no attribute {part!r}; {hint}")
+            owner = getattr(obj, "__name__", obj)
+            raise ValueError(f"model spec {spec!r}: {owner!r} has no attribute {part!r}; {hint}")
         obj = getattr(obj, part)
     if not callable(obj):
         raise ValueError(f"model spec {spec!r} names a {type(obj).__name__}, not a function; "
@@ -83,8 +84,8 @@ def check_model_spec(spec: ModelSpec) -> None:
                 raise _unknown(spec)
             _resolve(spec)
     elif not (isinstance(spec, nn.Module) or callable(spec)):
-        raise ValueError(f"model spec {spec!r} is a {type(spec).__name__}; pass a name "
-                         f"({', '.join(BUILTIN_MODELS)}, {_AUTO}), 'package.module:function', a function or an nn.Module")
+        raise ValueError(f"model spec {spec!r} is a {type(spec).__name__}; pass a name ({', '.join(BUILTIN_MODELS)}, "
+                         f"{_AUTO}), 'package.module:function', a function or an nn.Module")
 
 
 def _auto(input_shape: Sequence[int]) -> str:
@@ -116,7 +117,7 @@ def _call_user(fn: Callable[..., nn.Module], num_classes: int, input_shape: tupl
     kwargs = {}
     if "input_shape" in params:
         kwargs["input_shape"] = input_shape
-    if "in_channels" in params:
+    if "in_channels" in params and len(input_shape) == 3:  # images only: a vector has no channels
         kwargs["in_channels"] = input_shape[0]
     model = fn(num_classes, **kwargs)
     if not isinstance(model, nn.Module):

@@ -35,6 +35,8 @@ mode and active in train mode or when ``tidal.gather`` switches dropout modules 
 Processes: the wrapper pickles (the hooks are bound methods of the wrapper, so an unpickled
 or deep-copied wrapper hooks its own copy of the module); the module inside must pickle too.
 A model *spec* (``tidal.models.factory``) is the lighter thing to send to a spawned worker.
+The captured tensors live on the wrapper for the length of one forward call, so one wrapper
+must not run in several threads at once (``nn.DataParallel``; use one process per device).
 """
 
 from __future__ import annotations

@@ -140,8 +140,9 @@ def load_weights(model: ResNet50, path: str | Path) -> str:
 
     ``path`` is read with ``torch.load(map_location="cpu", weights_only=True)``; a raw
     state_dict, ``{"state_dict": ...}``, ``{"model": ...}`` and ``module.``-prefixed keys
-    are accepted. Every key (BN's ``num_batches_tracked`` may be absent) must match in name and shape (``strict=True``), except ``fc``
-    when ``model``'s class count differs: ``fc`` is then re-initialised, as the message says.
+    are accepted. Every key (BN's ``num_batches_tracked`` may be absent) must match in name
+    and shape (``strict=True``), except ``fc`` when ``model``'s class count differs: ``fc`` is
+    then re-initialised, as the returned message says.
     """
     path = str(path)
     if not Path(path).is_file():

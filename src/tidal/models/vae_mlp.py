@@ -33,7 +33,8 @@ class MLPVAE(nn.Module):
             (0 for VAAL, 1 for TA-VAAL's loss rank).
     """
 
-    def __init__(self, in_dim: int, latent_dim: int = 32, hidden: Sequence[int] = (256, 128), cond_dim: int = 0) -> None:
+    def __init__(self, in_dim: int, latent_dim: int = 32, hidden: Sequence[int] = (256, 128),
+                 cond_dim: int = 0) -> None:
         super().__init__()
         hidden = tuple(hidden)
         if in_dim < 1 or latent_dim < 1 or cond_dim < 0 or not hidden or min(hidden) < 1:
