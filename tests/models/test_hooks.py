@@ -171,3 +171,21 @@ def test_state_dict_has_the_module_parameters_once():
     model = HookedModel(TinyResNetLike(), probe_shape=(3, 8, 8))
     keys = list(model.state_dict())
     assert all(k.startswith("module.") for k in keys) and len(keys) == len(TinyResNetLike().state_dict())
+
+
+def test_bad_feature_shape_is_refused_and_leaves_no_hooks():
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(4, 6)
+            self.head = nn.Linear(6, 3)
+
+        def forward(self, x):  # x [B, 5, 4] tokens
+            return self.head(self.embed(x).mean(1))
+
+    net = Tokens()
+    with pytest.raises(ValueError, match=r"feature layer 'embed' gives a tensor of shape \[2, 5, 6\]"):
+        HookedModel(net, feature_layers=["embed"], probe_shape=(5, 4))
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+    model = HookedModel(net, feature_layers=(), probe_shape=(5, 4))  # no features: embedding and logits only
+    assert model.feature_channels == () and model.embedding_dim == 6

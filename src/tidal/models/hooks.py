@@ -172,13 +172,17 @@ class HookedModel(nn.Module):
         self._handles: list = []
         self._attach()
         # Probe 2 (through our own hooks): the sizes of the features and the embedding.
-        probed = probe_forward(self, probe_shape)
-        feats, emb = probed.features, probed.embedding
-        for name, f in zip(self._feature_layers, feats):
-            if f.dim() not in (2, 4):
-                self.remove_hooks()
-                raise ValueError(f"feature layer {name!r} gives a tensor of shape {list(f.shape)}; features must be "
-                                 "maps [B, c, h, w] or vectors [B, d]: pass feature_layers=[...] naming such layers")
+        try:
+            probed = probe_forward(self, probe_shape)
+            feats, emb = probed.features, probed.embedding
+            for name, f in zip(self._feature_layers, feats):
+                if f.dim() not in (2, 4):
+                    raise ValueError(f"feature layer {name!r} gives a tensor of shape {list(f.shape)}; features must "
+                                     "be maps [B, c, h, w] or vectors [B, d]: pass feature_layers=[...] naming such "
+                                     "layers")
+        except Exception:
+            self.remove_hooks()  # a failed construction leaves the user's module as it was
+            raise
         self.feature_channels: tuple[int, ...] = tuple(int(f.shape[1]) for f in feats)
         self.embedding_dim = int(emb.shape[1])
 
