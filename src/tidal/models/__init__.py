@@ -1,7 +1,16 @@
-"""Backbones and auxiliary heads."""
+"""Backbones, the hook wrapper for any classifier, the model factory and auxiliary heads."""
 
+from tidal.models.factory import BUILTIN_MODELS, build_model, check_model_spec, model_capabilities, model_name
 from tidal.models.heads import MultiScaleHead
+from tidal.models.hooks import HookedModel
+from tidal.models.mlp import MLP
 from tidal.models.resnet import BasicBlock, ModelOutput, ResNet18
+from tidal.models.resnet50 import Bottleneck, ResNet50, load_weights
 from tidal.models.vae import VAE, LatentDiscriminator, vae_loss
+from tidal.models.vae_mlp import MLPVAE
 
-__all__ = ["VAE", "BasicBlock", "LatentDiscriminator", "ModelOutput", "MultiScaleHead", "ResNet18", "vae_loss"]
+__all__ = [
+    "BUILTIN_MODELS", "MLP", "MLPVAE", "VAE", "BasicBlock", "Bottleneck", "HookedModel", "LatentDiscriminator",
+    "ModelOutput", "MultiScaleHead", "ResNet18", "ResNet50", "build_model", "check_model_spec", "load_weights",
+    "model_capabilities", "model_name", "vae_loss",
+]

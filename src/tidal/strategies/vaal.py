@@ -33,6 +33,7 @@ are this cycle's scored subset (``TrainContext.candidates``, 10^4 images in the 
 protocol), as in the TA-VAAL authors' code; the original VAAL trains on the whole unlabeled
 pool. A fresh VAE and ``D`` are built every cycle. Adam (lr 5e-4), β = 1, λ = 1 and 512-unit
 ``D`` follow both papers; the VAE is narrower than the paper's (see ``tidal.models.vae``).
+Feature-vector inputs (``input_shape == (D,)``) get the MLP VAE of ``tidal.models.vae_mlp``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from torch import nn
 from tidal.inference import batched_outputs
 from tidal.models.resnet import ModelOutput
 from tidal.models.vae import VAE, LatentDiscriminator, vae_loss
+from tidal.models.vae_mlp import MLPVAE
 from tidal.strategies.base import AuxObjective, ScoreInputs, StepBatch, Strategy, TrainContext, register
 from tidal.strategies.lloss import LossPredictionObjective
 from tidal.train import epoch_batches
@@ -67,7 +69,8 @@ class VAALObjective(AuxObjective):
             unlabeled data, ``ctx.epochs`` tells which epoch is the last.
         passes: passes over the unlabeled data (``StrategyConfig.vaal_epochs``).
         latent_dim: VAE latent size (``StrategyConfig.vaal_latent_dim``; paper: 32).
-        channels: VAE encoder widths, one stride-2 stage each.
+        channels: VAE encoder widths, one stride-2 stage each (image inputs).
+        vector_hidden: MLP VAE encoder widths (vector inputs ``(D,)``).
         hidden: discriminator width (paper: 512).
         batch_size: unlabeled (and labeled) images per step (TA-VAAL's code: 128).
         lr: Adam learning rate of both networks (paper: 5e-4).
@@ -78,15 +81,22 @@ class VAALObjective(AuxObjective):
 
     def __init__(self, ctx: TrainContext, passes: int = 10, latent_dim: int = 32,
                  channels: Sequence[int] = (16, 32, 64), hidden: int = 512, batch_size: int = 128,
-                 lr: float = 5e-4, beta: float = 1.0, adversary_weight: float = 1.0, cond_dim: int = 0) -> None:
+                 lr: float = 5e-4, beta: float = 1.0, adversary_weight: float = 1.0, cond_dim: int = 0,
+                 vector_hidden: Sequence[int] = (256, 128)) -> None:
         super().__init__()
         self.dataset, self.labeled, self.unlabeled = ctx.dataset, ctx.labeled, ctx.candidates
         self.train_epochs, self.eval_batch_size = ctx.epochs, ctx.eval_batch_size
         self.selects = ctx.selects  # the last cycle scores nothing: no VAE to train then
         self.passes, self.batch_size, self.lr = passes, batch_size, lr
         self.beta, self.adversary_weight = beta, adversary_weight
-        c, h, w = ctx.dataset.image_shape
-        self.vae = VAE(c, (h, w), latent_dim, channels, cond_dim)
+        shape = tuple(ctx.dataset.input_shape)
+        if len(shape) == 3:  # images [C, H, W]: the convolutional VAE
+            c, h, w = shape
+            self.vae = VAE(c, (h, w), latent_dim, channels, cond_dim)
+        elif len(shape) == 1:  # feature vectors [D]: the MLP VAE
+            self.vae = MLPVAE(shape[0], latent_dim, vector_hidden, cond_dim)
+        else:
+            raise ValueError(f"VAAL needs image inputs (C, H, W) or vectors (D,), got input_shape={shape}")
         self.discriminator = LatentDiscriminator(latent_dim, cond_dim, hidden)
         # Drawn from the RNG the loop seeds for make_objective, so each cycle is reproducible.
         self.seed = int(torch.randint(0, 2**62, ()))
@@ -105,6 +115,7 @@ class VAALObjective(AuxObjective):
         return None
 
     def _images(self, indices: torch.Tensor) -> torch.Tensor:
+        """Model inputs ``[b, *input_shape]`` of absolute ``indices`` (normalised images or vectors)."""
         return self.dataset.inputs(indices)
 
     @staticmethod

@@ -1,0 +1,206 @@
+"""One place that turns a model spec into a model with the ModelOutput contract.
+
+A *spec* is one of:
+
+``"resnet18"``   the CIFAR-style :class:`~tidal.models.ResNet18` (images ``(C, H, W)``),
+                 built exactly as the loop always did, so its random init is unchanged;
+``"resnet50"``   the ImageNet-layout :class:`~tidal.models.ResNet50`; ``weights`` = optional
+                 torchvision/timm checkpoint file;
+``"mlp"``        :class:`~tidal.models.MLP` for feature vectors ``(D,)``;
+``"auto"``       ``resnet18`` for images, ``mlp`` for vectors;
+``"pkg.mod:fn"`` an importable function (or class) called as ``fn(num_classes)``, plus
+                 ``input_shape=`` and (images) ``in_channels=`` when its signature names them;
+a callable       the same, without the import;
+an ``nn.Module`` instance: deep-copied and every submodule with ``reset_parameters``
+                 re-initialised (from the global RNG), so each active-learning cycle trains
+                 from scratch like the built-ins.
+
+A user model whose forward returns logits is wrapped in :class:`~tidal.models.HookedModel`
+(hooks find its features and embedding); one that returns ``ModelOutput`` is used as it is.
+To run in spawned worker processes send the spec (a string, or an importable function),
+not a built model: :func:`build_model` in the worker gives the same model for the same seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from torch import nn
+
+from tidal.models.hooks import HookedModel, probe_forward
+from tidal.models.mlp import MLP
+from tidal.models.resnet import ModelOutput, ResNet18
+from tidal.models.resnet50 import ResNet50, load_weights
+
+__all__ = ["BUILTIN_MODELS", "build_model", "check_model_spec", "model_capabilities", "model_name"]
+
+BUILTIN_MODELS = ("resnet18", "resnet50", "mlp")
+_AUTO = "auto"
+
+ModelSpec = str | Callable[..., nn.Module] | nn.Module
+
+
+def _unknown(spec: object) -> ValueError:
+    close = difflib.get_close_matches(str(spec), [*BUILTIN_MODELS, _AUTO], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ValueError(f"unknown model spec {spec!r}{hint}; use one of {', '.join(map(repr, (*BUILTIN_MODELS, _AUTO)))} "
+                      "or 'package.module:function' naming an importable function that returns an nn.Module")
+
+
+def _resolve(spec: str) -> Callable[..., nn.Module]:
+    """Import ``"package.module:qualname"`` and return the callable it names."""
+    module_name, _, qualname = spec.partition(":")
+    if not module_name or not qualname:
+        raise _unknown(spec)
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"model spec {spec!r}: cannot import {module_name!r} ({err}); "
+                         "install it or put its folder on PYTHONPATH") from None
+    for part in qualname.split("."):
+        if not hasattr(obj, part):
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            close = difflib.get_close_matches(part, names, n=3)
+            hint = f"did you mean {', '.join(map(repr, close))}?" if close else "check the name after ':'"
+            owner = getattr(obj, "__name__", obj)
+            raise ValueError(f"model spec {spec!r}: {owner!r} has no attribute {part!r}; {hint}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"model spec {spec!r} names a {type(obj).__name__}, not a function; "
+                         "name a function (or class) that takes num_classes and returns an nn.Module")
+    return obj
+
+
+def check_model_spec(spec: ModelSpec) -> None:
+    """Validate ``spec`` without building anything; raises ``ValueError`` saying what to pass."""
+    if isinstance(spec, str):
+        if spec not in (*BUILTIN_MODELS, _AUTO):
+            if ":" not in spec:
+                raise _unknown(spec)
+            _resolve(spec)
+    elif not (isinstance(spec, nn.Module) or callable(spec)):
+        raise ValueError(f"model spec {spec!r} is a {type(spec).__name__}; pass a name ({', '.join(BUILTIN_MODELS)}, "
+                         f"{_AUTO}), 'package.module:function', a function or an nn.Module")
+
+
+def _auto(input_shape: Sequence[int]) -> str:
+    if len(input_shape) == 3:
+        return "resnet18"
+    if len(input_shape) == 1:
+        return "mlp"
+    raise ValueError(f"model 'auto' knows images (C, H, W) and vectors (D,), not input_shape={tuple(input_shape)}; "
+                     "pass a model spec")
+
+
+def model_name(spec: ModelSpec, input_shape: Sequence[int] | None = None) -> str:
+    """A stable string for the results database: the built-in name (``"auto"`` resolved when
+    ``input_shape`` is given), the ``module:function`` string, or ``module:qualname`` of a
+    callable or of an instance's class."""
+    check_model_spec(spec)
+    if isinstance(spec, str):
+        return _auto(input_shape) if spec == _AUTO and input_shape is not None else spec
+    target = type(spec) if isinstance(spec, nn.Module) else spec
+    target = getattr(target, "func", target)  # functools.partial: name the function it wraps
+    return f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', type(target).__qualname__)}"
+
+
+def _call_user(fn: Callable[..., nn.Module], num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature: call with num_classes only
+        params = {}
+    kwargs = {}
+    if "input_shape" in params:
+        kwargs["input_shape"] = input_shape
+    if "in_channels" in params and len(input_shape) == 3:  # images only: a vector has no channels
+        kwargs["in_channels"] = input_shape[0]
+    model = fn(num_classes, **kwargs)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model function {model_name(fn)} returned a {type(model).__name__}, not an nn.Module; "
+                         "make it return the network")
+    return model
+
+
+def _reinitialised(module: nn.Module) -> nn.Module:
+    model = copy.deepcopy(module)
+    for m in model.modules():
+        if callable(getattr(m, "reset_parameters", None)):
+            m.reset_parameters()
+    return model
+
+
+def _contract(model: nn.Module, num_classes: int, input_shape: tuple[int, ...], dropout: float) -> nn.Module:
+    """Use ``model`` as it is when it returns ModelOutput, else wrap it in HookedModel."""
+    if isinstance(probe_forward(model, input_shape), ModelOutput):
+        if dropout > 0 and not any(isinstance(m, nn.Dropout) for m in model.modules()):
+            raise ValueError(f"dropout={dropout}: {type(model).__name__} returns ModelOutput itself, so no dropout can "
+                             "be inserted and it has no nn.Dropout; add one before its classifier or pass dropout=0")
+        return model
+    return HookedModel(model, dropout=dropout, probe_shape=input_shape, num_classes=num_classes)
+
+
+def build_model(spec: ModelSpec, num_classes: int, input_shape: Sequence[int], dropout: float = 0.0,
+                width: int = 64, weights: str | Path | None = None) -> nn.Module:
+    """Build the model ``spec`` names (module docstring) for ``num_classes`` and one input of ``input_shape``.
+
+    Args:
+        spec: a built-in name, ``"auto"``, ``"package.module:function"``, a callable or an ``nn.Module``.
+        num_classes: ``C``.
+        input_shape: one input's shape, ``(C_in, H, W)`` or ``(D,)`` (the split's ``input_shape``).
+        dropout: dropout before the classifier (BALD's MC dropout); inserted by hooks for user models.
+        width: first-stage width of ``resnet18`` (64 in the paper); ignored by the others.
+        weights: checkpoint file for ``resnet50`` (torchvision/timm names); an error for the others.
+
+    Returns an ``nn.Module`` whose forward gives ``ModelOutput`` and which has
+    ``feature_channels`` and ``embedding_dim``.
+    """
+    check_model_spec(spec)
+    input_shape = tuple(int(s) for s in input_shape)
+    name = _auto(input_shape) if spec == _AUTO else spec
+    if weights is not None and name != "resnet50":
+        raise ValueError(f"weights={str(weights)!r} is only for model 'resnet50', not {model_name(spec)!r}; "
+                         "load other weights inside your model function")
+    if name in ("resnet18", "resnet50") and len(input_shape) != 3:
+        raise ValueError(f"model {name!r} needs image inputs (C, H, W), got input_shape={input_shape}; "
+                         "use 'mlp' (or 'auto') for feature vectors")
+    if name == "resnet18":
+        return ResNet18(num_classes, width, input_shape[0], dropout)  # as the loop always built it
+    if name == "resnet50":
+        model = ResNet50(num_classes, input_shape[0], dropout)
+        if weights is not None:
+            load_weights(model, weights)
+        return model
+    if name == "mlp":
+        if len(input_shape) != 1:
+            raise ValueError(f"model 'mlp' needs feature vectors (D,), got input_shape={input_shape}; "
+                             "use 'resnet18' (or 'auto') for images")
+        return MLP(input_shape[0], num_classes, dropout=dropout)
+    if isinstance(spec, nn.Module):
+        model = _reinitialised(spec)
+    else:
+        model = _call_user(_resolve(spec) if isinstance(spec, str) else spec, num_classes, input_shape)
+    return _contract(model, num_classes, input_shape, dropout)
+
+
+def model_capabilities(model: nn.Module) -> set[str]:
+    """What ``model`` can give a strategy, so the loop can refuse early:
+
+    ``"features"`` (non-empty ``feature_channels``: TiDAL, Learning Loss, TA-VAAL),
+    ``"embedding"`` (``embedding_dim``: Coreset, BADGE), ``"logits_from_embedding"``
+    (one-pass MC dropout), ``"dropout"`` (an ``nn.Dropout`` with ``p > 0``: BALD).
+    """
+    caps = set()
+    if tuple(getattr(model, "feature_channels", ()) or ()):
+        caps.add("features")
+    if getattr(model, "embedding_dim", None):
+        caps.add("embedding")
+    if hasattr(model, "logits_from_embedding"):
+        caps.add("logits_from_embedding")
+    if any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
+        caps.add("dropout")
+    return caps
