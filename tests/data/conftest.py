@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
 import tarfile
 from pathlib import Path
 
@@ -16,6 +17,38 @@ import pytest
 from tidal.data import fashion_mnist as fm
 from tidal.data.cifar import CIFAR10, CIFAR100, CifarFormat
 from tidal.data.idx import write_idx
+
+
+class _Py2Pickler(pickle._Pickler):
+    """Pickles as Python 2 wrote the official CIFAR files: protocol 2, every str/bytes as a
+    Python 2 ``str`` (BINSTRING opcodes), numpy globals under ``numpy.core.multiarray``."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_py2_str(self, obj):
+        raw = obj.encode("latin1") if isinstance(obj, str) else obj
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    dispatch[str] = _save_py2_str
+    dispatch[bytes] = _save_py2_str
+
+    def save_global(self, obj, name=None):
+        module = obj.__module__.replace("numpy._core.", "numpy.core.")
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
+        self.memoize(obj)
+
+    dispatch[type] = save_global
+
+
+def py2_pickle(obj) -> bytes:
+    """``obj`` pickled the way the official (Python 2) CIFAR files are."""
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
 
 
 def cifar_batch(flat: np.ndarray, labels: list[int], label_key: bytes) -> dict:
@@ -42,13 +75,13 @@ def write_cifar(root: Path, fmt: CifarFormat = CIFAR10, per_file: int = 4, as_ta
     for i, m in enumerate((*fmt.train_members, fmt.test_member)):
         flats[m] = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
         labels[m] = [int(y) for y in (np.arange(per_file) + 3 * i) % n_classes]
-        members[m] = pickle.dumps(cifar_batch(flats[m], labels[m], fmt.label_key), protocol=4)
+        members[m] = py2_pickle(cifar_batch(flats[m], labels[m], fmt.label_key))
     meta = {fmt.names_key: [n.encode() for n in names]}
     if fmt is CIFAR10:
         meta.update({b"num_cases_per_batch": per_file, b"num_vis": 3072})
     else:
         meta[b"coarse_label_names"] = [f"super{c}".encode() for c in range(20)]
-    members[fmt.meta_member] = pickle.dumps(meta, protocol=4)
+    members[fmt.meta_member] = py2_pickle(meta)
     root.mkdir(parents=True, exist_ok=True)
     if as_tar:
         with tarfile.open(root / fmt.resource.filename, "w:gz") as tar:
@@ -98,7 +131,7 @@ WRITERS = {
 
 @pytest.fixture
 def writers() -> dict:
-    return {"cifar": write_cifar, "svhn": write_svhn, "fashion_mnist": write_fashion_mnist, "by_source": WRITERS}
+    return {"cifar": write_cifar, "py2_pickle": py2_pickle, "svhn": write_svhn, "fashion_mnist": write_fashion_mnist, "by_source": WRITERS}
 
 
 @pytest.fixture(autouse=True)

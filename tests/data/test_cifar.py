@@ -40,7 +40,7 @@ def test_known_pixel_value(tmp_path, writers):
     """A pixel set in the flat row appears at (channel, row, column) of the loaded image."""
     wrote = writers["cifar"](tmp_path / "src", CIFAR10, per_file=2, as_tar=False)
     folder = tmp_path / "src" / CIFAR10.folder
-    batch = pickle.loads((folder / "test_batch").read_bytes())
+    batch = pickle.loads((folder / "test_batch").read_bytes(), encoding="bytes")
     batch[b"data"][0, 2 * 1024 + 31 * 32 + 3] = 201  # blue, last row, column 3
     (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=4))
     s = load_cifar10(tmp_path / "src", download=False)
@@ -90,6 +90,14 @@ def test_read_pickle_admits_only_numpy_arrays_and_plain_data():
         read_pickle(pickle.dumps(__import__("collections").OrderedDict(a=1)), "f")
 
 
+def test_python2_pickles_as_in_the_official_files(writers):
+    arr = (np.arange(2 * 3072) % 251).astype(np.uint8).reshape(2, 3072)
+    raw = writers["py2_pickle"]({"data": arr, "labels": [3, 4], "batch_label": "training batch 1 of 5"})
+    assert b"numpy.core.multiarray\n_reconstruct" in raw and b"X" not in raw[:3]  # no unicode strings
+    got = read_pickle(raw, "f")  # encoding="bytes": Python 2 str -> bytes
+    assert sorted(got) == [b"batch_label", b"data", b"labels"] and np.array_equal(got[b"data"], arr)
+
+
 def test_truncated_tarball_names_the_file(tmp_path, writers):
     writers["cifar"](tmp_path, CIFAR10)
     tar = tmp_path / CIFAR10.resource.filename
@@ -124,7 +132,7 @@ def test_tar_without_a_member(tmp_path):
 def test_batch_without_labels_and_mislabelled_batch(tmp_path, writers):
     writers["cifar"](tmp_path, CIFAR10, as_tar=False)
     f = tmp_path / CIFAR10.folder / "data_batch_1"
-    batch = pickle.loads(f.read_bytes())
+    batch = pickle.loads(f.read_bytes(), encoding="bytes")
     f.write_bytes(pickle.dumps({b"data": batch[b"data"]}))
     with pytest.raises(DatasetError, match="b'labels'") as err:
         load_cifar10(tmp_path, download=False)
