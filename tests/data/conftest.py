@@ -131,7 +131,8 @@ WRITERS = {
 
 @pytest.fixture
 def writers() -> dict:
-    return {"cifar": write_cifar, "py2_pickle": py2_pickle, "svhn": write_svhn, "fashion_mnist": write_fashion_mnist, "by_source": WRITERS}
+    return {"cifar": write_cifar, "py2_pickle": py2_pickle, "svhn": write_svhn, "fashion_mnist": write_fashion_mnist,
+            "by_source": WRITERS}
 
 
 @pytest.fixture(autouse=True)

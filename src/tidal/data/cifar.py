@@ -70,7 +70,8 @@ def read_pickle(raw: bytes, where: str) -> Any:
         return _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except _RefusedGlobal as exc:
         raise DatasetError(f"{where}: refused to unpickle {exc} (an official CIFAR file holds only numpy arrays, "
-                           "lists and strings); this is not an official file: delete it and download it again") from None
+                           "lists and strings); this is not an official file: delete it and download it again"
+                           ) from None
     except Exception as exc:  # noqa: BLE001 (a corrupt pickle raises many kinds; all mean the same)
         raise DatasetError(f"{where} is truncated or corrupt ({exc.__class__.__name__}: {exc}); "
                            "delete it and download it again") from None
