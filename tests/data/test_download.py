@@ -102,3 +102,15 @@ def test_fashion_mnist_downloads_into_the_explicit_data_dir_with_checksums(tmp_p
 def test_fashion_mnist_checksums_are_the_published_ones():
     assert fm.MD5["train-images-idx3-ubyte.gz"] == "8d4fb7e6c68d591d4c3dfef9ec88bf0d"
     assert set(fm.MD5) == set(fm.FILES.values()) and all(len(v) == 32 for v in fm.MD5.values())
+
+
+def test_every_official_resource_has_a_published_md5_and_its_url():
+    from tidal.data.cifar import CIFAR10, CIFAR100
+    from tidal.data.svhn import RESOURCES
+
+    resources = [CIFAR10.resource, CIFAR100.resource, *RESOURCES.values()]
+    resources += [Resource(f, fm.URL + f, fm.MD5[f]) for f in fm.FILES.values()]
+    for r in resources:
+        assert len(r.md5) == 32 and int(r.md5, 16) >= 0 and r.url.endswith("/" + r.filename)
+    assert RESOURCES["train"].md5 == "e26dedcc434d2e4c54c9b2d4a06d8373"
+    assert CIFAR10.resource.md5 == "c58f30108f718f92721af3b95e74349a"

@@ -36,12 +36,15 @@ def feature_split(features: torch.Tensor, labels: torch.Tensor, num_classes: int
         raise DatasetError(f"{source}: {exc}") from exc
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(images: torch.Tensor, chunk: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) standard deviation of uint8 ``[N, C, H, W]``, in [0, 1] units.
 
-    Accumulates in float64 over chunks of ``chunk`` images, so memory stays small.
+    Accumulates in float64 over chunks of ``chunk`` images (default: about 2**24 values,
+    128 MiB, per chunk), so memory stays small whatever the image size.
     """
     c = images.shape[1]
+    if chunk is None:
+        chunk = max(1, (1 << 24) // max(1, images[0].numel() if len(images) else 1))
     total = torch.zeros(c, dtype=torch.float64)
     squares = torch.zeros(c, dtype=torch.float64)
     for start in range(0, images.shape[0], chunk):
