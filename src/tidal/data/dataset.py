@@ -89,7 +89,8 @@ class ImageDataset:
 
     images: uint8 ``[N, C, H, W]``; labels: int64 ``[N]`` (``-1`` = unknown). A sample's
     index in these tensors is its *absolute* index, the only index the rest of the package
-    uses.
+    uses. Construction checks dtypes and shapes only (``ValueError``); the loaders check
+    values (``tidal.data.checks.check_splits``).
     """
 
     images: torch.Tensor
