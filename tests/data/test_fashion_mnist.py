@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from tidal.data import load_dataset
+from tidal.data import download
 from tidal.data import fashion_mnist as fm
 from tidal.data.idx import write_idx
 from tidal.errors import DatasetError
@@ -46,10 +47,10 @@ def test_missing_files_say_how_to_get_them(tmp_path, no_system):
 
 
 def test_offline_download_failure_is_reported(tmp_path, no_system, monkeypatch):
-    def refuse(url, dest):
+    def refuse(url, timeout=None):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(fm.urllib.request, "urlretrieve", refuse)
+    monkeypatch.setattr(download.urllib.request, "urlopen", refuse)
     with pytest.raises(DatasetError, match="download from .* failed"):
         fm.find_fashion_mnist(tmp_path / "empty", download=True)
 

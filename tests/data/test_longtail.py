@@ -27,3 +27,21 @@ def test_indices_are_a_seeded_subset_with_the_right_counts():
     assert labels[a].bincount(minlength=10).tolist() == longtail_counts(100, 10, 10)
     assert len(torch.unique(a)) == len(a)
     assert torch.equal(longtail_indices(labels, 1, torch.Generator()), torch.arange(1000))
+
+
+def test_num_classes_argument_keeps_the_default_numbers():
+    labels = torch.arange(1000) % 10
+    a = longtail_indices(labels, 100, torch.Generator().manual_seed(3))
+    b = longtail_indices(labels, 100, torch.Generator().manual_seed(3), num_classes=10)
+    assert torch.equal(a, b)
+
+
+def test_num_classes_notices_empty_and_out_of_range_classes():
+    labels = torch.arange(100) % 4  # class 4 of 5 has no sample
+    with pytest.raises(ValueError, match=r"classes \[4\] have no training sample"):
+        longtail_indices(labels, 10, torch.Generator(), num_classes=5)
+    with pytest.raises(ValueError, match="num_classes=3"):
+        longtail_indices(labels, 10, torch.Generator(), num_classes=3)
+    with pytest.raises(ValueError, match="unlabelled"):
+        longtail_indices(torch.tensor([0, 1, -1, 1]), 10, torch.Generator(), num_classes=2)
+    assert len(longtail_indices(torch.tensor([0, 1, -1, 1]), 1, torch.Generator(), num_classes=2)) == 4

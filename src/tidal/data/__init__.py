@@ -5,38 +5,48 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from tidal.data.arrays import from_arrays, load_npz
 from tidal.data.augment import augment, to_float
-from tidal.data.dataset import DatasetSplits, ImageDataset
-from tidal.data.fashion_mnist import load_fashion_mnist
+from tidal.data.checks import check_splits
+from tidal.data.dataset import Augment, DatasetSplits, FeatureDataset, ImageDataset, Split
 from tidal.data.files import FileDataset
 from tidal.data.folder import load_folder
 from tidal.data.inat import load_inat2018
 from tidal.data.longtail import longtail_counts, longtail_indices
+from tidal.data.sources import NAMED_SOURCES, check_source_spec, is_source, list_sources, load_source
 from tidal.data.torch_source import from_torch_datasets
 
 __all__ = [
     "DATASETS",
     "DatasetSplits",
+    "Augment",
+    "FeatureDataset",
     "FileDataset",
     "ImageDataset",
+    "Split",
     "augment",
+    "check_source_spec",
+    "check_splits",
+    "from_arrays",
     "from_torch_datasets",
+    "is_source",
+    "list_sources",
     "load_dataset",
     "load_folder",
     "load_inat2018",
+    "load_npz",
+    "load_source",
     "longtail_counts",
     "longtail_indices",
     "to_float",
 ]
 
-# name -> loader(data_dir, download) -> DatasetSplits
-DATASETS: dict[str, Callable[[str | Path | None, bool], DatasetSplits]] = {
-    "fashion-mnist": load_fashion_mnist,
-}
+# Kept for compatibility: name -> loader(data_dir, download) of the official in-memory
+# datasets. New code should use load_source / check_source_spec / list_sources, which
+# also know npz:PATH, folder:PATH and inat2018.
+DATASETS: dict[str, Callable[[str | Path | None, bool], DatasetSplits]] = NAMED_SOURCES
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> DatasetSplits:
-    """Load a registered dataset by name; unknown names raise a ``ValueError`` listing the valid ones."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](data_dir, download)
+    """``load_source(name, data_dir, download)``; unknown names raise a ``ValueError`` listing the valid ones."""
+    return load_source(name, data_dir=data_dir, download=download)

@@ -74,13 +74,23 @@ class Split(Protocol):
     def subset(self, ids: torch.Tensor) -> "Split": ...
 
 
+def _check_labels(labels: torch.Tensor, n: int, what: str, cls: str) -> None:
+    """``labels`` must be int64 ``[n]``."""
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.dim() != 1:
+        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"{cls} labels must be an int64 tensor [N], got {got}; convert with .long().flatten()")
+    if labels.shape[0] != n:
+        raise ValueError(f"{cls} has {n} {what} but {labels.shape[0]} labels; give one label per sample")
+
+
 @dataclass(frozen=True)
 class ImageDataset:
     """One split of an image dataset, entirely in memory.
 
     images: uint8 ``[N, C, H, W]``; labels: int64 ``[N]`` (``-1`` = unknown). A sample's
     index in these tensors is its *absolute* index, the only index the rest of the package
-    uses.
+    uses. Construction checks dtypes and shapes only (``ValueError``); the loaders check
+    values (``tidal.data.checks.check_splits``).
     """
 
     images: torch.Tensor
@@ -88,6 +98,19 @@ class ImageDataset:
     num_classes: int
     mean: tuple[float, ...]  # per-channel mean of the training images, in [0, 1] units
     std: tuple[float, ...]  # per-channel standard deviation, in [0, 1] units
+
+    def __post_init__(self) -> None:
+        # Cheap shape/dtype checks only (no pass over the pixels): the loaders check values.
+        if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            got = (f"{self.images.dtype} {tuple(self.images.shape)}" if isinstance(self.images, torch.Tensor)
+                   else type(self.images).__name__)
+            raise ValueError(f"ImageDataset images must be a uint8 tensor [N, C, H, W] with values 0..255, got {got}; "
+                             "convert float images with (x * 255).round().to(torch.uint8)")
+        _check_labels(self.labels, int(self.images.shape[0]), "images", "ImageDataset")
+        c = int(self.images.shape[1])
+        if len(self.mean) != c or len(self.std) != c:
+            raise ValueError(f"ImageDataset has {c} channels but mean={self.mean} and std={self.std}; "
+                             "give one mean and one std per channel")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -138,6 +161,14 @@ class FeatureDataset:
     features: torch.Tensor
     labels: torch.Tensor
     num_classes: int
+
+    def __post_init__(self) -> None:
+        f = self.features
+        if not isinstance(f, torch.Tensor) or not f.dtype.is_floating_point or f.dim() != 2:
+            got = f"{f.dtype} {tuple(f.shape)}" if isinstance(f, torch.Tensor) else type(f).__name__
+            raise ValueError(f"FeatureDataset features must be a float tensor [N, D], got {got}; "
+                             "convert with .float() and flatten each sample to one vector")
+        _check_labels(self.labels, int(f.shape[0]), "feature vectors", "FeatureDataset")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

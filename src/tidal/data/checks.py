@@ -1,0 +1,112 @@
+"""Checks every data source runs on what it read, before anything trains on it.
+
+One function, :func:`check_splits`, holds the checks shared by all sources (FashionMNIST,
+CIFAR, SVHN, ``npz:`` files, user arrays), so a bad file fails the same way whichever
+source read it: a :class:`~tidal.errors.DatasetError` of one line that names the file or
+source, quotes the bad value and says the fix. :func:`image_split` builds an in-memory
+split and turns the split's own shape checks into the same kind of error.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tidal.data.dataset import DatasetSplits, FeatureDataset, ImageDataset
+from tidal.errors import DatasetError
+
+__all__ = ["MIN_IMAGE_SIZE", "channel_stats", "check_splits", "feature_split", "image_split"]
+
+MIN_IMAGE_SIZE = 8  # pixels: the smallest height/width a CIFAR-style ResNet can downsample usefully
+
+
+def image_split(images: torch.Tensor, labels: torch.Tensor, num_classes: int, mean: tuple[float, ...],
+                std: tuple[float, ...], source: str) -> ImageDataset:
+    """``ImageDataset(images uint8 [N, C, H, W], labels int64 [N], ...)``; shape errors name ``source``."""
+    try:
+        return ImageDataset(images, labels, num_classes, mean, std)
+    except ValueError as exc:
+        raise DatasetError(f"{source}: {exc}") from exc
+
+
+def feature_split(features: torch.Tensor, labels: torch.Tensor, num_classes: int, source: str) -> FeatureDataset:
+    """``FeatureDataset(features float [N, D], labels int64 [N], ...)``; shape errors name ``source``."""
+    try:
+        return FeatureDataset(features, labels, num_classes)
+    except ValueError as exc:
+        raise DatasetError(f"{source}: {exc}") from exc
+
+
+def channel_stats(images: torch.Tensor, chunk: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) standard deviation of uint8 ``[N, C, H, W]``, in [0, 1] units.
+
+    Accumulates in float64 over chunks of ``chunk`` images (default: about 2**24 values,
+    128 MiB, per chunk), so memory stays small whatever the image size.
+    """
+    c = images.shape[1]
+    if chunk is None:
+        chunk = max(1, (1 << 24) // max(1, images[0].numel() if len(images) else 1))
+    total = torch.zeros(c, dtype=torch.float64)
+    squares = torch.zeros(c, dtype=torch.float64)
+    for start in range(0, images.shape[0], chunk):
+        x = images[start:start + chunk].to(torch.float64).div_(255.0)
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.square().sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def check_splits(splits: DatasetSplits, source: str, allow_unlabeled: bool = False) -> DatasetSplits:
+    """Refuse splits no experiment can use; return ``splits`` unchanged when they pass.
+
+    Checks: both splits hold samples; one label per sample; train and test have the same
+    input shape and number of classes; images are at least ``MIN_IMAGE_SIZE`` pixels high
+    and wide; there are at least 2 classes and one name per class; every label lies in
+    ``0..C-1``. ``-1`` (not labelled yet) is accepted in the training split only when
+    ``allow_unlabeled`` is set; the test split must always be fully labelled. Feature
+    vectors must be finite. Raises ``DatasetError`` naming ``source``.
+    """
+    train, test = splits.train, splits.test
+    for part, split in (("train", train), ("test", test)):
+        n = len(split)
+        if n == 0:
+            raise DatasetError(f"{source}: the {part} split holds 0 samples; give at least one {part} sample")
+        if split.labels.shape != (n,):
+            raise DatasetError(f"{source}: the {part} split has {n} samples but labels of shape "
+                               f"{tuple(split.labels.shape)}; give one label per sample")
+    if train.input_shape != test.input_shape:
+        raise DatasetError(f"{source}: train inputs are {_shape(train.input_shape)} but test inputs are "
+                           f"{_shape(test.input_shape)}; every sample must have the same size (resize them first)")
+    if len(train.input_shape) == 3:
+        h, w = train.input_shape[1:]
+        if min(h, w) < MIN_IMAGE_SIZE:
+            raise DatasetError(f"{source}: images are {h}x{w} pixels, smaller than {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}; "
+                               f"upsample them to at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
+    if isinstance(train, FeatureDataset):
+        for part, split in (("train", train), ("test", test)):
+            if not bool(torch.isfinite(split.features).all()):
+                raise DatasetError(f"{source}: the {part} features hold NaN or infinite values; clean them first")
+    c = train.num_classes
+    if test.num_classes != c:
+        raise DatasetError(f"{source}: train has {c} classes but test has {test.num_classes}; use one class list")
+    if c < 2:
+        raise DatasetError(f"{source}: {c} class(es) found; a classifier needs at least 2 classes")
+    if len(splits.class_names) != c:
+        raise DatasetError(f"{source}: {c} classes but {len(splits.class_names)} class names "
+                           f"{list(splits.class_names)[:5]}...; give one name per class")
+    for part, split in (("train", train), ("test", test)):
+        labels = split.labels
+        low = -1 if (allow_unlabeled and part == "train") else 0
+        bad = (labels < low) | (labels >= c)
+        if bool(bad.any()):
+            i = int(torch.nonzero(bad)[0])
+            hint = " (-1 = unlabelled is refused unless allow_unlabeled=True, and never in the test split)" \
+                if int(labels[i]) == -1 else ""
+            raise DatasetError(f"{source}: {part} label {int(labels[i])} at index {i} is outside 0..{c - 1}{hint}; "
+                               f"labels must be class indices 0..{c - 1}")
+    return splits
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in shape)
