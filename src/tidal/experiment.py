@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tidal.config import ExperimentConfig
-from tidal.data import DatasetSplits, ImageDataset, load_dataset, longtail_indices
+from tidal.data import DatasetSplits, Split, load_source, longtail_indices
 from tidal.errors import RunDirectoryError
 from tidal.io import atomic_path
 from tidal.loop import active_learning, check_pool_fits, configured_model, derive_seed
@@ -39,7 +39,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def make_pool(train: ImageDataset, imbalance: float, pool_limit: int | None, seed: int) -> torch.Tensor:
+def make_pool(train: Split, imbalance: float, pool_limit: int | None, seed: int) -> torch.Tensor:
     """Absolute indices of the training samples that make up the pool of one (setting, seed).
 
     Long-tailed subsampling at ``imbalance`` (1 = every sample), then, if ``pool_limit`` is
@@ -47,7 +47,7 @@ def make_pool(train: ImageDataset, imbalance: float, pool_limit: int | None, see
     the same pool.
     """
     g = torch.Generator().manual_seed(derive_seed(seed, _POOL_STREAM))
-    idx = longtail_indices(train.labels, imbalance, g)
+    idx = longtail_indices(train.labels, imbalance, g, train.num_classes)
     if pool_limit is not None and pool_limit < len(idx):
         idx = torch.sort(idx[torch.randperm(len(idx), generator=g)[:pool_limit]]).values
     return idx
@@ -112,7 +112,8 @@ def load_splits(config: ExperimentConfig, device: torch.device,
     ``splits`` may pass preloaded datasets by name."""
     loaded = {}
     for name in config.datasets:
-        s = (splits or {}).get(name) or load_dataset(name, config.data.data_dir, config.data.download)
+        d = config.data
+        s = (splits or {}).get(name) or load_source(name, d.data_dir, d.download, d.image_size, d.workers)
         test = s.test
         if config.data.test_limit is not None:
             test = test.subset(torch.arange(min(config.data.test_limit, len(test))))

@@ -110,7 +110,7 @@ def load_source(spec: str, data_dir: str | Path | None = None, download: bool = 
     if spec == "inat2018":
         from tidal.data.inat import load_inat2018
 
-        return load_inat2018(data_dir, download, image_size=image_size, workers=workers)
+        return load_inat2018(data_dir, download, image_size=224 if image_size is None else image_size, workers=workers)
     if spec.startswith("npz:"):
         from tidal.data.arrays import load_npz
 

@@ -85,8 +85,8 @@ def _finish(ax, title: str, ylabel: str, xlabel: str = "labeled samples", handle
 
 def _panels(methods: list[str]) -> tuple[Any, list]:
     """Small multiples: one panel per method, up to 4 a row, every panel on the same x and y axes."""
-    ncols = min(4, len(methods))
-    nrows = math.ceil(len(methods) / ncols)
+    ncols = max(1, min(4, len(methods)))  # no method but random: one empty panel says so
+    nrows = max(1, math.ceil(len(methods) / ncols))
     fig, axes = new_figure(ncols=ncols, nrows=nrows, width=3.4, height=2.7, share=True)
     axes = list(np.atleast_1d(axes).ravel())
     for i, ax in enumerate(axes):
@@ -108,6 +108,10 @@ def plot_relative(s: SettingSummary, path: str | Path) -> Path:
     per cycle with the clipped CI shaded, against random's 0 line (grey, dashed)."""
     methods = [m for m in s.methods if m != REFERENCE]
     fig, axes = _panels(methods)
+    if not methods:
+        fig.axes[0].set_visible(True)
+        fig.axes[0].text(0.5, 0.5, "only random ran: nothing to compare", ha="center", va="center",
+                         transform=fig.axes[0].transAxes)
     for ax, m in zip(axes, methods):
         ax.axhline(0.0, color=method_color(REFERENCE), linestyle="--", linewidth=1.2)
         _band(ax, s.n_labeled, s.relative[m], m)
