@@ -73,7 +73,7 @@ def _features(on_disk: bool, tmp: Path) -> DatasetSplits:
     splits = []
     for part, x, y in (("train", xa, ya), ("test", xb, yb)):
         np.save(tmp / f"{part}.npy", x)
-        mm = np.load(tmp / f"{part}.npy", mmap_mode="r")
+        mm = np.load(tmp / f"{part}.npy", mmap_mode="c")
         splits.append(FeatureDataset(torch.from_numpy(np.asarray(mm)), torch.from_numpy(y), CLASSES))
     return DatasetSplits("features-mmap", splits[0], splits[1], tuple(f"class{c}" for c in range(CLASSES)))
 

@@ -28,12 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from tidal.config import PRESETS, ExperimentConfig
-from tidal.data import DatasetSplits, ImageDataset, load_dataset
+from tidal.data import DatasetSplits, Split, load_dataset
 from tidal.experiment import make_pool, prepare_out, resolve_device
 from tidal.io import atomic_path
 from tidal.inference import batched_outputs
-from tidal.loop import derive_seed
-from tidal.models.resnet import ResNet18
+from tidal.loop import configured_model, derive_seed
 from tidal.report.stats import auroc
 from tidal.report.summary import tail_classes
 from tidal.results import ANALYSIS_DIR, EpochKL
@@ -100,7 +99,7 @@ class TDTracker:
     and no random generator is used, so tracking changes no number of the run.
     """
 
-    def __init__(self, dataset: ImageDataset, batch_size: int = 1024) -> None:
+    def __init__(self, dataset: Split, batch_size: int = 1024) -> None:
         self.dataset = dataset  # on the training device
         self.batch_size = batch_size
         self.active = True  # False once the objective turned out not to predict "td"
@@ -144,7 +143,7 @@ class TDTrackerFactory:
     """``active_learning``'s ``epoch_hooks`` for Figure 7: a fresh :class:`TDTracker` over
     ``dataset`` for each cycle; :meth:`take` hands back a cycle's rows and frees its arrays."""
 
-    def __init__(self, dataset: ImageDataset, batch_size: int = 1024) -> None:
+    def __init__(self, dataset: Split, batch_size: int = 1024) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self._trackers: dict[int, TDTracker] = {}
@@ -331,13 +330,14 @@ def analyze_scores(
     return analysis
 
 
-def _train_tidal(train: ImageDataset, idx: torch.Tensor, config: ExperimentConfig, seed: int, device: torch.device,
+def _train_tidal(train: Split, idx: torch.Tensor, config: ExperimentConfig, seed: int, device: torch.device,
                  generator: torch.Generator, progress: bool) -> tuple[nn.Module, AuxObjective]:
-    """A fresh ResNet-18 and the tidal-entropy objective, trained on ``train[idx]``."""
+    """A fresh model (``config.train.model``: the quick preset's ResNet-18) and the tidal-entropy
+    objective, trained on ``train[idx]``."""
     strategy = create_strategy("tidal-entropy", config.strategy)
     with torch.random.fork_rng(devices=[]):  # weights drawn on the CPU from this analysis's seed
         torch.manual_seed(derive_seed(seed, _SCORES_STREAM, 1))
-        model = ResNet18(train.num_classes, config.train.width, train.image_shape[0], strategy.dropout)
+        model = configured_model(config.train)(train.num_classes, train.input_shape, strategy.dropout)
     ctx = TrainContext(dataset=train, labeled=idx, candidates=idx[:0], num_classes=train.num_classes,
                        feature_channels=model.feature_channels, embedding_dim=model.embedding_dim,
                        epochs=config.train.epochs, device=device, eval_batch_size=config.train.eval_batch_size)
@@ -351,7 +351,7 @@ def _train_tidal(train: ImageDataset, idx: torch.Tensor, config: ExperimentConfi
 
 
 @torch.no_grad()
-def _scores(model: nn.Module, objective: AuxObjective, train: ImageDataset, idx: torch.Tensor,
+def _scores(model: nn.Module, objective: AuxObjective, train: Split, idx: torch.Tensor,
             batch_size: int) -> dict[str, np.ndarray]:
     """Each :data:`SCORES` entry for the samples ``idx`` ``[n]`` (float64 ``[n]`` arrays)."""
     objective.eval()

@@ -18,7 +18,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from tidal.config import StrategyConfig
-    from tidal.data.dataset import ImageDataset
+    from tidal.data.dataset import Split
     from tidal.models.resnet import ModelOutput
 
 __all__ = [
@@ -50,7 +50,7 @@ NEEDS = frozenset(
 class TrainContext:
     """What a strategy's training hook may know when a cycle's training starts."""
 
-    dataset: "ImageDataset"  # the training split, on the training device
+    dataset: "Split"  # the training split, on the training device (in memory or on disk)
     labeled: torch.Tensor  # absolute indices of the labeled set, int64 [m]
     candidates: torch.Tensor  # absolute indices of this cycle's scored subset, int64 [n]
     num_classes: int  # C
