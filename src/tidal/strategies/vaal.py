@@ -33,6 +33,9 @@ are this cycle's scored subset (``TrainContext.candidates``, 10^4 images in the 
 protocol), as in the TA-VAAL authors' code; the original VAAL trains on the whole unlabeled
 pool. A fresh VAE and ``D`` are built every cycle. Adam (lr 5e-4), β = 1, λ = 1 and 512-unit
 ``D`` follow both papers; the VAE is narrower than the paper's (see ``tidal.models.vae``).
+Each method reduces the VAE's KL term as its authors' code does: VAAL sums it over the batch
+and latent elements (``solver.py``, ``Solver.vae_loss``), TA-VAAL averages it
+(``selection_methods.py``, ``vae_loss``); see :func:`tidal.models.vae.vae_loss`.
 """
 
 from __future__ import annotations
@@ -73,19 +76,23 @@ class VAALObjective(AuxObjective):
         batch_size: unlabeled (and labeled) images per step (TA-VAAL's code: 128).
         lr: Adam learning rate of both networks (paper: 5e-4).
         beta: KL weight β (paper: 1).
+        kl_reduction: how the KL term is reduced over batch and latent elements
+            (:func:`~tidal.models.vae.vae_loss`): ``"sum"`` as in VAAL's code (the default),
+            ``"mean"`` as in TA-VAAL's.
         adversary_weight: λ, weight of the VAE's adversarial term (paper: 1).
         cond_dim: size of the condition fed to the decoder and ``D`` (0 = plain VAAL).
     """
 
     def __init__(self, ctx: TrainContext, passes: int = 10, latent_dim: int = 32,
                  channels: Sequence[int] = (16, 32, 64), hidden: int = 512, batch_size: int = 128,
-                 lr: float = 5e-4, beta: float = 1.0, adversary_weight: float = 1.0, cond_dim: int = 0) -> None:
+                 lr: float = 5e-4, beta: float = 1.0, adversary_weight: float = 1.0, cond_dim: int = 0,
+                 kl_reduction: str = "sum") -> None:
         super().__init__()
         self.dataset, self.labeled, self.unlabeled = ctx.dataset, ctx.labeled, ctx.candidates
         self.train_epochs, self.eval_batch_size = ctx.epochs, ctx.eval_batch_size
         self.selects = ctx.selects  # the last cycle scores nothing: no VAE to train then
         self.passes, self.batch_size, self.lr = passes, batch_size, lr
-        self.beta, self.adversary_weight = beta, adversary_weight
+        self.beta, self.adversary_weight, self.kl_reduction = beta, adversary_weight, kl_reduction
         c, h, w = ctx.dataset.image_shape
         self.vae = VAE(c, (h, w), latent_dim, channels, cond_dim)
         self.discriminator = LatentDiscriminator(latent_dim, cond_dim, hidden)
@@ -138,7 +145,8 @@ class VAALObjective(AuxObjective):
                 m, idx = len(l_idx), torch.cat([l_idx, u_idx])
                 x, c = self._images(idx), self.condition(idx)
                 out = self.vae(x, c, noise)
-                trd = vae_loss(x[:m], out[:m], self.beta) + vae_loss(x[m:], out[m:], self.beta)  # Eq. 1
+                trd = (vae_loss(x[:m], out[:m], self.beta, kl_reduction=self.kl_reduction)  # Eq. 1
+                       + vae_loss(x[m:], out[m:], self.beta, kl_reduction=self.kl_reduction))
                 fool = self._bce(self.discriminator(out.mu, c), m, unlabeled_target=1.0)  # Eq. 2
                 loss = trd + self.adversary_weight * fool  # Eq. 3
                 opt_vae.zero_grad(set_to_none=True)
@@ -220,11 +228,12 @@ class TAVAALObjective(VAALObjective):
     Args:
         ctx: the cycle's context.
         loss_prediction: the Learning Loss objective (its parameters train with the backbone).
-        **vaal: the :class:`VAALObjective` options except ``cond_dim`` (which is 1).
+        **vaal: the :class:`VAALObjective` options except ``cond_dim`` (which is 1) and
+            ``kl_reduction`` (``"mean"``, as in TA-VAAL's code).
     """
 
     def __init__(self, ctx: TrainContext, loss_prediction: LossPredictionObjective, **vaal) -> None:
-        super().__init__(ctx, cond_dim=1, **vaal)
+        super().__init__(ctx, cond_dim=1, kl_reduction="mean", **vaal)
         self.loss_prediction = loss_prediction
         self.rank: torch.Tensor | None = None  # [N] over the whole split; set by prepare
 
