@@ -243,6 +243,12 @@ class TAVAALObjective(VAALObjective):
     def predict(self, out: ModelOutput) -> dict[str, torch.Tensor]:
         return self.loss_prediction.predict(out)
 
+    def carried(self) -> nn.Module:
+        """Learning Loss's module, kept in continue mode with the backbone whose features it reads, as
+        for ``lloss``; the VAE and ``D`` are built fresh every cycle. (TA-VAAL's own ``main.py``
+        rebuilds the backbone and the module every cycle: that is ``retrain="scratch"``, the default.)"""
+        return self.loss_prediction.carried()
+
     def end_epoch(self, epoch: int, model: nn.Module) -> None:
         self.loss_prediction.end_epoch(epoch, model)
         super().end_epoch(epoch, model)
