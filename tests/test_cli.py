@@ -167,3 +167,18 @@ def test_every_registered_method_runs_on_real_fashion_mnist(fmnist_dir, tmp_path
     assert code == 0, err
     assert all(f"| {m} |" in stdout for m in methods)
     assert f"{2 * len(methods)} cycles trained" in stdout
+
+
+def test_tampered_continue_checkpoint_is_one_line(fmnist_dir, tmp_path, capsys):
+    out = tmp_path / "c"
+    args = ["run", "--methods", "tidal-entropy", "--imbalance", "1", "--retrain", "continue",
+            "--data-dir", str(fmnist_dir), "--out", str(out), *TINY]
+    assert _cli(capsys, *args)[0] == 0
+    con = sqlite3.connect(out / "results.sqlite")
+    with con:
+        con.execute("DELETE FROM cycles WHERE cycle = 1")  # a resume now reads the checkpoint after cycle 1
+    con.close()
+    (out / "checkpoints" / "fashion-mnist-ir1-tidal-entropy-seed0-cycle0.pt").write_bytes(b"not a checkpoint" * 64)
+    code, _, err = _cli(capsys, *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("tidal: error: ")
+    assert "is corrupt or not a tidal checkpoint" in err and "weights_only" not in err

@@ -1,7 +1,9 @@
 import dataclasses
 import sqlite3
+from pathlib import Path
 
 import pytest
+import torch
 
 from tidal.config import ALConfig, DataConfig, TrainConfig, preset
 from tidal.errors import RunDirectoryError
@@ -88,15 +90,11 @@ def test_pool_is_long_tailed_and_seeded(tiny_splits):
     assert len(make_pool(tiny_splits.train, 1, 50, 0)) == 50
 
 
-def test_continue_mode_resumes_from_the_stored_model(tiny_splits, tmp_path, monkeypatch):
-    cfg = _config(methods=("tidal-entropy",), al=ALConfig(initial=20, budget=10, cycles=3, subset=40,
-                                                          retrain="continue"))
-    _run(cfg, tmp_path / "full", tiny_splits)
-    with ResultStore(tmp_path / "full" / DB_NAME) as store:
-        full = store.records()
-    ckpts = sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir())
-    assert ckpts == ["fashion-mnist-ir1-tidal-entropy-seed0-cycle2.pt"]  # older ones removed after each commit
+def _row(r):
+    return (r.cycle, r.n_labeled, r.accuracy, r.class_counts, r.labeled, r.selected, r.scores, r.final_loss)
 
+
+def _stop_after_two_commits(monkeypatch):
     original, calls = ResultStore.add_cycle, []
 
     def add_then_stop(self, record, td_tracking=()):  # the process dies right after the 2nd commit
@@ -106,13 +104,90 @@ def test_continue_mode_resumes_from_the_stored_model(tiny_splits, tmp_path, monk
             raise KeyboardInterrupt
 
     monkeypatch.setattr(ResultStore, "add_cycle", add_then_stop)
+    return lambda: monkeypatch.setattr(ResultStore, "add_cycle", original)
+
+
+def _continue_config(method):
+    return _config(methods=(method,), al=ALConfig(initial=20, budget=10, cycles=3, subset=40, retrain="continue"))
+
+
+@pytest.mark.parametrize("method", ["tidal-entropy", "lloss"])
+def test_continue_mode_resumes_from_the_stored_model_and_objective(tiny_splits, tmp_path, monkeypatch, method):
+    cfg = _continue_config(method)
+    _run(cfg, tmp_path / "full", tiny_splits)
+    with ResultStore(tmp_path / "full" / DB_NAME) as store:
+        full = store.records()
+    ckpts = sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir())
+    assert ckpts == [f"fashion-mnist-ir1-{method}-seed0-cycle2.pt"]  # older ones removed after each commit
+    state = torch.load(tmp_path / "full" / "checkpoints" / ckpts[0], weights_only=True)
+    assert set(state) == {"model", "objective"} and state["objective"]  # the module's weights travel along
+
+    restore = _stop_after_two_commits(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         _run(cfg, tmp_path / "cut", tiny_splits)
-    monkeypatch.setattr(ResultStore, "add_cycle", original)
+    restore()
     assert _run(cfg, tmp_path / "cut", tiny_splits).ran_cycles == 1
     with ResultStore(tmp_path / "cut" / DB_NAME) as store:
         again = store.records()
-    assert [(r.accuracy, r.selected, r.labeled) for r in again] == [(r.accuracy, r.selected, r.labeled) for r in full]
+    assert [_row(r) for r in again] == [_row(r) for r in full]  # row for row, scores and losses included
+
+
+def test_continue_mode_checkpoint_of_a_method_without_a_module(tiny_splits, tmp_path):
+    _run(_continue_config("random"), tmp_path / "r", tiny_splits)
+    state = torch.load(tmp_path / "r" / "checkpoints" / "fashion-mnist-ir1-random-seed0-cycle2.pt", weights_only=True)
+    assert set(state) == {"model", "objective"} and state["objective"] is None
+
+
+def _cut_after_two_cycles(cfg, out, splits, monkeypatch) -> Path:
+    """Run ``cfg`` until its 2nd commit; the path of the checkpoint a resume will read."""
+    restore = _stop_after_two_commits(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg, out, splits)
+    restore()
+    ckpt = out / "checkpoints" / f"fashion-mnist-ir1-{cfg.methods[0]}-seed0-cycle1.pt"
+    assert ckpt.is_file()
+    return ckpt
+
+
+def test_continue_mode_resumes_from_a_backbone_only_checkpoint(tiny_splits, tmp_path, monkeypatch):
+    # Files written before the objective was checkpointed hold the backbone's state dict alone.
+    ckpt = _cut_after_two_cycles(_continue_config("tidal-entropy"), tmp_path / "old", tiny_splits, monkeypatch)
+    torch.save(torch.load(ckpt, weights_only=True)["model"], ckpt)
+    assert _run(_continue_config("tidal-entropy"), tmp_path / "old", tiny_splits).ran_cycles == 1
+
+
+class _NotWeights:  # a pickled object of an arbitrary class: weights_only refuses its global
+    pass
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"\x00garbage, not a zip archive" * 10, "is corrupt or not a tidal checkpoint"),
+    (_NotWeights, "is corrupt or not a tidal checkpoint (UnpicklingError)"),
+    ({"model": "weights", "objective": None}, "does not hold tidal's weights"),
+    ({"model": {"conv.weight": torch.zeros(1)}, "objective": None}, "model_state does not fit this run's ResNet18"),
+    ({"model": None, "objective": {"fc.weight": torch.zeros(1)}}, "does not hold tidal's weights"),
+])
+def test_corrupt_or_tampered_checkpoint_is_one_line(tiny_splits, tmp_path, monkeypatch, content, says):
+    cfg = _continue_config("tidal-entropy")
+    ckpt = _cut_after_two_cycles(cfg, tmp_path / "t", tiny_splits, monkeypatch)
+    if isinstance(content, bytes):
+        ckpt.write_bytes(content)
+    else:
+        torch.save(content() if content is _NotWeights else content, ckpt)
+    with pytest.raises(ValueError) as err:
+        _run(cfg, tmp_path / "t", tiny_splits)
+    message = str(err.value)
+    assert says in message and "\n" not in message
+    assert "weights_only" not in message  # never the advice to unpickle arbitrary code
+
+
+def test_tampered_objective_weights_are_one_line(tiny_splits, tmp_path, monkeypatch):
+    cfg = _continue_config("tidal-entropy")
+    ckpt = _cut_after_two_cycles(cfg, tmp_path / "o", tiny_splits, monkeypatch)
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({"model": state["model"], "objective": {"fc.weight": torch.zeros(1)}}, ckpt)
+    with pytest.raises(ValueError, match="objective_state does not fit this run's MultiScaleHead"):
+        _run(cfg, tmp_path / "o", tiny_splits)
 
 
 def test_continue_mode_without_checkpoint_is_refused(tiny_splits, tmp_path):

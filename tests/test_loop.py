@@ -72,3 +72,34 @@ def test_continue_mode_runs(tiny_splits):
     results = _run(tiny_splits, method="random", al=ALConfig(initial=20, budget=10, cycles=2, subset=50,
                                                               retrain="continue"))
     assert len(results) == 2
+
+
+@pytest.mark.parametrize("method", ["tidal-entropy", "lloss", "ta-vaal"])
+def test_continue_mode_keeps_the_objective_module_across_cycles(tiny_splits, monkeypatch, method):
+    import tidal.loop as loop_module
+    from tidal.config import StrategyConfig
+
+    at_start = []  # per cycle: (carried module's weights, the objective) when training starts
+    real = loop_module.train_model
+
+    def spy(model, objective, *args, **kwargs):
+        at_start.append(({k: v.clone() for k, v in objective.carried().state_dict().items()}, objective))
+        return real(model, objective, *args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "train_model", spy)
+    al = ALConfig(initial=20, budget=10, cycles=2, subset=50, retrain="continue")
+    pool = torch.arange(0, len(tiny_splits.train), 2)
+    results = list(active_learning(tiny_splits.train, tiny_splits.test, pool,
+                                   create_strategy(method, StrategyConfig(vaal_epochs=1)), al, TC, 0))
+    end_of_cycle_1 = results[0].objective_state
+    start_of_cycle_2, objective_2 = at_start[1]
+    assert end_of_cycle_1 and start_of_cycle_2.keys() == end_of_cycle_1.keys()
+    assert all(torch.equal(start_of_cycle_2[k], end_of_cycle_1[k]) for k in end_of_cycle_1)
+    assert not all(torch.equal(at_start[0][0][k], end_of_cycle_1[k]) for k in end_of_cycle_1)  # it did train
+    if method == "tidal-entropy":  # the TD record is per cycle (the authors' moving_prob restarts at epoch 0)
+        assert objective_2.dynamics.counts.sum() == len(results[1].labeled) * TC.epochs
+
+
+def test_scratch_mode_builds_a_fresh_objective_every_cycle(tiny_splits):
+    results = _run(tiny_splits, al=ALConfig(initial=20, budget=10, cycles=2, subset=50))
+    assert all(r.objective_state is None and r.model_state is None for r in results)

@@ -58,22 +58,47 @@ def _checkpoint_path(out: Path, dataset: str, ir: float, method: str, seed: int,
 
 
 def _save_checkpoint(out: Path, dataset: str, ir: float, method: str, seed: int, cycle: int,
-                     state: dict[str, torch.Tensor]) -> None:
-    """Backbone weights after ``cycle`` (``--retrain continue`` only), written before the cycle's
-    row is committed; the previous cycle's file is removed after the commit."""
+                     model: dict[str, torch.Tensor], objective: dict[str, torch.Tensor] | None) -> None:
+    """``{"model": backbone weights, "objective": the objective's carried module or None}`` after
+    ``cycle`` (``--retrain continue`` only), written before the cycle's row is committed; the
+    previous cycle's file is removed after the commit."""
     path = _checkpoint_path(out, dataset, ir, method, seed, cycle)
     path.parent.mkdir(exist_ok=True)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save({"model": model, "objective": objective}, tmp)
+
+
+def _is_weights(state: object) -> bool:
+    return isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                           for k, v in state.items())
 
 
 def _load_checkpoint(out: Path, dataset: str, ir: float, method: str, seed: int,
-                     cycle: int) -> dict[str, torch.Tensor]:
+                     cycle: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """``(backbone weights, carried objective weights or None)`` after ``cycle``.
+
+    Also reads the older backbone-only files (a bare state dict), whose objective starts afresh.
+    A missing, unreadable or foreign file raises ``RunDirectoryError`` (one line; the file is
+    only ever read with ``weights_only=True``).
+    """
     path = _checkpoint_path(out, dataset, ir, method, seed, cycle)
+    what = (f"cannot resume {method} seed {seed} with --retrain continue: its checkpoint after cycle {cycle + 1} "
+            f"({path})")
     if not path.is_file():
-        raise RunDirectoryError(f"cannot resume {method} seed {seed} with --retrain continue: its model after cycle "
-                                f"{cycle + 1} ({path}) is missing; use a new --out directory")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise RunDirectoryError(f"{what} is missing; use a new --out directory")
+    fix = "delete it and this run's stored cycles to retrain them, or use a new --out directory"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle means a corrupt or foreign file
+        # Not the exception's text: torch's suggests loading with weights_only=False, i.e. running the file's code.
+        raise RunDirectoryError(f"{what} is corrupt or not a tidal checkpoint ({type(exc).__name__}); {fix}") from None
+    if isinstance(state, dict) and set(state) == {"model", "objective"}:
+        model, objective = state["model"], state["objective"]
+    else:  # the backbone-only format written before the objective was checkpointed
+        model, objective = state, None
+    if not _is_weights(model) or not (objective is None or _is_weights(objective)):
+        raise RunDirectoryError(f"{what} does not hold tidal's weights; {fix}")
+    return model, objective
 
 
 @dataclass
@@ -147,20 +172,20 @@ def run_one(
     ``split`` is the run's dataset on ``device``; ``model`` the user's model (see
     :func:`tidal.loop.configured_model`; None: ``config.train.model``); ``on_cycle(record)`` is called after each
     cycle's commit. A run with cycles stored continues after the last one (its labeled set,
-    and with ``retrain="continue"`` its checkpointed model), with the numbers an uninterrupted
-    run gives.
+    and with ``retrain="continue"`` its checkpointed model and objective module), with the
+    numbers an uninterrupted run gives.
     """
     name, ir, seed, method = key
     al = config.al
     done = store.records(dataset=name, imbalance=ir, method=method, seed=seed)
     if len(done) >= al.cycles:
         return
-    labeled, model_state = None, None
+    labeled, model_state, objective_state = None, None, None
     if done:  # resume after the last stored cycle
         last = done[-1]
         labeled = torch.tensor(sorted(last.labeled + last.selected), dtype=torch.int64)
         if al.retrain == "continue":
-            model_state = _load_checkpoint(out, name, ir, method, seed, last.cycle)
+            model_state, objective_state = _load_checkpoint(out, name, ir, method, seed, last.cycle)
     hooks = None
     if track_td:
         from tidal.analysis import TDTrackerFactory  # imported here: tidal.analysis imports this module
@@ -169,10 +194,10 @@ def run_one(
     pool = make_pool(split.train, ir, config.data.pool_limit, seed)
     for r in active_learning(split.train, split.test, pool, create_strategy(method, config.strategy), al,
                              config.train, seed, device, start_cycle=len(done), labeled=labeled, progress=progress,
-                             epoch_hooks=hooks, model_state=model_state,
+                             epoch_hooks=hooks, model_state=model_state, objective_state=objective_state,
                              model_factory=configured_model(config.train, model)):
         if r.model_state is not None:  # retrain="continue": the next cycle starts from these weights
-            _save_checkpoint(out, name, ir, method, seed, r.cycle, r.model_state)
+            _save_checkpoint(out, name, ir, method, seed, r.cycle, r.model_state, r.objective_state)
         record = CycleRecord(
             name, ir, method, seed, r.cycle, len(r.labeled), r.accuracy, r.class_counts,
             r.labeled.tolist(), r.selected.tolist(), r.scores.tolist(), r.train_seconds, r.score_seconds,

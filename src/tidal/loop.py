@@ -1,11 +1,13 @@
 """The active-learning cycle (paper §5.1) for one (dataset setting, method, seed).
 
 Cycle ``c``: draw a random subset (size S) of the unlabeled pool; train a fresh model (and
-the strategy's auxiliary objective) on the labeled set; evaluate on the test set; if it is
-not the last cycle, gather what the strategy needs for the subset, score it and label the
-top-k. Each cycle's randomness comes from its own generator seeded by ``(seed, cycle)``, so
-a run can be resumed at any cycle boundary from the stored labeled set alone and gives the
-same numbers as an uninterrupted run.
+the strategy's auxiliary objective) on the labeled set (with ``retrain="continue"``: the
+previous cycle's model, and the objective's module that ``AuxObjective.carried`` names with
+its previous weights); evaluate on the test set; if it is not the last cycle, gather what
+the strategy needs for the subset, score it and label the top-k. Each cycle's randomness
+comes from its own generator seeded by ``(seed, cycle)``, so a run can be resumed at any
+cycle boundary from the stored labeled set (and, in continue mode, the checkpointed weights)
+alone and gives the same numbers as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class CycleResult:
     eval_seconds: float
     final_loss: float
     model_state: dict[str, torch.Tensor] | None = None  # backbone weights after training (retrain="continue" only)
+    # With retrain="continue", the weights of the objective's carried module after training
+    # (AuxObjective.carried: TiDAL's TD module, Learning Loss's module); None when it has none.
+    objective_state: dict[str, torch.Tensor] | None = None
 
 
 def derive_seed(*parts: int) -> int:
@@ -106,6 +111,7 @@ def active_learning(
     progress: bool = False,
     epoch_hooks: Callable[[int], EpochHook | None] | None = None,
     model_state: dict[str, torch.Tensor] | None = None,
+    objective_state: dict[str, torch.Tensor] | None = None,
     model_factory: ModelFactory | None = None,
 ) -> Iterator[CycleResult]:
     """Run (or resume) the cycles of one method and seed, yielding each finished cycle.
@@ -120,10 +126,14 @@ def active_learning(
             caller keeps what the hooks record (e.g. ``tidal.analysis.TDTrackerFactory``).
         model_state: with ``retrain="continue"``, the backbone weights to resume from (the
             ``model_state`` of the last stored cycle); ignored models are rebuilt from scratch.
+        objective_state: with ``retrain="continue"``, the weights of the objective's carried
+            module to resume from (the ``objective_state`` of the last stored cycle; None: a
+            fresh module, as a run that never carried one).
         model_factory: builds each cycle's model (default: ``train_config.model``, see
             :func:`configured_model` and :data:`ModelFactory`).
     Raises:
-        ValueError: the initial set or the budget does not fit the pool.
+        ValueError: the initial set or the budget does not fit the pool; ``model_state`` or
+            ``objective_state`` does not fit this run's networks.
         TrainingDivergedError: NaN loss; the message names the cycle and the seed.
     """
     device = torch.device(device)
@@ -132,11 +142,12 @@ def active_learning(
     state.label(initial_labeled(pool, al.initial, seed) if labeled is None else labeled, round=start_cycle)
     factory = model_factory or configured_model(train_config)
     model = None
+    if (model_state is not None or objective_state is not None) and al.retrain != "continue":
+        raise ValueError("model_state and objective_state are only used with retrain='continue'")
     if model_state is not None:
-        if al.retrain != "continue":
-            raise ValueError("model_state is only used with retrain='continue'")
         model = factory(train.num_classes, train.input_shape, strategy.dropout)
-        model.load_state_dict(model_state)
+        _load_weights(model, model_state, "model_state")
+    carried = objective_state
     rng_devices = [device] if device.type == "cuda" else []
     for cycle in range(start_cycle, al.cycles):
         # Everything random in a cycle (dropout masks included) is drawn from generators seeded
@@ -144,14 +155,29 @@ def active_learning(
         with torch.random.fork_rng(devices=rng_devices):
             torch.manual_seed(derive_seed(seed, cycle, 3))
             result, model = _cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model,
-                                   factory, progress, None if epoch_hooks is None else epoch_hooks(cycle))
+                                   factory, progress, None if epoch_hooks is None else epoch_hooks(cycle), carried)
+        carried = result.objective_state
         yield result
+
+
+def _load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``module.load_state_dict(state)``, a ``ValueError`` naming ``what`` when it does not fit."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError, KeyError) as exc:
+        raise ValueError(f"{what} does not fit this run's {type(module).__name__} (other keys or shapes): it was "
+                         "saved by a run with another method or configuration") from exc
 
 
 def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: ALConfig,
            train_config: TrainConfig, seed: int, cycle: int, device: torch.device, model: nn.Module | None,
-           factory: ModelFactory, progress: bool, epoch_hook: EpochHook | None) -> tuple[CycleResult, nn.Module]:
-    """One cycle: subset draw, (re)build, train, evaluate, and select unless it is the last."""
+           factory: ModelFactory, progress: bool, epoch_hook: EpochHook | None,
+           carried: dict[str, torch.Tensor] | None = None) -> tuple[CycleResult, nn.Module]:
+    """One cycle: subset draw, (re)build, train, evaluate, and select unless it is the last.
+
+    ``carried``: with ``retrain="continue"``, the previous cycle's weights of the objective's
+    carried module, loaded into this cycle's fresh objective (its per-cycle state stays fresh).
+    """
     g = torch.Generator().manual_seed(derive_seed(seed, cycle))
     unlabeled = state.unlabeled
     candidates = unlabeled[torch.randperm(len(unlabeled), generator=g)[: al.subset]]
@@ -166,6 +192,10 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, cycle, 2))
         objective = strategy.make_objective(ctx)
+    keep = al.retrain == "continue"
+    module = objective.carried() if keep and objective is not None else None
+    if module is not None and carried is not None:
+        _load_weights(module, carried, "objective_state")
     model.to(device)
     if objective is not None:
         objective.to(device)
@@ -187,8 +217,11 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
         state.label(selected, round=cycle + 1)
     score_seconds = time.perf_counter() - t0
     counts = torch.bincount(train.labels[lab.to(device)].cpu(), minlength=train.num_classes).tolist()
-    keep = al.retrain == "continue"
     result = CycleResult(cycle, lab, accuracy, counts, selected, scores.float(), stats.seconds, score_seconds,
-                         eval_seconds, stats.final_loss,
-                         {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if keep else None)
+                         eval_seconds, stats.final_loss, _cpu_state(model) if keep else None,
+                         _cpu_state(module) if module is not None else None)
     return result, model
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -26,13 +28,31 @@ def test_too_small_image_is_rejected_with_the_size():
         VAE(1, (6, 6), channels=(4, 4, 4))
 
 
-def test_vae_loss_hand_values():
+@pytest.mark.parametrize("kl_reduction", ["sum", "mean"])
+def test_vae_loss_perfect_reconstruction_and_prior_is_zero(kl_reduction):
     x = torch.randn(2, 1, 4, 4)
     zero = torch.zeros(2, 3)
-    assert vae_loss(x, VAEOutput(x, zero, zero, zero)).item() == 0.0
-    # recon off by 1 everywhere: MSE 1; mu = 1, logvar = 0: KL = -1/2 (1 + 0 - 1 - 1) = 1/2 per element
-    out = VAEOutput(x + 1, torch.ones(2, 3), zero, zero)
-    assert vae_loss(x, out, beta=2.0).item() == pytest.approx(1.0 + 2.0 * 0.5)
+    assert vae_loss(x, VAEOutput(x, zero, zero, zero), kl_reduction=kl_reduction).item() == 0.0
+
+
+@pytest.mark.parametrize("kl_reduction, kl", [
+    # Per element -1/2 (1 + logvar - mu^2 - exp(logvar)): mu^2/2 where logvar = 0, so
+    # 0.5, 0, 2 | 0, 0.5, and (e^2 - 3)/2 for mu = 0, logvar = 2; 6 elements in all.
+    ("sum", 3.0 + (math.e ** 2 - 3) / 2),  # VAAL's solver.py: torch.sum
+    ("mean", (3.0 + (math.e ** 2 - 3) / 2) / 6),  # TA-VAAL's selection_methods.py: torch.mean
+])
+def test_vae_loss_hand_values_for_each_kl_reduction(kl_reduction, kl):
+    x = torch.randn(2, 1, 4, 4)
+    mu = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]])
+    logvar = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+    out = VAEOutput(x + 1, mu, logvar, mu)  # recon off by 1 everywhere: MSE 1 (a mean in both codebases)
+    assert vae_loss(x, out, beta=2.0, kl_reduction=kl_reduction).item() == pytest.approx(1.0 + 2.0 * kl, rel=1e-6)
+
+
+def test_vae_loss_unknown_kl_reduction_is_rejected_quoting_it():
+    x, zero = torch.zeros(1, 1, 2, 2), torch.zeros(1, 2)
+    with pytest.raises(ValueError, match=r"kl_reduction='batchmean'"):
+        vae_loss(x, VAEOutput(x, zero, zero, zero), kl_reduction="batchmean")
 
 
 def test_vae_loss_decreases_on_a_tiny_batch():
@@ -43,7 +63,7 @@ def test_vae_loss_decreases_on_a_tiny_batch():
     opt = torch.optim.Adam(vae.parameters(), lr=1e-2)
     losses = []
     for _ in range(15):
-        loss = vae_loss(x, vae(x, generator=g))
+        loss = vae_loss(x, vae(x, generator=g), kl_reduction="mean")
         opt.zero_grad()
         loss.backward()
         opt.step()

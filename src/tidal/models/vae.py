@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LatentDiscriminator", "VAE", "VAEOutput", "vae_loss"]
+__all__ = ["KL_REDUCTIONS", "LatentDiscriminator", "VAE", "VAEOutput", "vae_loss"]
 
 
 @dataclass
@@ -111,13 +111,30 @@ class VAE(nn.Module):
         return VAEOutput(self.decode(z, cond), mu, logvar, z)
 
 
-def vae_loss(x: torch.Tensor, out: VAEOutput, beta: float = 1.0) -> torch.Tensor:
+KL_REDUCTIONS = ("sum", "mean")  # VAAL's code sums the KL term, TA-VAAL's averages it
+
+
+def vae_loss(x: torch.Tensor, out: VAEOutput, beta: float = 1.0, *, kl_reduction: str) -> torch.Tensor:
     """β-VAE objective (VAAL Eq. 1), a scalar: ``MSE(recon, x) + β · KL(q(z|x) || N(0, I))``.
 
-    Both terms are means over elements, as in the authors' code: the MSE over ``B·C·H·W``
-    pixels, the KL ``-½ mean(1 + logvar - mu² - exp(logvar))`` over ``B·latent_dim``.
+    The MSE is a mean over the ``B·C·H·W`` pixels in both authors' codebases; the KL term
+    ``-½ Σ (1 + logvar - mu² - exp(logvar))`` is reduced over the ``B·latent_dim`` elements
+    differently by each:
+
+    * ``kl_reduction="sum"``: VAAL (sinhasam/vaal, ``solver.py``, ``Solver.vae_loss``:
+      ``-0.5 * torch.sum(...)``), so the KL weighs ``B·latent_dim`` times more than a mean;
+    * ``kl_reduction="mean"``: TA-VAAL (cubeyoung/TA-VAAL, ``selection_methods.py``,
+      ``vae_loss``: ``-0.5 * torch.mean(...)``).
+
+    Args:
+        x: target images ``[B, C, H, W]``; out: the VAE's output on them.
+        beta: β, the KL weight.
+        kl_reduction: ``"sum"`` or ``"mean"`` (keyword only: each method names its own).
     """
-    kl = -0.5 * torch.mean(1 + out.logvar - out.mu.pow(2) - out.logvar.exp())
+    if kl_reduction not in KL_REDUCTIONS:
+        raise ValueError(f"kl_reduction={kl_reduction!r} must be one of {KL_REDUCTIONS}")
+    reduce = torch.sum if kl_reduction == "sum" else torch.mean
+    kl = -0.5 * reduce(1 + out.logvar - out.mu.pow(2) - out.logvar.exp())
     return F.mse_loss(out.recon, x) + beta * kl
 
 

@@ -34,6 +34,7 @@ METHOD_COLORS: dict[str, str] = {
     "lloss": "#e377c2",
     "learning-loss": "#e377c2",
     "cal": "#bcbd22",
+    "cal-uncertain": "#dbdb8d",  # the lighter olive of its parent
     "vaal": "#393b79",
     "ta-vaal": "#637939",
 }

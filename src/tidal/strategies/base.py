@@ -81,7 +81,17 @@ class AuxObjective(nn.Module):
     ``loss`` on every batch and adds the result to the mean cross-entropy, and calls
     ``end_epoch`` after every epoch; the scoring pass calls ``predict`` on every candidate
     batch and hands the concatenated outputs to the strategy as ``ScoreInputs.aux``.
+
+    With ``retrain="continue"`` the loop keeps the backbone across cycles, and with it the
+    module :meth:`carried` returns (TiDAL's TD module, Learning Loss's loss-prediction module):
+    each cycle's fresh objective loads the previous cycle's weights of that module, and the
+    run directory checkpoints them with the backbone. Everything else an objective holds (the
+    TD record of the labeled set, CAL's correctness record, VAAL's VAE) is per cycle.
     """
+
+    def carried(self) -> nn.Module | None:
+        """The module kept across cycles with the backbone under ``retrain="continue"`` (default: none)."""
+        return None
 
     def loss(self, batch: StepBatch) -> torch.Tensor:
         """A scalar added to the mean cross-entropy (default: 0)."""

@@ -7,7 +7,18 @@ every epoch, whether the classifier's prediction on the training pass was correc
 Selection: labeled samples whose fraction of epochs classified correctly is below
 ``threshold`` are "uncertain" (hard-to-learn/ambiguous), the rest "certain". A binary
 logistic regression is fitted on the frozen labeled embeddings ``[m, D]`` to tell the two
-apart, and each candidate is scored by its predicted probability of being uncertain.
+apart. Two rankings of the candidates are registered:
+
+* ``cal`` (CAL as released): the candidates the binary classifier is *least sure about*,
+  i.e. the lowest max-softmax ``max(p, 1 - p)`` with ``p = P(uncertain)``. The authors'
+  ``project/src/train/train_cal_estimator.py`` (``CALEstimator.predict``) sorts the pool
+  ascending by ``torch.amax`` of the classifier's softmax (``DALMLP.predict_proba`` in
+  ``project/src/estimators/dal_estimator.py``) and labels the first ``k``. The score is
+  ``min(p, 1 - p) = sigmoid(-|logit|)`` in [0, 0.5] (higher = more ambiguous = more
+  informative), computed from the logit so it keeps its precision near 0.
+* ``cal-uncertain`` (a variant, not the authors' rule): the highest ``p = P(uncertain)``,
+  i.e. the candidates that look most like the hard-to-learn labeled samples. It is what this
+  package ran as ``cal`` before the comparison with the released code.
 
 Choices (CAL leaves them to the implementer, or they do not transfer from its text tasks):
 
@@ -27,10 +38,11 @@ Choices (CAL leaves them to the implementer, or they do not transfer from its te
   inversely to their size, as in CAL's class-weighted cross-entropy; the L2 strength
   matches scikit-learn's default ``C = 1``.
 * **Degenerate split.** When every labeled sample falls in one class there is nothing to
-  discriminate. The score is then that class's prior (0.0 when all are certain, 1.0 when
-  all are uncertain), which is what the logistic model converges to with one class. All
-  candidates tie, so the top-k keeps the subset's order, which the loop draws uniformly at
-  random: the cycle degrades to random sampling instead of inventing a signal.
+  discriminate. Every candidate then gets the same score (``cal``: 0.0; ``cal-uncertain``:
+  that class's prior, 0.0 when all are certain and 1.0 when all are uncertain, which is
+  what the logistic model converges to with one class). All candidates tie, so the top-k
+  keeps the subset's order, which the loop draws uniformly at random: the cycle degrades to
+  random sampling instead of inventing a signal.
 """
 
 from __future__ import annotations
@@ -41,7 +53,8 @@ import torch.nn.functional as F
 from tidal.dynamics import TrainingDynamics
 from tidal.strategies.base import AuxObjective, ScoreInputs, StepBatch, Strategy, TrainContext, register
 
-__all__ = ["CartographyObjective", "CartographyStrategy", "cartography_split", "fit_logistic_regression"]
+__all__ = ["CartographyObjective", "CartographyStrategy", "CartographyUncertainStrategy", "cartography_split",
+           "fit_logistic_regression"]
 
 
 def cartography_split(fraction_correct: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -112,24 +125,51 @@ def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, generator: torch.G
     return theta.detach(), bias.detach()
 
 
+def _uncertain_logit(inputs: ScoreInputs, threshold: float) -> torch.Tensor | bool:
+    """Logit of P(uncertain) for each candidate, float64 ``[n]``, from a classifier fitted on the
+    labeled embeddings; when the labeled set falls in one class only, that class (True = uncertain)."""
+    uncertain = cartography_split(inputs.objective.fraction_correct(inputs.labeled), threshold)
+    if bool(uncertain.all()) or not bool(uncertain.any()):  # one class only, see the module docstring
+        return bool(uncertain[0])
+    lab = inputs.labeled_embedding.double()
+    mean, std = lab.mean(dim=0), lab.std(dim=0, correction=0)
+    # A dimension constant on the labeled set (a dead ReLU channel) carries no information
+    # to fit; dividing by inf maps it to 0 for the candidates too instead of amplifying it.
+    std = torch.where(std > 1e-6, std, torch.inf)
+    theta, bias = fit_logistic_regression((lab - mean) / std, uncertain, inputs.generator)
+    return (inputs.embedding.double() - mean) / std @ theta + bias
+
+
 @register
 class CartographyStrategy(Strategy):
+    """CAL as the authors released it: the lowest max-softmax of the certain/uncertain classifier."""
+
     name = "cal"
-    description = "Cartography Active Learning (Zhang & Plank 2021): P(hard-to-learn) from a classifier on embeddings"
+    description = ("Cartography Active Learning (Zhang & Plank 2021): candidates the hard-to-learn classifier "
+                   "is least sure about (lowest max-softmax)")
     needs = frozenset({"embedding", "labeled_embedding"})
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:
         return CartographyObjective(ctx)
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
-        uncertain = cartography_split(inputs.objective.fraction_correct(inputs.labeled), self.config.cal_threshold)
-        n = len(inputs.candidates)
-        if bool(uncertain.all()) or not bool(uncertain.any()):  # one class only: its prior, see the module docstring
-            return torch.full((n,), float(uncertain[0]), dtype=torch.float64)
-        lab = inputs.labeled_embedding.double()
-        mean, std = lab.mean(dim=0), lab.std(dim=0, correction=0)
-        # A dimension constant on the labeled set (a dead ReLU channel) carries no information
-        # to fit; dividing by inf maps it to 0 for the candidates too instead of amplifying it.
-        std = torch.where(std > 1e-6, std, torch.inf)
-        theta, bias = fit_logistic_regression((lab - mean) / std, uncertain, inputs.generator)
-        return torch.sigmoid((inputs.embedding.double() - mean) / std @ theta + bias)
+        """``min(p, 1 - p) = sigmoid(-|logit|)``, float64 ``[n]`` in [0, 0.5]; all 0.0 on a one-class split."""
+        logit = _uncertain_logit(inputs, self.config.cal_threshold)
+        if isinstance(logit, bool):
+            return torch.zeros(len(inputs.candidates), dtype=torch.float64)
+        return torch.sigmoid(-logit.abs())
+
+
+@register
+class CartographyUncertainStrategy(CartographyStrategy):
+    """Variant: the highest P(uncertain), i.e. what looks most like the hard-to-learn labeled samples."""
+
+    name = "cal-uncertain"
+    description = "CAL variant: highest P(hard-to-learn) from the classifier on embeddings (not the authors' rule)"
+
+    def score(self, inputs: ScoreInputs) -> torch.Tensor:
+        """``p = sigmoid(logit)``, float64 ``[n]`` in [0, 1]; the class prior on a one-class split."""
+        logit = _uncertain_logit(inputs, self.config.cal_threshold)
+        if isinstance(logit, bool):
+            return torch.full((len(inputs.candidates),), float(logit), dtype=torch.float64)
+        return torch.sigmoid(logit)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from tidal.models.heads import MultiScaleHead
 from tidal.models.resnet import ModelOutput
@@ -97,6 +98,11 @@ class LossPredictionObjective(AuxObjective):
     def loss(self, batch: StepBatch) -> torch.Tensor:
         pred = self.predicted_loss(self.module_features(batch))
         return self.weight * ranking_loss(pred, batch.ce, self.margin)
+
+    def carried(self) -> nn.Module:
+        """The loss-prediction module: kept across cycles with the backbone in continue mode, as in
+        the TiDAL authors' code (``main.py`` builds ``models['module']`` once per trial)."""
+        return self.module
 
     def predict(self, out: ModelOutput) -> dict[str, torch.Tensor]:
         """``loss``: the predicted loss ``l̂``, ``[B]``."""

@@ -12,6 +12,7 @@ Selection: ``tidal-entropy`` scores ``H̄(p̃)`` (Eq. 10); ``tidal-margin`` scor
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from tidal.dynamics import TrainingDynamics, td_kl_loss
 from tidal.models.heads import MultiScaleHead
@@ -40,6 +41,12 @@ class TDPredictionObjective(AuxObjective):
         self.dynamics.update(batch.indices, torch.softmax(batch.out.logits.detach(), dim=1))
         target = self.dynamics.targets(batch.indices)
         return self.weight * td_kl_loss(self.module(batch.out.features), target)
+
+    def carried(self) -> nn.Module:
+        """The TD module: kept across cycles with the backbone in continue mode, as the authors' code
+        (``main.py`` builds ``models['module']`` once per trial). The TD record is per cycle: their
+        ``moving_prob`` folds epoch 0 in with weight ``epoch = 0``, which discards the last cycle's values."""
+        return self.module
 
     def predict(self, out: ModelOutput) -> dict[str, torch.Tensor]:
         """``td``: the predicted TD ``p̃ = softmax(m(x))``, ``[B, C]``."""

@@ -34,6 +34,9 @@ protocol), as in the TA-VAAL authors' code; the original VAAL trains on the whol
 pool. A fresh VAE and ``D`` are built every cycle. Adam (lr 5e-4), β = 1, λ = 1 and 512-unit
 ``D`` follow both papers; the VAE is narrower than the paper's (see ``tidal.models.vae``).
 Feature-vector inputs (``input_shape == (D,)``) get the MLP VAE of ``tidal.models.vae_mlp``.
+Each method reduces the VAE's KL term as its authors' code does: VAAL sums it over the batch
+and latent elements (``solver.py``, ``Solver.vae_loss``), TA-VAAL averages it
+(``selection_methods.py``, ``vae_loss``); see :func:`tidal.models.vae.vae_loss`.
 """
 
 from __future__ import annotations
@@ -75,6 +78,9 @@ class VAALObjective(AuxObjective):
         batch_size: unlabeled (and labeled) images per step (TA-VAAL's code: 128).
         lr: Adam learning rate of both networks (paper: 5e-4).
         beta: KL weight β (paper: 1).
+        kl_reduction: how the KL term is reduced over batch and latent elements
+            (:func:`~tidal.models.vae.vae_loss`): ``"sum"`` as in VAAL's code (the default),
+            ``"mean"`` as in TA-VAAL's.
         adversary_weight: λ, weight of the VAE's adversarial term (paper: 1).
         cond_dim: size of the condition fed to the decoder and ``D`` (0 = plain VAAL).
     """
@@ -82,13 +88,13 @@ class VAALObjective(AuxObjective):
     def __init__(self, ctx: TrainContext, passes: int = 10, latent_dim: int = 32,
                  channels: Sequence[int] = (16, 32, 64), hidden: int = 512, batch_size: int = 128,
                  lr: float = 5e-4, beta: float = 1.0, adversary_weight: float = 1.0, cond_dim: int = 0,
-                 vector_hidden: Sequence[int] = (256, 128)) -> None:
+                 vector_hidden: Sequence[int] = (256, 128), kl_reduction: str = "sum") -> None:
         super().__init__()
         self.dataset, self.labeled, self.unlabeled = ctx.dataset, ctx.labeled, ctx.candidates
         self.train_epochs, self.eval_batch_size = ctx.epochs, ctx.eval_batch_size
         self.selects = ctx.selects  # the last cycle scores nothing: no VAE to train then
         self.passes, self.batch_size, self.lr = passes, batch_size, lr
-        self.beta, self.adversary_weight = beta, adversary_weight
+        self.beta, self.adversary_weight, self.kl_reduction = beta, adversary_weight, kl_reduction
         shape = tuple(ctx.dataset.input_shape)
         if len(shape) == 3:  # images [C, H, W]: the convolutional VAE
             c, h, w = shape
@@ -148,7 +154,8 @@ class VAALObjective(AuxObjective):
                 m, idx = len(l_idx), torch.cat([l_idx, u_idx])
                 x, c = self._images(idx), self.condition(idx)
                 out = self.vae(x, c, noise)
-                trd = vae_loss(x[:m], out[:m], self.beta) + vae_loss(x[m:], out[m:], self.beta)  # Eq. 1
+                trd = (vae_loss(x[:m], out[:m], self.beta, kl_reduction=self.kl_reduction)  # Eq. 1
+                       + vae_loss(x[m:], out[m:], self.beta, kl_reduction=self.kl_reduction))
                 fool = self._bce(self.discriminator(out.mu, c), m, unlabeled_target=1.0)  # Eq. 2
                 loss = trd + self.adversary_weight * fool  # Eq. 3
                 opt_vae.zero_grad(set_to_none=True)
@@ -230,11 +237,12 @@ class TAVAALObjective(VAALObjective):
     Args:
         ctx: the cycle's context.
         loss_prediction: the Learning Loss objective (its parameters train with the backbone).
-        **vaal: the :class:`VAALObjective` options except ``cond_dim`` (which is 1).
+        **vaal: the :class:`VAALObjective` options except ``cond_dim`` (which is 1) and
+            ``kl_reduction`` (``"mean"``, as in TA-VAAL's code).
     """
 
     def __init__(self, ctx: TrainContext, loss_prediction: LossPredictionObjective, **vaal) -> None:
-        super().__init__(ctx, cond_dim=1, **vaal)
+        super().__init__(ctx, cond_dim=1, kl_reduction="mean", **vaal)
         self.loss_prediction = loss_prediction
         self.rank: torch.Tensor | None = None  # [N] over the whole split; set by prepare
 
@@ -243,6 +251,12 @@ class TAVAALObjective(VAALObjective):
 
     def predict(self, out: ModelOutput) -> dict[str, torch.Tensor]:
         return self.loss_prediction.predict(out)
+
+    def carried(self) -> nn.Module:
+        """Learning Loss's module, kept in continue mode with the backbone whose features it reads, as
+        for ``lloss``; the VAE and ``D`` are built fresh every cycle. (TA-VAAL's own ``main.py``
+        rebuilds the backbone and the module every cycle: that is ``retrain="scratch"``, the default.)"""
+        return self.loss_prediction.carried()
 
     def end_epoch(self, epoch: int, model: nn.Module) -> None:
         self.loss_prediction.end_epoch(epoch, model)
