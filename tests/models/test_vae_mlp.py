@@ -17,7 +17,7 @@ def test_shapes_like_the_conv_vae(hidden, cond_dim):
     mu, logvar = vae.encode(x)
     assert mu.shape == (6, 4) and vae.decode(mu, cond).shape == (6, 10)
     assert out[:2].recon.shape == (2, 10)
-    loss = vae_loss(x, out)
+    loss = vae_loss(x, out, kl_reduction="mean")
     loss.backward()
     assert loss.ndim == 0 and all(p.grad is not None for p in vae.parameters())
     assert LatentDiscriminator(4, cond_dim, 8)(out.mu, cond).shape == (6,)
