@@ -17,8 +17,9 @@ from tidal.errors import RunDirectoryError
 from tidal.io import atomic_path
 from tidal.loop import active_learning, check_pool_fits, derive_seed
 from tidal.results import ANALYSIS_DIR, DB_NAME, CycleRecord, ResultStore
+from tidal.rundir import LOCK_NAME, RunDirLock, check_unlocked, remove_stale_temp_files
 from tidal.strategies import create_strategy
-from tidal.tracking import make_trackers
+from tidal.tracking import check_trackers, make_trackers
 
 __all__ = ["RunKey", "RunSummary", "experiment_runs", "load_splits", "make_pool", "prepare_out", "resolve_device",
            "run_experiment", "run_one", "set_deterministic"]
@@ -32,10 +33,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device={device!r} is not a torch device; use cpu, cuda, cuda:1 or auto") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} asked for CUDA but torch sees no GPU; use --device cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} asked for CUDA but torch sees no GPU; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: torch sees {torch.cuda.device_count()} GPU(s), numbered from 0; "
+                             "use --device cuda:0 or auto")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device={device!r}: torch sees no Apple MPS device here; use --device cpu or auto")
+    elif dev.type != "cpu":  # meta, xpu, ...: no device this package trains on
+        raise ValueError(f"device={device!r} is not supported; use cpu, cuda, cuda:N or auto")
     return dev
 
 
@@ -73,7 +83,12 @@ def _load_checkpoint(out: Path, dataset: str, ir: float, method: str, seed: int,
     if not path.is_file():
         raise RunDirectoryError(f"cannot resume {method} seed {seed} with --retrain continue: its model after cycle "
                                 f"{cycle + 1} ({path}) is missing; use a new --out directory")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a corrupt, truncated or tampered file: any unpickling error
+        raise RunDirectoryError(f"cannot resume {method} seed {seed} with --retrain continue: its model after cycle "
+                                f"{cycle + 1} ({path}) cannot be read ({type(exc).__name__}); delete that file and "
+                                "the cycles after it, or use a new --out directory") from None
 
 
 @dataclass
@@ -91,7 +106,7 @@ def prepare_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise RunDirectoryError(f"--out {out} is a file; pass a directory path")
     is_run = (out / DB_NAME).exists() or any((out / ANALYSIS_DIR).glob("*.npz"))
-    if out.is_dir() and not is_run and any(out.iterdir()):
+    if out.is_dir() and not is_run and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise RunDirectoryError(f"--out {out} exists and is not a tidal run directory; pass a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -219,9 +234,13 @@ def run_experiment(
     config.validate()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r} must be a whole number >= 1 (parallel training runs)")
+    check_trackers(mlflow=mlflow, tensorboard=tensorboard)
     dev = resolve_device(device)
-    set_deterministic(dev)
     out = Path(out)
+    check_unlocked(out)  # a second run on the same directory is refused before it loads anything
+    if (out / DB_NAME).is_file() and (out / DB_NAME).stat().st_size > 0:  # refuse another program's database before anything is written
+        ResultStore(out / DB_NAME, readonly=True).close()
+    set_deterministic(dev)
     # Check everything that can be checked before the first epoch.
     loaded = load_splits(config, dev, splits)
     al = config.al
@@ -231,6 +250,8 @@ def run_experiment(
                 pool = make_pool(loaded[name].train, ir, config.data.pool_limit, seed)
                 check_pool_fits(al, len(pool), f"the {name} pool at imbalance {ir:g}")
     prepare_out(out)
+    lock = RunDirLock(out)  # released in the `finally` below, or by the OS if this process dies
+    remove_stale_temp_files(out)
     trackers = make_trackers(out, mlflow=mlflow, tensorboard=tensorboard)
     store = ResultStore(out / DB_NAME)
     start, ran = time.perf_counter(), 0
@@ -270,4 +291,5 @@ def run_experiment(
         store.close()
         for tracker in trackers:
             tracker.close()
+        lock.release()
     return RunSummary(out, ran, skipped, time.perf_counter() - start)

@@ -27,6 +27,7 @@ __all__ = ["ANALYSIS_DIR", "DB_NAME", "CycleRecord", "EpochKL", "ResultStore", "
 DB_NAME = "results.sqlite"  # the database of a run directory
 ANALYSIS_DIR = "analysis"  # the run directory's folder of per-sample analyses (tidal.analysis, .npz files)
 SCHEMA_VERSION = 2  # 2: the td_tracking table (opening a version-1 database adds it, empty)
+APPLICATION_ID = 0x5444414C  # "TDAL": PRAGMA application_id of a tidal store, set when it is created
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cycles (
@@ -116,15 +117,58 @@ class TDTrackingRecord:
 
 
 class ResultStore:
-    """The SQLite database of one run directory."""
+    """The SQLite database of one run directory.
 
-    def __init__(self, path: str | Path) -> None:
+    A new store is marked as tidal's (``PRAGMA application_id`` = :data:`APPLICATION_ID`,
+    ``user_version`` = :data:`SCHEMA_VERSION`); a store of an earlier version (no mark, but
+    tidal's ``meta`` and ``cycles`` tables) is marked when opened for writing. Any other file
+    is refused with a :class:`RunDirectoryError` and left as it was. ``readonly=True`` opens
+    an existing store for reading only (``mode=ro``): nothing in the file changes.
+    """
+
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
-        self._conn = sqlite3.connect(self.path, timeout=60)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        with self._conn:
-            self._conn.executescript(_SCHEMA)
+        if readonly:
+            if not self.path.is_file():
+                raise RunDirectoryError(f"{self.path} does not exist")
+            self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+        else:
+            self._conn = sqlite3.connect(self.path, timeout=60)
+        try:
+            new = self._check_ours(readonly)
+            if not readonly:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                with self._conn:
+                    self._conn.executescript(_SCHEMA)
+                    if new:
+                        self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _check_ours(self, readonly: bool) -> bool:
+        """Whether the file is a new, empty database (to be marked); raise when it is not
+        tidal's. An unmarked store of an earlier tidal version is marked here (not read-only)."""
+        app = self._conn.execute("PRAGMA application_id").fetchone()[0]
+        if app == APPLICATION_ID:
+            return False
+        tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if app == 0 and not tables:
+            if readonly:
+                raise RunDirectoryError(f"{self.path} is an empty database, not a tidal results store")
+            return True
+        if app == 0 and {"meta", "cycles"} <= tables and self._conn.execute(
+                "SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None:
+            if not readonly:  # a store made before stores were marked: mark it
+                with self._conn:
+                    self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            return False
+        what = f"application_id {app:#x}" if app else f"tables {', '.join(sorted(tables))}"
+        raise RunDirectoryError(f"{self.path} is not a tidal results database ({what}); tidal leaves other "
+                                "programs' files alone: pass a new --out directory")
 
     def close(self) -> None:
         self._conn.close()
