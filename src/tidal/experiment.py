@@ -236,11 +236,11 @@ def run_experiment(
         raise ValueError(f"jobs={jobs!r} must be a whole number >= 1 (parallel training runs)")
     check_trackers(mlflow=mlflow, tensorboard=tensorboard)
     dev = resolve_device(device)
+    set_deterministic(dev)
     out = Path(out)
     check_unlocked(out)  # a second run on the same directory is refused before it loads anything
-    if (out / DB_NAME).is_file() and (out / DB_NAME).stat().st_size > 0:  # refuse another program's database before anything is written
-        ResultStore(out / DB_NAME, readonly=True).close()
-    set_deterministic(dev)
+    if (out / DB_NAME).is_file() and (out / DB_NAME).stat().st_size > 0:
+        ResultStore(out / DB_NAME, readonly=True).close()  # refuses another program's database, changing nothing
     # Check everything that can be checked before the first epoch.
     loaded = load_splits(config, dev, splits)
     al = config.al
