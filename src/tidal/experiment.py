@@ -239,8 +239,8 @@ def run_experiment(
     set_deterministic(dev)
     out = Path(out)
     check_unlocked(out)  # a second run on the same directory is refused before it loads anything
-    if (out / DB_NAME).is_file() and (out / DB_NAME).stat().st_size > 0:
-        ResultStore(out / DB_NAME, readonly=True).close()  # refuses another program's database, changing nothing
+    if (out / DB_NAME).is_file():
+        ResultStore.check(out / DB_NAME)  # refuses another program's database, changing nothing
     # Check everything that can be checked before the first epoch.
     loaded = load_splits(config, dev, splits)
     al = config.al

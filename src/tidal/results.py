@@ -131,44 +131,35 @@ class ResultStore:
         if readonly:
             if not self.path.is_file():
                 raise RunDirectoryError(f"{self.path} does not exist")
-            self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+            self._conn = _connect_readonly(self.path)
         else:
             self._conn = sqlite3.connect(self.path, timeout=60)
         try:
-            new = self._check_ours(readonly)
+            kind = _identify(self._conn, self.path)
+            if readonly and kind == "empty":
+                raise RunDirectoryError(f"{self.path} is an empty database: no tidal results yet")
             if not readonly:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=FULL")
                 with self._conn:
                     self._conn.executescript(_SCHEMA)
-                    if new:
+                if kind != "ours":  # new, or made before stores were marked: mark it as tidal's
+                    with self._conn:
                         self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                         self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             self._conn.close()
             raise
 
-    def _check_ours(self, readonly: bool) -> bool:
-        """Whether the file is a new, empty database (to be marked); raise when it is not
-        tidal's. An unmarked store of an earlier tidal version is marked here (not read-only)."""
-        app = self._conn.execute("PRAGMA application_id").fetchone()[0]
-        if app == APPLICATION_ID:
-            return False
-        tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if app == 0 and not tables:
-            if readonly:
-                raise RunDirectoryError(f"{self.path} is an empty database, not a tidal results store")
-            return True
-        if app == 0 and {"meta", "cycles"} <= tables and self._conn.execute(
-                "SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None:
-            if not readonly:  # a store made before stores were marked: mark it
-                with self._conn:
-                    self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                    self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            return False
-        what = f"application_id {app:#x}" if app else f"tables {', '.join(sorted(tables))}"
-        raise RunDirectoryError(f"{self.path} is not a tidal results database ({what}); tidal leaves other "
-                                "programs' files alone: pass a new --out directory")
+    @staticmethod
+    def check(path: str | Path) -> None:
+        """Raise :class:`RunDirectoryError` if ``path`` is a database tidal did not make; an
+        empty file passes. Opens it read-only: nothing in the file changes."""
+        conn = _connect_readonly(Path(path))
+        try:
+            _identify(conn, Path(path))
+        finally:
+            conn.close()
 
     def close(self) -> None:
         self._conn.close()
@@ -261,6 +252,27 @@ class ResultStore:
 
 
 _RUN_COLUMNS = ("dataset", "imbalance", "method", "seed")
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+
+
+def _identify(conn: sqlite3.Connection, path: Path) -> str:
+    """"ours" (marked as tidal's), "legacy" (tidal's tables and schema_version, made before
+    stores were marked) or "empty" (no table yet); raise for any other database."""
+    app = conn.execute("PRAGMA application_id").fetchone()[0]
+    if app == APPLICATION_ID:
+        return "ours"
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if app == 0 and not tables:
+        return "empty"
+    if app == 0 and {"meta", "cycles"} <= tables and conn.execute(
+            "SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None:
+        return "legacy"
+    what = f"application_id {app:#x}" if app else f"tables {', '.join(sorted(tables))}"
+    raise RunDirectoryError(f"{path} is not a tidal results database ({what}); tidal leaves other programs' "
+                            "files alone: pass a new --out directory")
 
 
 def _where(where: dict[str, Any], columns: tuple[str, ...]) -> str:
