@@ -473,6 +473,7 @@ def _run_command(args: argparse.Namespace) -> int:
         return 0
     from tidal.experiment import run_experiment
     from tidal.report import write_report
+    from tidal.results import DB_NAME
 
     config = config_from_args(args)
     summary = run_experiment(config, args.out, device=args.device, progress=not args.quiet,
@@ -480,7 +481,8 @@ def _run_command(args: argparse.Namespace) -> int:
                              jobs=args.jobs)
     write_report(args.out)
     out = Path(args.out)
-    print(run_summary(out))
+    if (out / DB_NAME).is_file():
+        print(run_summary(out))
     print(f"\n{summary.ran_cycles} cycles trained, {summary.skipped_cycles} already stored, {summary.seconds:.0f} s")
     print(f"report: {out / 'report.md'}, {out / 'report.html'} (figures in {out / 'figures'})")
     print(f"data:   {out / 'results.sqlite'}, {out / 'results.csv'}, {out / 'results.json'}")
