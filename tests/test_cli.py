@@ -35,7 +35,7 @@ def test_run_and_report_on_real_fashion_mnist(fmnist_dir, tmp_path, capsys):
     assert header.split() == ["method", "seeds", "final", "acc.", "(%)", "vs", "random", "(%)", "area", "(%)"]
     rows = {line.split()[0]: line for line in lines if line.split()[:1] in (["random"], ["tidal-entropy"])}
     assert "(reference)" in rows["random"] and len(rows["random"]) == len(rows["tidal-entropy"]) <= len(header)
-    assert "|" not in stdout and f"report: {out / 'report.md'}, {out / 'report.html'}" in stdout
+    assert "|" not in stdout and f"report: {out / 'report.md'}, report.html, figures/" in stdout
     for name in ("results.sqlite", "report.md", "results.csv", "results.json"):
         assert (out / name).stat().st_size > 0
     data = json.loads((out / "results.json").read_text())

@@ -482,10 +482,9 @@ def _run_command(args: argparse.Namespace) -> int:
     write_report(args.out)
     out = Path(args.out)
     if (out / DB_NAME).is_file():
-        print(run_summary(out))
-    print(f"\n{summary.ran_cycles} cycles trained, {summary.skipped_cycles} already stored, {summary.seconds:.0f} s")
-    print(f"report: {out / 'report.md'}, {out / 'report.html'} (figures in {out / 'figures'})")
-    print(f"data:   {out / 'results.sqlite'}, {out / 'results.csv'}, {out / 'results.json'}")
+        print(run_summary(out) + "\n")
+    print(f"{summary.ran_cycles} cycles trained, {summary.skipped_cycles} already stored, {summary.seconds:.0f} s")
+    print(f"report: {out / 'report.md'}, report.html, figures/ (data: {DB_NAME}, results.csv, results.json)")
     return 0
 
 
