@@ -86,7 +86,8 @@ def _with_suggestion(parser: argparse.ArgumentParser, message: str) -> str:
         return f"unrecognized argument {flag}" + (f"; did you mean {close[0]}?" if close else "")
     m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
     if m:
-        close = difflib.get_close_matches(m.group(1), re.findall(r"'([^']*)'", m.group(2)), n=1)
+        choices = re.findall(r"'([^']*)'", m.group(2)) or [c.strip() for c in m.group(2).split(",")]  # 3.12.8+
+        close = difflib.get_close_matches(m.group(1), choices, n=1)
         if close:
             return f"{message}; did you mean '{close[0]}'?"
     return message
