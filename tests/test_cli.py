@@ -1,5 +1,7 @@
 """The CLI end to end on a small slice of real FashionMNIST, and every predictable mistake."""
 
+import argparse
+import dataclasses
 import json
 import os
 import sqlite3
@@ -9,6 +11,7 @@ import sys
 import pytest
 
 from tidal.cli import main
+from tidal.config import PRESETS, ExperimentConfig
 from tidal.data import fashion_mnist as fm
 
 TINY = ["--cycles", "2", "--initial", "40", "--budget", "20", "--subset", "200", "--epochs", "1", "--width", "2",
@@ -26,7 +29,13 @@ def test_run_and_report_on_real_fashion_mnist(fmnist_dir, tmp_path, capsys):
     code, stdout, err = _cli(capsys, "run", "--methods", "tidal-entropy", "random", "--seeds", "0",
                              "--data-dir", str(fmnist_dir), "--out", str(out), *TINY)
     assert code == 0, err
-    assert "| tidal-entropy | 1 |" in stdout and "Relative accuracy improvement over random" in stdout
+    # a short aligned summary table and where the report is, not the report's markdown
+    lines = stdout.splitlines()
+    header = next(line for line in lines if line.split()[:1] == ["method"])
+    assert header.split() == ["method", "seeds", "final", "acc.", "(%)", "vs", "random", "(%)", "area", "(%)"]
+    rows = {line.split()[0]: line for line in lines if line.split()[:1] in (["random"], ["tidal-entropy"])}
+    assert "(reference)" in rows["random"] and len(rows["random"]) == len(rows["tidal-entropy"]) <= len(header)
+    assert "|" not in stdout and f"report: {out / 'report.md'}, report.html, figures/" in stdout
     for name in ("results.sqlite", "report.md", "results.csv", "results.json"):
         assert (out / name).stat().st_size > 0
     data = json.loads((out / "results.json").read_text())
@@ -58,6 +67,16 @@ def test_python_dash_m_entry_point():
         (["--budget", "5000", "--subset", "5000"], "but the fashion-mnist pool at imbalance 1 holds 1000 samples"),
         (["--initial", "2000"], "initial=2000 is larger than the fashion-mnist pool"),
         (["--lr", "1e30", "--epochs", "3"], "random, seed 0, cycle 1: training loss became"),
+        (["--lr", "inf"], "train.lr=inf must be a finite number"),
+        (["--weight-decay", "inf"], "train.weight_decay=inf must be a finite number"),
+        (["--momentum", "nan"], "train.momentum=nan must be a finite number"),
+        (["--imbalance", "10", "10"], r"imbalances \[10.0, 10.0\] repeat a value"),
+        (["--dataset", "fashion-mnist", "fashion-mnist"], r"datasets \['fashion-mnist', 'fashion-mnist'\] repeat"),
+        (["--seeds", str(2**64)], r"seeds \[18446744073709551616\] must be < 2\*\*63"),
+        (["--device", "meta"], "device='meta' is not supported"),
+        (["--device", "mps"], "device='mps': torch sees no Apple MPS device"),
+        (["--device", "cuda:9"], "device='cuda:9'"),
+        (["--methods", "tidal-entropi"], "unknown method 'tidal-entropi'; .*did you mean 'tidal-entropy'"),
     ],
 )
 def test_bad_input_is_one_line_and_nothing_half_written(fmnist_dir, tmp_path, capsys, args, message):
@@ -75,6 +94,8 @@ def test_bad_input_is_one_line_and_nothing_half_written(fmnist_dir, tmp_path, ca
         assert con.execute("SELECT COUNT(*) FROM cycles").fetchone()[0] == 0
         con.close()
     assert not (out / "report.md").exists()
+    if "training loss" not in message:  # refused before anything touches the run directory
+        assert not out.exists()
 
 
 def _hide_data(monkeypatch, tmp_path):
@@ -165,7 +186,7 @@ def test_every_registered_method_runs_on_real_fashion_mnist(fmnist_dir, tmp_path
     code, stdout, err = _cli(capsys, "run", "--methods", *methods, "--data-dir", str(fmnist_dir),
                              "--out", str(tmp_path / "all"), "--vaal-epochs", "1", "--mc-samples", "2", *TINY)
     assert code == 0, err
-    assert all(f"| {m} |" in stdout for m in methods)
+    assert all(any(line.split()[:1] == [m] for line in stdout.splitlines()) for m in methods)
     assert f"{2 * len(methods)} cycles trained" in stdout
 
 
@@ -182,3 +203,231 @@ def test_tampered_continue_checkpoint_is_one_line(fmnist_dir, tmp_path, capsys):
     code, _, err = _cli(capsys, *args)
     assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("tidal: error: ")
     assert "is corrupt or not a tidal checkpoint" in err and "weights_only" not in err
+
+
+# --- the front door: fast help, no abbreviations, suggestions, a flag per field ----------------
+
+def _python(code, *args, **kwargs):
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
+                          **kwargs)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["run", "--out", "x", "--epoch", "2"], ["rn"]])
+def test_help_and_argument_errors_do_not_import_torch(args):
+    code = ("import sys\nfrom tidal.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'numpy' in sys.modules, file=sys.stderr)")
+    proc = _python(code, *args)
+    assert proc.stderr.strip().splitlines()[-1] == "False False", proc.stderr
+
+
+def test_version(capsys):
+    from tidal import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"tidal {__version__}"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["run", "--out", "x", "--epoch", "2"], "tidal: error: unrecognized argument --epoch; did you mean --epochs?"),
+        (["run", "--out", "x", "--batch", "8"], "unrecognized argument --batch; did you mean --batch-size?"),
+        (["run", "--out", "x", "--seed", "1"], "unrecognized argument --seed; did you mean --seeds?"),
+        (["rn"], "invalid choice: 'rn' .*; did you mean 'run'?"),
+        (["run", "--out", "x", "--preset", "quik"], "invalid choice: 'quik' .*; did you mean 'quick'?"),
+        (["analyze-scores", "--out", "x", "--seeds", "1"], "unrecognized argument --seeds; did you mean --seed?"),
+    ],
+)
+def test_abbreviations_are_refused_and_typos_get_a_suggestion(capsys, args, message):
+    import re
+
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1 and re.search(message, err), err
+
+
+def test_every_configuration_field_has_a_flag_with_its_comment_as_help():
+    from tidal.cli import build_parser, config_flags
+
+    parser = build_parser()
+    run = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    dests = {a.dest: a for a in run._actions}
+    cfg = ExperimentConfig()
+    expected = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            expected += [f"{f.name}.{g.name}" for g in dataclasses.fields(value)]
+        else:
+            expected.append(f.name)
+    assert sorted(flag.dest for flag in config_flags()) == sorted(expected)
+    for dest in expected:
+        assert dest in dests, f"no flag for {dest}"
+        assert dests[dest].help and "(" in dests[dest].help, f"{dest} has no help"
+    assert "ResNet-18 base width in channels" in dests["train.width"].help  # the field's own comment
+
+
+def test_flags_set_every_field_and_the_old_names_still_work(tmp_path):
+    from tidal.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args([
+        "run", "--out", str(tmp_path), "--dataset", "fashion-mnist", "--imbalance", "10", "100", "--lambda", "0.5",
+        "--no-download", "--lr-decay-at", "0.5", "--lr-decay", "0.2", "--no-flip", "--eval-batch-size", "7",
+        "--pool-limit", "none", "--test-limit", "100", "--seeds", "3", "4", "--retrain", "continue"])
+    cfg = config_from_args(args)
+    assert cfg.imbalances == (10.0, 100.0) and cfg.strategy.tidal_weight == 0.5 and cfg.data.download is False
+    assert (cfg.train.lr_decay_at, cfg.train.lr_decay, cfg.train.flip, cfg.train.eval_batch_size) == (0.5, 0.2,
+                                                                                                      False, 7)
+    assert cfg.data.pool_limit is None and cfg.data.test_limit == 100 and cfg.seeds == (3, 4)
+    assert cfg.al.retrain == "continue" and cfg.train.epochs == PRESETS["quick"].train.epochs  # unset: the preset's
+
+
+def test_the_install_hint_names_an_extra_that_exists():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(dep.startswith("matplotlib") for dep in extras["report"])
+    sources = [p.read_text() for p in (root / "src").rglob("*.py")] + [(root / "README.md").read_text()]
+    assert not any("tidal-al[" in text for text in sources)  # not on PyPI: `pip install -e '.[report]'`
+
+
+# --- other programs' files, other processes ---------------------------------------------------
+
+def _foreign_db(path):
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("CREATE TABLE contacts (name TEXT)")
+        con.execute("INSERT INTO contacts VALUES ('ada')")
+    con.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_another_programs_database_is_refused_and_left_alone(tmp_path, capsys, fmnist_dir, command):
+    before = _foreign_db(tmp_path / "results.sqlite")
+    args = (["run", "--methods", "random", "--data-dir", str(fmnist_dir), "--out", str(tmp_path), *TINY]
+            if command == "run" else ["report", str(tmp_path)])
+    code, _, err = _cli(capsys, *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "is not a tidal results database (tables contacts)" in err
+    assert (tmp_path / "results.sqlite").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite"]  # no -wal, no lock, no report
+
+
+def _legacy_store(path):
+    """A store as tidal made it before stores were marked: tidal's tables, no application_id."""
+    from tidal.config import preset
+    from tidal.results import _SCHEMA, CycleRecord, ResultStore
+
+    con = sqlite3.connect(path)
+    with con:
+        con.executescript(_SCHEMA)
+        con.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+        con.execute("INSERT INTO meta VALUES ('config', ?)", (json.dumps(preset("quick").to_dict()),))
+    con.close()
+    return CycleRecord, ResultStore
+
+
+def test_a_report_reads_the_database_without_changing_it(tmp_path, capsys):
+    from tidal.results import DB_NAME
+
+    CycleRecord, ResultStore = _legacy_store(tmp_path / DB_NAME)
+    con = sqlite3.connect(tmp_path / DB_NAME)  # rows in the rollback-journal mode the file is in
+    with con:
+        for cycle in (0, 1):
+            con.execute("INSERT INTO cycles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        ("fashion-mnist", 1.0, "random", 0, cycle, 500 + 500 * cycle, 0.8, json.dumps([50] * 10),
+                         "[1]", "[2]", "[0.1]", 1.0, 1.0, 1.0, 0.5, 0.0))
+    con.close()
+    before = (tmp_path / DB_NAME).read_bytes()
+    code, _, err = _cli(capsys, "report", str(tmp_path))
+    assert code == 0, err
+    assert (tmp_path / DB_NAME).read_bytes() == before  # not marked, not switched to WAL, no table added
+    con = sqlite3.connect(tmp_path / DB_NAME)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    con.close()
+
+
+def test_a_store_of_an_earlier_version_is_recognised_and_marked(tmp_path):
+    from tidal.results import APPLICATION_ID, DB_NAME, SCHEMA_VERSION
+
+    _, ResultStore = _legacy_store(tmp_path / DB_NAME)
+    with ResultStore(tmp_path / DB_NAME) as store:
+        assert store.config() is not None
+    con = sqlite3.connect(tmp_path / DB_NAME)
+    assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    con.close()
+
+
+def test_database_errors_say_what_happened(tmp_path):
+    from tidal.cli import _database_error
+
+    path = tmp_path / "db.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    errors = {}
+    ro = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.Error) as info:
+        ro.execute("INSERT INTO t VALUES (1)")
+    errors["read-only"] = info.value
+    ro.close()
+    full = sqlite3.connect(tmp_path / "full.sqlite")
+    full.execute("CREATE TABLE t (x)")
+    full.execute("PRAGMA max_page_count = 2")
+    with pytest.raises(sqlite3.Error) as info:
+        full.execute("INSERT INTO t VALUES (randomblob(100000))")
+    errors["disk (or quota) is full"] = info.value
+    full.close()
+    holder, other = sqlite3.connect(path), sqlite3.connect(path, timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(sqlite3.Error) as info:
+        other.execute("SELECT * FROM t")
+    errors["locked by another process"] = info.value
+    holder.rollback()
+    holder.close()
+    other.close()
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database" * 300)
+    with pytest.raises(sqlite3.Error) as info:
+        sqlite3.connect(tmp_path / "junk.sqlite").execute("SELECT * FROM sqlite_master")
+    errors["is not an SQLite database"] = info.value
+    for what, exc in errors.items():
+        message = _database_error(exc, path)
+        assert message.startswith(f"results database {path} ") and what in message, message
+        assert "another `tidal run`" not in message or what == "locked by another process"
+
+
+def test_a_busy_run_directory_is_refused_naming_the_holder(tmp_path, capsys, fmnist_dir):
+    from tidal.rundir import RunDirLock
+
+    with RunDirLock(tmp_path):
+        code, _, err = _cli(capsys, "run", "--methods", "random", "--data-dir", str(fmnist_dir), "--out",
+                            str(tmp_path), *TINY)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"is in use by another tidal process (pid {os.getpid()}: " in err
+
+
+@pytest.mark.slow
+def test_sigterm_stops_like_ctrl_c(fmnist_dir, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "term"
+    args = [*TINY, "--cycles", "20"]  # the last --cycles counts
+    proc = subprocess.Popen([sys.executable, "-m", "tidal", "run", "--methods", "random", "--data-dir",
+                             str(fmnist_dir), "--out", str(out), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    end = time.time() + 120
+    while proc.poll() is None and time.time() < end and not proc.stdout.readline().startswith("fashion-mnist"):
+        pass  # --quiet prints one line per stored cycle
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted: ") and "finished cycles of 1" in lines[0]

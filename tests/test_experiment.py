@@ -1,5 +1,7 @@
 import dataclasses
+import os
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -201,3 +203,73 @@ def test_continue_mode_without_checkpoint_is_refused(tiny_splits, tmp_path):
         p.unlink()
     with pytest.raises(RunDirectoryError, match="cannot resume random seed 0 with --retrain continue"):
         _run(cfg, tmp_path / "g", tiny_splits)
+
+
+@pytest.mark.parametrize("content", [b"\x00garbage, not a torch file" * 10, "tampered"])
+def test_a_corrupt_or_tampered_checkpoint_is_one_clear_error(tiny_splits, tmp_path, content):
+    import torch
+
+    cfg = _config(methods=("random",), al=ALConfig(initial=20, budget=10, cycles=3, subset=40, retrain="continue"))
+    _run(cfg, tmp_path / "g", tiny_splits)
+    con = sqlite3.connect(tmp_path / "g" / DB_NAME)
+    with con:
+        con.execute("DELETE FROM cycles WHERE cycle = 2")
+    con.close()
+    ckpt = tmp_path / "g" / "checkpoints" / "fashion-mnist-ir1-random-seed0-cycle1.pt"  # what cycle 3 resumes
+    if content == "tampered":  # a pickle that would call a function when loaded unsafely
+        torch.save({"weight": torch.zeros(1), "payload": os.getcwd}, ckpt)
+    else:
+        ckpt.write_bytes(content)
+    with pytest.raises(RunDirectoryError, match="cannot be read") as info:
+        _run(cfg, tmp_path / "g", tiny_splits)
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_stale_temporary_files_of_a_killed_writer_are_removed(tiny_splits, tmp_path):
+    cfg = _config(methods=("random",), al=ALConfig(initial=20, budget=10, cycles=2, subset=40))
+    _run(cfg, tmp_path / "t", tiny_splits)
+    (tmp_path / "t" / "figures").mkdir(exist_ok=True)
+    stale = [tmp_path / "t" / ".report.md.k2j4_x9a.tmp", tmp_path / "t" / "figures" / ".acc.png.0abcdefg.tmp"]
+    theirs = [tmp_path / "t" / "notes.tmp", tmp_path / "t" / ".mine.tmp"]
+    for p in stale + theirs:
+        p.write_text("partial")
+    _run(cfg, tmp_path / "t", tiny_splits)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in theirs)
+
+
+def test_a_second_process_on_the_same_directory_is_refused_at_once(tiny_splits, tmp_path):
+    from tidal.rundir import RunDirLock
+
+    cfg = _config(methods=("random",), al=ALConfig(initial=20, budget=10, cycles=2, subset=40))
+    (tmp_path / "l").mkdir()
+    with RunDirLock(tmp_path / "l"):  # another process's lock (flock: one per open file)
+        with pytest.raises(RunDirectoryError, match=rf"in use by another tidal process \(pid {os.getpid()}: "):
+            _run(cfg, tmp_path / "l", tiny_splits)
+        assert not (tmp_path / "l" / DB_NAME).exists()
+    assert _run(cfg, tmp_path / "l", tiny_splits).ran_cycles == 2  # released: the directory is free again
+
+
+def test_a_lock_dies_with_its_process(tmp_path):
+    import signal
+    import subprocess
+
+    from tidal.rundir import RunDirLock
+
+    code = ("import sys, time; from tidal.rundir import RunDirLock; lock = RunDirLock(sys.argv[1]); "
+            "print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    with pytest.raises(RunDirectoryError, match=rf"pid {proc.pid}: "):
+        RunDirLock(tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    RunDirLock(tmp_path).release()  # the kernel released it
+
+
+@pytest.mark.parametrize("flag", ["mlflow", "tensorboard"])
+def test_a_missing_tracker_package_fails_before_anything_is_created(tiny_splits, tmp_path, monkeypatch, flag):
+    monkeypatch.setitem(sys.modules, "mlflow" if flag == "mlflow" else "torch.utils.tensorboard", None)
+    with pytest.raises(ValueError, match=f"--{flag} needs the {flag} package: pip install {flag}"):
+        run_experiment(_config(), tmp_path / "m", progress=False, splits={"fashion-mnist": tiny_splits},
+                       **{flag: True})
+    assert not (tmp_path / "m").exists()

@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from tidal.results import DB_NAME, CycleRecord, EpochKL, ResultStore, TDTrackingRecord
+from tidal.results import _SCHEMA, DB_NAME, CycleRecord, EpochKL, ResultStore, TDTrackingRecord
 
 
 def _record(cycle: int = 0, method: str = "tidal-entropy", seed: int = 0) -> CycleRecord:
@@ -63,8 +63,9 @@ def test_stale_tracking_of_a_deleted_cycle_is_replaced(tmp_path):
 
 def test_a_version_1_database_gains_the_tracking_table(tmp_path):
     con = sqlite3.connect(tmp_path / DB_NAME)
-    with con:
-        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    with con:  # what version 1 made: its tables (no td_tracking), no application_id
+        con.executescript(_SCHEMA.split("CREATE TABLE IF NOT EXISTS td_tracking")[0])
+        con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     con.close()
     with ResultStore(tmp_path / DB_NAME) as store:
         assert store.td_tracking() == []

@@ -193,3 +193,4 @@ def test_ctrl_c_stops_every_process_and_says_what_was_saved(fmnist_dir, tmp_path
     assert f"interrupted: {n} finished cycles of" in err and "run the same command again" in err
     assert "Traceback" not in err  # the workers ignore SIGINT; the parent stops them
     assert not any(_alive(w) for w in workers)
+    assert "leaked" not in err  # the stopped workers released their semaphores (resource_tracker's warning)

@@ -9,24 +9,33 @@ The public API::
 """
 
 from tidal.config import ALConfig, DataConfig, ExperimentConfig, StrategyConfig, TrainConfig, preset
-from tidal.dynamics import TrainingDynamics, td_kl_loss
-from tidal.experiment import run_experiment
-from tidal.loop import active_learning
-from tidal.strategies import AuxObjective, Strategy, create_strategy, list_strategies, register
 
 __version__ = "0.1.0"
 
+# Names imported on first use, so that `import tidal.config` (the CLI's parser) does not import
+# torch: `tidal --help` answers at once.
+_LAZY = {
+    "TrainingDynamics": "tidal.dynamics",
+    "td_kl_loss": "tidal.dynamics",
+    "run_experiment": "tidal.experiment",
+    "active_learning": "tidal.loop",
+    "AuxObjective": "tidal.strategies",
+    "Strategy": "tidal.strategies",
+    "create_strategy": "tidal.strategies",
+    "list_strategies": "tidal.strategies",
+    "register": "tidal.strategies",
+    "write_report": "tidal.report",
+    "analyze_scores": "tidal.analysis",
+}
 
-def __getattr__(name: str):  # the report package is imported on first use only
-    if name == "write_report":
-        from tidal.report import write_report
 
-        return write_report
-    if name == "analyze_scores":
-        from tidal.analysis import analyze_scores
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
 
-        return analyze_scores
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tidal' has no attribute {name!r}")
+
 
 __all__ = [
     "ALConfig",

@@ -4,113 +4,115 @@
     tidal report runs/demo
     tidal analyze-scores --imbalance 10 --out runs/demo
     tidal methods
+
+The flags of `tidal run` that set the experiment are generated from the configuration
+dataclasses (:mod:`tidal.flags`), so a field cannot exist without its flag. Only the standard
+library, ``tidal.config`` and ``tidal.flags`` are imported before the arguments are parsed
+(torch is imported when a command runs), so ``--help`` and argument errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import math
+import re
+import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+from tidal import __version__
 from tidal.config import PRESETS, ExperimentConfig
+from tidal.flags import ConfigFlag, config_flags, config_sections
 
-__all__ = ["main", "build_parser", "config_from_args"]
+__all__ = ["ConfigFlag", "build_parser", "config_flags", "config_from_args", "main"]
 
-# CLI flag -> (config section, field); None section = top level.
-_OVERRIDES = {
-    "datasets": (None, "datasets"),
-    "imbalances": (None, "imbalances"),
-    "methods": (None, "methods"),
-    "seeds": (None, "seeds"),
-    "initial": ("al", "initial"),
-    "budget": ("al", "budget"),
-    "cycles": ("al", "cycles"),
-    "subset": ("al", "subset"),
-    "retrain": ("al", "retrain"),
-    "epochs": ("train", "epochs"),
-    "lr": ("train", "lr"),
-    "batch_size": ("train", "batch_size"),
-    "width": ("train", "width"),
-    "weight_decay": ("train", "weight_decay"),
-    "momentum": ("train", "momentum"),
-    "crop_padding": ("train", "crop_padding"),
-    "data_dir": ("data", "data_dir"),
-    "pool_limit": ("data", "pool_limit"),
-    "test_limit": ("data", "test_limit"),
-    "tidal_weight": ("strategy", "tidal_weight"),
-    "mc_samples": ("strategy", "mc_samples"),
-    "dropout": ("strategy", "dropout"),
-    "lloss_weight": ("strategy", "lloss_weight"),
-    "lloss_margin": ("strategy", "lloss_margin"),
-    "lloss_stop_at": ("strategy", "lloss_stop_at"),
-    "cal_threshold": ("strategy", "cal_threshold"),
-    "vaal_epochs": ("strategy", "vaal_epochs"),
-    "vaal_latent_dim": ("strategy", "vaal_latent_dim"),
-}
+_SECTION_TITLES = {"": "experiment", "data": "data", "train": "training", "al": "active learning",
+                   "strategy": "strategy options (each method reads its own)"}
+_EXIT_INTERRUPTED = 130  # the shell's status of a process stopped by SIGINT (Ctrl-C)
+_EXIT_TERMINATED = 128 + signal.SIGTERM  # ... and by SIGTERM: 143
 
 
-def _method_help() -> str:
-    from tidal.strategies import list_strategies, strategy_class
+# --- the parser -------------------------------------------------------------------------------
 
-    names = [f"{n} (semi-supervised)" if strategy_class(n).semi_supervised else n for n in list_strategies()]
-    return "strategies, any of: " + ", ".join(names) + "; `tidal methods` describes each"
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that takes no abbreviations (``--epoch`` is not ``--epochs``) and says
+    what it did not understand in one line, naming the closest valid flag or choice."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self._argv: list[str] = []
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        self._argv = list(sys.argv[1:] if args is None else args)  # for the suggestions of error()
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sub = _subcommand(self)
+        prog = sub.prog if sub is not None else self.prog
+        self.exit(2, f"{self.prog}: error: {_with_suggestion(self, message)} (`{prog} --help` lists the options)\n")
+
+
+def _subcommand(parser: argparse.ArgumentParser) -> argparse.ArgumentParser | None:
+    """The parser of the subcommand named in the arguments ``parser`` parses, if any."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for token in getattr(parser, "_argv", []):
+                if token in action.choices:
+                    return action.choices[token]
+    return None
+
+
+def _flags_in_use(parser: argparse.ArgumentParser) -> list[str]:
+    """The flags of ``parser`` and of the subcommand named in the arguments it parses."""
+    sub = _subcommand(parser)
+    return [s for p in (parser, sub) if p is not None for a in p._actions for s in a.option_strings]
+
+
+def _with_suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    """``message`` plus "did you mean ...?" for an unknown flag or an invalid choice."""
+    if message.startswith("unrecognized arguments: "):
+        tokens = message.split(": ", 1)[1].split()
+        flag = next((t for t in tokens if t.startswith("-")), None)
+        if flag is None:
+            return message
+        close = difflib.get_close_matches(flag.split("=")[0], _flags_in_use(parser), n=1)
+        return f"unrecognized argument {flag}" + (f"; did you mean {close[0]}?" if close else "")
+    m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if m:
+        choices = re.findall(r"'([^']*)'", m.group(2)) or [c.strip() for c in m.group(2).split(",")]  # 3.12.8+
+        close = difflib.get_close_matches(m.group(1), choices, n=1)
+        if close:
+            return f"{message}; did you mean '{close[0]}'?"
+    return message
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tidal", description="TiDAL: Training Dynamics for Active Learning (ICCV 2023).")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="tidal", description="TiDAL: Training Dynamics for Active Learning (ICCV 2023).")
+    p.add_argument("--version", action="version", version=f"tidal {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run an active-learning experiment and store its results",
                          description="Run every (dataset, imbalance, seed, method) of an experiment; each finished "
                                      "cycle is stored in OUT/results.sqlite, and re-running the same command "
-                                     "continues where it stopped. Flags override the preset.")
+                                     "continues where it stopped. Flags override the preset (or --config file); "
+                                     "each says its value in the presets.")
     run.add_argument("--preset", choices=sorted(PRESETS), default=None,
                      help="starting configuration: 'quick' (CPU-sized, default) or 'paper' (paper §5.1)")
     run.add_argument("--config", metavar="FILE",
                      help="TOML or YAML file with the experiment's fields (see README); flags override it")
     run.add_argument("--out", required=True, help="run directory for results.sqlite and the report")
-    g = run.add_argument_group("experiment")
-    g.add_argument("--dataset", dest="datasets", nargs="+", metavar="NAME", help="dataset(s): fashion-mnist")
-    g.add_argument("--imbalance", dest="imbalances", nargs="+", type=float, metavar="IR",
-                   help="imbalance ratio(s) N_max/N_min of the training pool, >= 1 (paper: 1, 10, 100)")
-    g.add_argument("--methods", nargs="+", metavar="NAME", help=_method_help())
-    g.add_argument("--seeds", nargs="+", type=int, metavar="N", help="one trial per seed")
-    g = run.add_argument_group("active learning")
-    g.add_argument("--initial", type=int, help="random initial labeled set size")
-    g.add_argument("--budget", type=int, help="samples labeled per cycle (top-k)")
-    g.add_argument("--cycles", type=int, help="training rounds (the last selects nothing)")
-    g.add_argument("--subset", type=int, help="random unlabeled subset scored per cycle (paper: 10000)")
-    g.add_argument("--retrain", choices=["scratch", "continue"],
-                   help="'scratch': a fresh model each cycle (paper); 'continue': keep training the last model")
-    g = run.add_argument_group("training")
-    g.add_argument("--epochs", type=int, help="epochs per cycle (lr decays x0.1 after 80%%)")
-    g.add_argument("--lr", type=float, help="initial SGD learning rate (paper: 0.1)")
-    g.add_argument("--batch-size", type=int, help="training batch size (paper: 128)")
-    g.add_argument("--width", type=int, help="ResNet-18 base width (paper: 64)")
-    g.add_argument("--weight-decay", type=float, help="SGD weight decay (paper: 5e-4)")
-    g.add_argument("--momentum", type=float, help="SGD momentum (paper: 0.9)")
-    g.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0 = no crop)")
-    g = run.add_argument_group("strategy options (each method reads its own)")
-    g.add_argument("--lambda", dest="tidal_weight", type=float,
-                   help="TiDAL's λ, weight of the TD-prediction loss (paper: 1.0)")
-    g.add_argument("--mc-samples", type=int, help="BALD: stochastic forward passes T (default 10)")
-    g.add_argument("--dropout", type=float, help="BALD: dropout before the classifier, training and scoring (default 0.5)")
-    g.add_argument("--lloss-weight", type=float, help="Learning Loss: weight of the ranking loss (default 1.0)")
-    g.add_argument("--lloss-margin", type=float, help="Learning Loss: ranking margin ξ (default 1.0)")
-    g.add_argument("--lloss-stop-at", type=float,
-                   help="Learning Loss: fraction of epochs after which its gradient to the backbone stops (default 0.6)")
-    g.add_argument("--cal-threshold", type=float,
-                   help="CAL: fraction of epochs correct below which a labeled sample counts as uncertain (default 0.5)")
-    g.add_argument("--vaal-epochs", type=int, help="VAAL/TA-VAAL: VAE + discriminator passes over the subset (quick preset 2, paper 10)")
-    g.add_argument("--vaal-latent-dim", type=int, help="VAAL/TA-VAAL: VAE latent size (default 32)")
-    g = run.add_argument_group("data and machine")
-    g.add_argument("--data-dir", help="folder with the dataset files (default: $TIDAL_DATA, the Debian package "
-                                      "location, then ~/.cache/tidal)")
-    g.add_argument("--no-download", action="store_true", help="never download missing dataset files")
-    g.add_argument("--pool-limit", type=int, help="use a random slice of N training images as the pool")
-    g.add_argument("--test-limit", type=int, help="evaluate on the first N test images")
+    groups = {section: run.add_argument_group(_SECTION_TITLES.get(section, section))
+              for section, _ in config_sections()}
+    for flag in config_flags():
+        groups[flag.section].add_argument(*flag.flags, dest=flag.dest, default=argparse.SUPPRESS, **flag.kwargs)
+    g = run.add_argument_group("machine and output")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     g.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="train N runs at once in worker processes, each with (torch threads // N) threads; the "
@@ -119,7 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mlflow", action="store_true", help="also log per-cycle metrics to MLflow (pip install mlflow)")
     g.add_argument("--tensorboard", action="store_true",
                    help="also log per-cycle metrics to TensorBoard in OUT/tensorboard (pip install tensorboard)")
-    g = run.add_argument_group("analysis")
     g.add_argument("--track-td", action="store_true",
                    help="paper Figure 7: for methods that predict TD, store per epoch the test-set KL of the actual "
                         "TD to the predicted TD and to the snapshot; costs one test-set inference per epoch, changes "
@@ -129,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "of a run directory",
                          description="Rewrite RUN_DIR/report.md, report.html (one self-contained page), "
                                      "figures/*.png (with matplotlib), results.csv and results.json from the stored "
-                                     "results alone, including Figure 7 (runs with --track-td) and Figure 2 "
-                                     "(RUN_DIR/analysis/*.npz from `tidal analyze-scores`).")
+                                     "results alone (the database is opened read-only), including Figure 7 (runs "
+                                     "with --track-td) and Figure 2 (RUN_DIR/analysis/*.npz from `tidal "
+                                     "analyze-scores`).")
     rep.add_argument("run_dir", metavar="RUN_DIR",
                      help="a `tidal run --out` or `tidal analyze-scores --out` directory")
     _add_analyze_parser(sub)
@@ -169,94 +171,185 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
             raise ValueError("give either --preset or --config (a config file names its own preset)")
     else:
         cfg = PRESETS[args.preset or "quick"]
-    sections = {"data": cfg.data, "train": cfg.train, "al": cfg.al, "strategy": cfg.strategy}
-    top = {}
-    for flag, (section, field) in _OVERRIDES.items():
-        value = getattr(args, flag, None)
-        if value is None:
+    top: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    for flag in config_flags():
+        if not hasattr(args, flag.dest):  # not given: the preset's (or file's) value stays
             continue
-        if section is None:
-            top[field] = tuple(value)
+        value = getattr(args, flag.dest)
+        value = tuple(value) if isinstance(value, list) else value
+        if flag.section:
+            sections.setdefault(flag.section, {})[flag.name] = value
         else:
-            sections[section] = dataclasses.replace(sections[section], **{field: value})
-    if args.no_download:
-        sections["data"] = dataclasses.replace(sections["data"], download=False)
-    return dataclasses.replace(cfg, **top, **sections)
+            top[flag.name] = value
+    return dataclasses.replace(cfg, **top, **{name: dataclasses.replace(getattr(cfg, name), **fields)
+                                              for name, fields in sections.items()})
 
+
+# --- what the commands print ------------------------------------------------------------------
 
 def _saved_cycles(out: str | None) -> str:
     """What an interrupted run left on disk, in words."""
-    from pathlib import Path
-
     from tidal.results import DB_NAME, ResultStore
 
     if out is None or not (Path(out) / DB_NAME).is_file():
         return "nothing was saved yet"
-    with ResultStore(Path(out) / DB_NAME) as store:
-        recs = store.records()
-    runs = {(r.dataset, r.imbalance, r.method, r.seed) for r in recs}
-    return f"{len(recs)} finished cycles of {len(runs)} (method, seed) runs are saved in {Path(out) / DB_NAME}"
+    try:
+        with ResultStore(Path(out) / DB_NAME, readonly=True) as store:
+            counts = store.cycle_counts()
+    except Exception:  # noqa: BLE001 - unreadable now: say so rather than fail while stopping
+        return f"the finished cycles are saved in {Path(out) / DB_NAME}"
+    return (f"{sum(counts.values())} finished cycles of {len(counts)} (method, seed) runs are saved in "
+            f"{Path(out) / DB_NAME}")
+
+
+def _number(x: float, signed: bool = False) -> str:
+    return "-" if not math.isfinite(x) else (f"{x:+.2f}" if signed else f"{x:.2f}")
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Rows as lines of columns padded to one width, the first column left-aligned, the others right."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+            for r in rows]
+
+
+def run_summary(out: str | Path) -> str:
+    """Per (dataset, imbalance) setting, a short aligned table of every method: seeds, final test
+    accuracy, relative improvement over random (when random ran) and area under the accuracy
+    curve, means across seeds as in the report (tidal.report.summary)."""
+    from tidal.report import summarize
+    from tidal.results import DB_NAME, ResultStore
+
+    with ResultStore(Path(out) / DB_NAME, readonly=True) as store:
+        records, config = store.records(), store.config()
+    blocks = []
+    for s in summarize(records, cycles=config.al.cycles if config else None):
+        has_random = bool(s.relative)
+        head = ["method", "seeds", "final acc. (%)"] + (["vs random (%)"] if has_random else []) + ["area (%)"]
+        rows = [head]
+        for m in s.methods:
+            o = s.overall[m]
+            rel = ["(reference)" if m == "random" else _number(o.relative[0], signed=True)] if has_random else []
+            rows.append([m + (" *" if m == s.best else ""), str(s.accuracy[m].n[-1]),
+                         _number(s.accuracy[m].mean[-1])] + rel + [_number(o.auc[0])])
+        title = (f"{s.dataset}, imbalance {s.imbalance:g}: cycle {len(s.n_labeled)} of {s.cycles}, "
+                 f"{s.n_labeled[-1]} labeled")
+        blocks.append("\n".join([title, *("  " + line for line in _aligned(rows))]))
+    note = ("Means across seeds. vs random: relative improvement after cycle 1; area: under accuracy vs labeled\n"
+            "samples; *: the highest area. The report gives confidence intervals and per-cycle numbers.")
+    return "\n\n".join(blocks + [note])
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+# SQLite's primary result codes (sqlite3.h) -> what happened to the results database.
+_SQLITE_WHAT = {
+    3: "permission denied",
+    5: "is locked by another process writing to it; wait for it to finish",
+    6: "is locked by another process writing to it; wait for it to finish",
+    8: "is read-only (file or folder permissions, or a read-only file system); give write access or copy the "
+       "run directory",
+    10: "could not be read or written (disk I/O error)",
+    11: "is corrupt; restore it from a copy or start a new --out directory",
+    13: "could not grow: the disk (or quota) is full; free space and run the same command again",
+    14: "cannot be opened: check that its folder exists and may be read and written",
+    26: "is not an SQLite database (corrupt, or another program's file); start a new --out directory",
+}
+_SQLITE_MESSAGES = (("locked", 5), ("readonly", 8), ("read-only", 8), ("disk is full", 13), ("malformed", 11),
+                    ("not a database", 26), ("unable to open", 14), ("disk i/o", 10))
+
+
+def _database_error(exc: sqlite3.Error, path: Path | None) -> str:
+    """One line saying what happened to the results database, from the SQLite error code."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    code = code & 0xFF if isinstance(code, int) else next(
+        (c for text, c in _SQLITE_MESSAGES if text in str(exc).lower()), None)
+    where = f"results database {path}" if path is not None else "results database"
+    return f"{where} {_SQLITE_WHAT.get(code, 'failed')} (sqlite: {exc})"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it stops as after Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from tidal.errors import TidalError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        if args.command == "methods":
-            from tidal.strategies import list_strategies, strategy_class
-
-            for name in list_strategies():
-                print(f"{name:20s} {strategy_class(name).description}")
-            return 0
-        if args.command == "datasets":
-            from tidal.data import DATASETS
-
-            print("\n".join(sorted(DATASETS)))
-            return 0
-        if args.command == "report":
-            from tidal.report import write_report
-
-            print(write_report(args.run_dir))
-            print(f"wrote {args.run_dir}/report.md, report.html, figures/, results.csv, results.json")
-            return 0
-        if args.command == "analyze-scores":
-            from tidal.analysis import analyze_scores, format_aurocs
-
-            analysis = analyze_scores(args.out, dataset=args.dataset, imbalance=args.imbalance, seed=args.seed,
-                                      size=args.size, epochs=args.epochs, width=args.width, data_dir=args.data_dir,
-                                      device=args.device, progress=not args.quiet)
-            print(format_aurocs(analysis))
-            print(f"wrote {analysis.path}; `tidal report {args.out}` draws Figure 2 into report.html and figures/")
-            return 0
-        from tidal.experiment import run_experiment
-        from tidal.report import write_report
-
-        config = config_from_args(args)
-        summary = run_experiment(config, args.out, device=args.device, progress=not args.quiet,
-                                 mlflow=args.mlflow, tensorboard=args.tensorboard, track_td=args.track_td,
-                                 jobs=args.jobs)
-        print(write_report(args.out))
-        print(f"{summary.ran_cycles} cycles trained, {summary.skipped_cycles} already stored, "
-              f"{summary.seconds:.0f} s; wrote {args.out}/results.sqlite, report.md, report.html, figures/, "
-              "results.csv, results.json")
-        return 0
-    except KeyboardInterrupt:
+        return _run_command(args)
+    except KeyboardInterrupt as exc:
+        code = _EXIT_TERMINATED if isinstance(exc, _Terminated) else _EXIT_INTERRUPTED
         if args.command == "run":
             print(f"\ninterrupted: {_saved_cycles(args.out)}; run the same command again to continue from there",
                   file=sys.stderr)
         else:
             print("\ninterrupted: nothing was written", file=sys.stderr)
-        return 130
+        return code
     except (TidalError, ValueError, OSError) as exc:
         print(f"tidal: error: {exc}", file=sys.stderr)
         return 2
     except sqlite3.Error as exc:
-        print(f"tidal: error: results database: {exc} (is another `tidal run` writing to the same --out? "
-              "run one process per directory with --jobs N, or give each process its own methods/seeds)",
-              file=sys.stderr)
+        from tidal.results import DB_NAME
+
+        where = getattr(args, "out", None) or getattr(args, "run_dir", None)
+        print(f"tidal: error: {_database_error(exc, Path(where) / DB_NAME if where else None)}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    if args.command == "methods":
+        from tidal.strategies import list_strategies, strategy_class
+
+        for name in list_strategies():
+            print(f"{name:20s} {strategy_class(name).description}")
+        return 0
+    if args.command == "datasets":
+        from tidal.data import DATASETS
+
+        print("\n".join(sorted(DATASETS)))
+        return 0
+    if args.command == "report":
+        from tidal.report import write_report
+
+        print(write_report(args.run_dir))
+        print(f"wrote {args.run_dir}/report.md, report.html, figures/, results.csv, results.json")
+        return 0
+    if args.command == "analyze-scores":
+        from tidal.analysis import analyze_scores, format_aurocs
+
+        analysis = analyze_scores(args.out, dataset=args.dataset, imbalance=args.imbalance, seed=args.seed,
+                                  size=args.size, epochs=args.epochs, width=args.width, data_dir=args.data_dir,
+                                  device=args.device, progress=not args.quiet)
+        print(format_aurocs(analysis))
+        print(f"wrote {analysis.path}; `tidal report {args.out}` draws Figure 2 into report.html and figures/")
+        return 0
+    from tidal.experiment import run_experiment
+    from tidal.report import write_report
+    from tidal.results import DB_NAME
+
+    config = config_from_args(args)
+    summary = run_experiment(config, args.out, device=args.device, progress=not args.quiet,
+                             mlflow=args.mlflow, tensorboard=args.tensorboard, track_td=args.track_td,
+                             jobs=args.jobs)
+    write_report(args.out)
+    out = Path(args.out)
+    if (out / DB_NAME).is_file():
+        print(run_summary(out) + "\n")
+    print(f"{summary.ran_cycles} cycles trained, {summary.skipped_cycles} already stored, {summary.seconds:.0f} s")
+    print(f"report: {out / 'report.md'}, report.html, figures/ (data: {DB_NAME}, results.csv, results.json)")
+    return 0
 
 
 if __name__ == "__main__":

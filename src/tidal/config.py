@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from tidal.errors import did_you_mean
+
 __all__ = [
     "ALConfig",
     "DataConfig",
@@ -106,11 +108,15 @@ class ExperimentConfig:
                 value = getattr(obj, f.name)
                 if not isinstance(value, (DataConfig, TrainConfig, ALConfig, StrategyConfig)):
                     need(_type_ok(value, str(f.type)), f"{section}{f.name}={value!r} must be of type {f.type}")
+                    for v in value if isinstance(value, tuple) else (value,):
+                        need(not isinstance(v, float) or math.isfinite(v),
+                             f"{section}{f.name}={value!r} must be a finite number")
 
         need(len(self.datasets) > 0, "no dataset given; pass --dataset fashion-mnist")
         for name in self.datasets:
             if name not in datasets:
                 check_source_spec(name)
+        need(len(set(self.datasets)) == len(self.datasets), f"datasets {list(self.datasets)} repeat a name")
         need(len(self.methods) > 0, "no method given; pass --methods tidal-entropy random")
         for name in self.methods:
             strategy_class(name).check_config(self.strategy)  # unknown names raise with the valid ones
@@ -118,9 +124,13 @@ class ExperimentConfig:
         need(len(self.seeds) > 0, "no seed given; pass --seeds 0")
         need(len(set(self.seeds)) == len(self.seeds), f"seeds {list(self.seeds)} repeat a value")
         need(all(s >= 0 for s in self.seeds), f"seeds {list(self.seeds)} must be >= 0")
+        need(all(s < 2**63 for s in self.seeds),
+             f"seeds {list(self.seeds)} must be < 2**63 (stored as 64-bit integers)")
         for ir in self.imbalances:
             need(math.isfinite(ir) and ir >= 1, f"imbalance={ir} must be >= 1 (1 = balanced; the paper uses 10 and 100)")
         need(len(self.imbalances) > 0, "no imbalance ratio given; pass --imbalance 1")
+        need(len({float(ir) for ir in self.imbalances}) == len(self.imbalances),
+             f"imbalances {list(self.imbalances)} repeat a value")
         a, t, d = self.al, self.train, self.data
         need(a.initial >= 2, f"initial={a.initial} must be >= 2 labeled samples (training needs 2)")
         need(a.budget >= 1, f"budget={a.budget} must be >= 1 sample per cycle")

@@ -7,7 +7,9 @@ them into one line on stderr and a non-zero exit code.
 
 from __future__ import annotations
 
-__all__ = ["TidalError", "DatasetError", "TrainingDivergedError", "RunDirectoryError"]
+from collections.abc import Iterable
+
+__all__ = ["TidalError", "DatasetError", "TrainingDivergedError", "RunDirectoryError", "did_you_mean"]
 
 
 class TidalError(Exception):
@@ -24,3 +26,11 @@ class TrainingDivergedError(TidalError, RuntimeError):
 
 class RunDirectoryError(TidalError, ValueError):
     """The output directory holds results of a different experiment."""
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the valid name closest to a mistyped ``name``, or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -17,8 +17,9 @@ from tidal.errors import RunDirectoryError
 from tidal.io import atomic_path
 from tidal.loop import active_learning, check_pool_fits, configured_model, derive_seed
 from tidal.results import ANALYSIS_DIR, DB_NAME, CycleRecord, ResultStore
+from tidal.rundir import LOCK_NAME, RunDirLock, check_unlocked, remove_stale_temp_files
 from tidal.strategies import create_strategy
-from tidal.tracking import make_trackers
+from tidal.tracking import check_trackers, make_trackers
 
 __all__ = ["RunKey", "RunSummary", "experiment_runs", "load_splits", "make_pool", "prepare_out", "resolve_device",
            "run_experiment", "run_one", "set_deterministic"]
@@ -32,10 +33,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device={device!r} is not a torch device; use cpu, cuda, cuda:1 or auto") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} asked for CUDA but torch sees no GPU; use --device cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} asked for CUDA but torch sees no GPU; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: torch sees {torch.cuda.device_count()} GPU(s), numbered from 0; "
+                             "use --device cuda:0 or auto")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device={device!r}: torch sees no Apple MPS device here; use --device cpu or auto")
+    elif dev.type != "cpu":  # meta, xpu, ...: no device this package trains on
+        raise ValueError(f"device={device!r} is not supported; use cpu, cuda, cuda:N or auto")
     return dev
 
 
@@ -116,7 +126,7 @@ def prepare_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise RunDirectoryError(f"--out {out} is a file; pass a directory path")
     is_run = (out / DB_NAME).exists() or any((out / ANALYSIS_DIR).glob("*.npz"))
-    if out.is_dir() and not is_run and any(out.iterdir()):
+    if out.is_dir() and not is_run and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise RunDirectoryError(f"--out {out} exists and is not a tidal run directory; pass a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -264,9 +274,13 @@ def run_experiment(
         raise ValueError(f"jobs={jobs!r} must be a whole number >= 1 (parallel training runs)")
     if jobs > 1 and model is not None and not isinstance(model, str):
         _check_picklable(model)
+    check_trackers(mlflow=mlflow, tensorboard=tensorboard)
     dev = resolve_device(device)
     set_deterministic(dev)
     out = Path(out)
+    check_unlocked(out)  # a second run on the same directory is refused before it loads anything
+    if (out / DB_NAME).is_file():
+        ResultStore.check(out / DB_NAME)  # refuses another program's database, changing nothing
     # Check everything that can be checked before the first epoch.
     loaded = load_splits(config, dev, splits)
     al = config.al
@@ -277,6 +291,8 @@ def run_experiment(
                 check_pool_fits(al, len(pool), f"the {name} pool at imbalance {ir:g}")
     check_models(config, loaded, model)
     prepare_out(out)
+    lock = RunDirLock(out)  # released in the `finally` below, or by the OS if this process dies
+    remove_stale_temp_files(out)
     trackers = make_trackers(out, mlflow=mlflow, tensorboard=tensorboard)
     store = ResultStore(out / DB_NAME)
     start, ran = time.perf_counter(), 0
@@ -317,6 +333,7 @@ def run_experiment(
         store.close()
         for tracker in trackers:
             tracker.close()
+        lock.release()
     return RunSummary(out, ran, skipped, time.perf_counter() - start)
 
 

@@ -27,6 +27,7 @@ __all__ = ["ANALYSIS_DIR", "DB_NAME", "CycleRecord", "EpochKL", "ResultStore", "
 DB_NAME = "results.sqlite"  # the database of a run directory
 ANALYSIS_DIR = "analysis"  # the run directory's folder of per-sample analyses (tidal.analysis, .npz files)
 SCHEMA_VERSION = 2  # 2: the td_tracking table (opening a version-1 database adds it, empty)
+APPLICATION_ID = 0x5444414C  # "TDAL": PRAGMA application_id of a tidal store, set when it is created
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cycles (
@@ -116,15 +117,49 @@ class TDTrackingRecord:
 
 
 class ResultStore:
-    """The SQLite database of one run directory."""
+    """The SQLite database of one run directory.
 
-    def __init__(self, path: str | Path) -> None:
+    A new store is marked as tidal's (``PRAGMA application_id`` = :data:`APPLICATION_ID`,
+    ``user_version`` = :data:`SCHEMA_VERSION`); a store of an earlier version (no mark, but
+    tidal's ``meta`` and ``cycles`` tables) is marked when opened for writing. Any other file
+    is refused with a :class:`RunDirectoryError` and left as it was. ``readonly=True`` opens
+    an existing store for reading only (``mode=ro``): nothing in the file changes.
+    """
+
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
-        self._conn = sqlite3.connect(self.path, timeout=60)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        with self._conn:
-            self._conn.executescript(_SCHEMA)
+        if readonly:
+            if not self.path.is_file():
+                raise RunDirectoryError(f"{self.path} does not exist")
+            self._conn = _connect_readonly(self.path)
+        else:
+            self._conn = sqlite3.connect(self.path, timeout=60)
+        try:
+            kind = _identify(self._conn, self.path)
+            if readonly and kind == "empty":
+                raise RunDirectoryError(f"{self.path} is an empty database: no tidal results yet")
+            if not readonly:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                with self._conn:
+                    self._conn.executescript(_SCHEMA)
+                if kind != "ours":  # new, or made before stores were marked: mark it as tidal's
+                    with self._conn:
+                        self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @staticmethod
+    def check(path: str | Path) -> None:
+        """Raise :class:`RunDirectoryError` if ``path`` is a database tidal did not make; an
+        empty file passes. Opens it read-only: nothing in the file changes."""
+        conn = _connect_readonly(Path(path))
+        try:
+            _identify(conn, Path(path))
+        finally:
+            conn.close()
 
     def close(self) -> None:
         self._conn.close()
@@ -232,6 +267,27 @@ class ResultStore:
 
 
 _RUN_COLUMNS = ("dataset", "imbalance", "method", "seed")
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+
+
+def _identify(conn: sqlite3.Connection, path: Path) -> str:
+    """"ours" (marked as tidal's), "legacy" (tidal's tables and schema_version, made before
+    stores were marked) or "empty" (no table yet); raise for any other database."""
+    app = conn.execute("PRAGMA application_id").fetchone()[0]
+    if app == APPLICATION_ID:
+        return "ours"
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if app == 0 and not tables:
+        return "empty"
+    if app == 0 and {"meta", "cycles"} <= tables and conn.execute(
+            "SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None:
+        return "legacy"
+    what = f"application_id {app:#x}" if app else f"tables {', '.join(sorted(tables))}"
+    raise RunDirectoryError(f"{path} is not a tidal results database ({what}); tidal leaves other programs' "
+                            "files alone: pass a new --out directory")
 
 
 def _where(where: dict[str, Any], columns: tuple[str, ...]) -> str:

@@ -11,7 +11,10 @@ from typing import Protocol
 
 from tidal.results import CycleRecord
 
-__all__ = ["Tracker", "MlflowTracker", "TensorBoardTracker", "make_trackers"]
+__all__ = ["Tracker", "MlflowTracker", "TensorBoardTracker", "check_trackers", "make_trackers"]
+
+TENSORBOARD_MISSING = "--tensorboard needs the tensorboard package: pip install tensorboard"
+MLFLOW_MISSING = "--mlflow needs the mlflow package: pip install mlflow"
 
 
 class Tracker(Protocol):
@@ -36,7 +39,7 @@ class TensorBoardTracker:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:
-            raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from exc
+            raise ValueError(TENSORBOARD_MISSING) from exc
         self.writer = SummaryWriter(log_dir=str(log_dir))
 
     def log_cycle(self, record: CycleRecord) -> None:
@@ -58,7 +61,7 @@ class MlflowTracker:
         try:
             import mlflow
         except ImportError as exc:
-            raise ValueError("--mlflow needs the mlflow package: pip install mlflow") from exc
+            raise ValueError(MLFLOW_MISSING) from exc
         import os
 
         self.mlflow = mlflow
@@ -81,6 +84,20 @@ class MlflowTracker:
         if self._active is not None:
             self.mlflow.end_run()
             self._active = None
+
+
+def check_trackers(mlflow: bool = False, tensorboard: bool = False) -> None:
+    """Raise the ``ValueError`` of a tracker whose package is missing, before anything is created."""
+    if tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(TENSORBOARD_MISSING) from exc
+    if mlflow:
+        try:
+            import mlflow as _  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(MLFLOW_MISSING) from exc
 
 
 def make_trackers(out: str | Path, mlflow: bool = False, tensorboard: bool = False) -> list[Tracker]:

@@ -69,7 +69,8 @@ def train_model(
         epoch_hook: called as ``epoch_hook(epoch, model, objective)`` after each epoch (after
             ``objective.end_epoch``); its wall time is reported apart, in ``hook_seconds``.
     Raises:
-        TrainingDivergedError: the loss became NaN/inf (checked once per epoch).
+        TrainingDivergedError: the loss became NaN/inf (checked once per epoch), or the weights
+            did after the last step.
     """
     if len(labeled) < 2:
         raise ValueError(f"the labeled set has {len(labeled)} sample(s); training needs at least 2")
@@ -114,6 +115,11 @@ def train_model(
             epoch_hook(epoch, model, objective)
             hook_seconds += time.perf_counter() - t0
         bar.set_postfix(loss=f"{last_loss:.3f}")
+    # The loss is taken before each step, so the last step can leave NaN/inf weights behind a
+    # finite loss (e.g. lr=1e38): check them once before anyone evaluates the model.
+    if params and not bool(torch.stack([p.detach().isfinite().all() for p in params]).all()):
+        raise TrainingDivergedError(f"training weights became NaN or infinite in epoch {config.epochs}; lower the "
+                                    f"learning rate (lr={config.lr})")
     seconds = time.perf_counter() - start - hook_seconds
     return TrainStats(seconds=seconds, final_loss=last_loss, images_per_second=seen / max(seconds, 1e-9),
                       hook_seconds=hook_seconds)

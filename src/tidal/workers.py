@@ -139,6 +139,7 @@ def _check_alive(procs: list[mp.process.BaseProcess]) -> None:
 def _worker(spec: _WorkerSpec, tasks: mp.Queue, events: mp.Queue) -> None:
     """A worker's main loop: train runs from ``tasks`` until a stop sign, report on ``events``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, _stop)  # the parent stopping us: unwind and exit normally
     _die_with_parent(spec.parent_pid)
     torch.set_num_threads(spec.threads)
     store = None
@@ -153,11 +154,24 @@ def _worker(spec: _WorkerSpec, tasks: mp.Queue, events: mp.Queue) -> None:
             run_one(key, spec.config, Path(spec.out), loaded[key[0]], device, store, spec.track_td,
                     on_cycle=lambda record: events.put(("cycle", record)), model=spec.model)
             events.put(("done", key))
+    except _Stopped:
+        return
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent, which re-raises it
         events.put(("error", _picklable(exc)))
     finally:
         if store is not None:
             store.close()
+
+
+class _Stopped(BaseException):
+    """SIGTERM (the parent's ``Process.terminate()`` after Ctrl-C or another worker's error).
+    The worker unwinds and exits like a finished one, so that the semaphores it made (tqdm's
+    lock) are released; killed outright, they are left to the resource tracker, which warns of
+    "leaked semaphore objects"."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped
 
 
 def _picklable(exc: BaseException) -> BaseException:

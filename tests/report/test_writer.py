@@ -69,7 +69,7 @@ def test_without_matplotlib_writes_text_and_says_how_to_get_figures(synth, tmp_p
     run = synth.build_run(tmp_path / "run")
     write_report(run)
     md = (run / "report.md").read_text()
-    assert "pip install tidal-al[report]" in md and "![" not in md
+    assert "pip install -e '.[report]'" in md and "![" not in md  # the package is installed from its checkout
     assert not (run / "figures").exists()
     assert "data:image/png" not in (run / "report.html").read_text()
     assert (run / "results.csv").stat().st_size > 0

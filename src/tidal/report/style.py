@@ -51,7 +51,7 @@ def method_color(method: str) -> str:
 
 
 def figures_available() -> bool:
-    """Whether matplotlib is installed (``pip install tidal-al[report]``)."""
+    """Whether matplotlib is installed (``pip install -e '.[report]'`` in the checkout)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -79,8 +79,8 @@ def _build_document(run_dir: Path, records: list[CycleRecord], summaries: list[S
                   f"every number below is computed from {sources}.")
     draw = figures_available()
     if not draw:
-        doc.paragraph("Figures need matplotlib: `pip install tidal-al[report]`, then `tidal report "
-                      f"{run_dir}` again.")
+        doc.paragraph("Figures need matplotlib: `pip install matplotlib` (or `pip install -e '.[report]'` in the "
+                      f"tidal checkout), then `tidal report {run_dir}` again.")
     for s in summaries:
         figs = {}
         if draw:
@@ -129,7 +129,7 @@ def write_report(run_dir: str | Path) -> str:
                                 "(or of `tidal analyze-scores`)")
     records, tracking, config, class_names = [], [], None, {}
     if has_db:
-        with ResultStore(run_dir / DB_NAME) as store:
+        with ResultStore(run_dir / DB_NAME, readonly=True) as store:  # a report changes no stored byte
             records = store.records()
             tracking = store.td_tracking()
             config = store.config()

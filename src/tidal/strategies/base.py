@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
+from tidal.errors import did_you_mean
+
 if TYPE_CHECKING:
     from tidal.config import StrategyConfig
     from tidal.data.dataset import Split
@@ -201,7 +203,8 @@ def strategy_class(name: str) -> type[Strategy]:
     """The class registered as ``name``; unknown names raise a ``ValueError`` listing valid ones."""
     _load_all()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown method {name!r}; choose from: {', '.join(list_strategies())}")
+        raise ValueError(f"unknown method {name!r}; choose from: {', '.join(list_strategies())}"
+                         f"{did_you_mean(name, _REGISTRY)}")
     return _REGISTRY[name]
 
 
