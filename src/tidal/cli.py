@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a `tidal run --out` or `tidal analyze-scores --out` directory")
     _add_analyze_parser(sub)
     sub.add_parser("methods", help="list the registered selection strategies")
-    sub.add_parser("datasets", help="list the supported datasets")
+    sub.add_parser("datasets", help="list the data sources (--dataset values)")
     return p
 
 
@@ -316,9 +316,10 @@ def _run_command(args: argparse.Namespace) -> int:
             print(f"{name:20s} {strategy_class(name).description}")
         return 0
     if args.command == "datasets":
-        from tidal.data import DATASETS
+        from tidal.data.sources import SOURCE_NOTES, list_sources
 
-        print("\n".join(sorted(DATASETS)))
+        for spec in list_sources():
+            print(f"{spec:14s} {SOURCE_NOTES[spec]}")
         return 0
     if args.command == "report":
         from tidal.report import write_report

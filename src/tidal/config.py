@@ -81,7 +81,7 @@ class StrategyConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    datasets: tuple[str, ...] = ("fashion-mnist",)  # dataset names (see `tidal datasets`)
+    datasets: tuple[str, ...] = ("fashion-mnist",)  # data sources: fashion-mnist, cifar10, cifar100, svhn, inat2018, folder:PATH, npz:PATH (see `tidal datasets`)
     imbalances: tuple[float, ...] = (1.0,)  # imbalance ratios N_max/N_min of the training pool (1, 10, 100)
     methods: tuple[str, ...] = ("tidal-entropy", "random")  # strategy names (see `tidal methods`)
     seeds: tuple[int, ...] = (0,)  # one trial per seed

@@ -58,6 +58,18 @@ _DISK_SOURCES = ("inat2018",)  # decoded from disk at image_size by tidal.data.i
 PATH_PREFIXES = ("folder:", "npz:")  # sources named by a path after the prefix
 
 
+# one line per spec form, for `tidal datasets`
+SOURCE_NOTES = {
+    "fashion-mnist": "FashionMNIST, official IDX .gz files; 28x28 grey, in memory",
+    "cifar10": "CIFAR-10, official python tarball; 32x32 RGB, in memory",
+    "cifar100": "CIFAR-100 (fine labels), official python tarball; 32x32 RGB, in memory",
+    "svhn": "SVHN cropped digits, train_32x32.mat / test_32x32.mat; 32x32 RGB, in memory",
+    "inat2018": "iNaturalist 2018, train2018.json / val2018.json over the image tree; decoded from disk",
+    "folder:PATH": "your images, PATH/<class>/*.png|jpg (optional PATH/train, PATH/test); in memory or from disk",
+    "npz:PATH": "your arrays x_train, y_train, x_test, y_test (uint8 images or float features); in memory",
+}
+
+
 def list_sources() -> list[str]:
     """Every valid spec form, sorted: the names, then ``folder:PATH`` and ``npz:PATH``."""
     return sorted([*NAMED_SOURCES, *_DISK_SOURCES]) + [f"{p}PATH" for p in PATH_PREFIXES]
