@@ -3,6 +3,7 @@ import dataclasses
 import pytest
 
 from tidal.config import PRESETS, ALConfig, ExperimentConfig, StrategyConfig, TrainConfig, preset
+from tidal.experiment import validate_experiment
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -41,7 +42,7 @@ def test_paper_preset_matches_the_paper():
 )
 def test_bad_values_are_quoted(change, message):
     with pytest.raises(ValueError, match=message):
-        dataclasses.replace(PRESETS["quick"], **change).validate()
+        validate_experiment(dataclasses.replace(PRESETS["quick"], **change))
 
 
 def test_identity_ignores_what_may_grow():
@@ -114,7 +115,7 @@ def test_bad_config_files(tmp_path, text, message):
 )
 def test_types_and_method_specific_checks(change, message):
     with pytest.raises(ValueError, match=message):
-        dataclasses.replace(PRESETS["quick"], **change).validate()
+        validate_experiment(dataclasses.replace(PRESETS["quick"], **change))
 
 
 def test_ints_are_accepted_for_floats_and_bald_defaults_pass():
@@ -123,3 +124,22 @@ def test_ints_are_accepted_for_floats_and_bald_defaults_pass():
     assert cfg.validate() is cfg
     # mc_samples=1 is fine when no method needs MC samples
     dataclasses.replace(PRESETS["quick"], strategy=StrategyConfig(mc_samples=1)).validate()
+
+
+def test_config_imports_nothing_that_imports_it_back():
+    """config is a leaf: validating names against the registries lives in tidal.experiment, so
+    no import circle joins config and strategies (or data), and importing config loads no torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, tidal.config; print(sorted(m for m in sys.modules if m.startswith('tidal')), 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "['tidal', 'tidal.config'] False", out
+
+
+def test_validate_experiment_checks_names_and_model():
+    with pytest.raises(ValueError, match="unknown method 'tidal-entropyy'"):
+        validate_experiment(preset("quick", methods=("tidal-entropyy",)))
+    with pytest.raises(ValueError, match="unknown model spec 'resnet81'"):
+        validate_experiment(dataclasses.replace(PRESETS["quick"], train=TrainConfig(model="resnet81")))
+    assert validate_experiment(preset("quick", datasets=("mine",)), datasets=("mine",)).datasets == ("mine",)

@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidal.errors import did_you_mean
 
 __all__ = [
     "ALConfig",
@@ -90,13 +89,11 @@ class ExperimentConfig:
     al: ALConfig = field(default_factory=ALConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
 
-    def validate(self, datasets: tuple[str, ...] = ()) -> "ExperimentConfig":
-        """Check every field; raise ``ValueError`` quoting the bad value and the fix. Returns self.
-
-        ``datasets``: names of datasets passed in from Python, accepted beside the sources.
+    def validate(self) -> "ExperimentConfig":
+        """Check every field's type and range; raise ``ValueError`` quoting the bad value and the
+        fix. Returns self. Whether the dataset, method and model names exist is for the packages
+        that own them: :func:`tidal.experiment.validate_experiment` checks everything.
         """
-        from tidal.data.sources import check_source_spec
-        from tidal.strategies import strategy_class
 
         def need(cond: bool, msg: str) -> None:
             if not cond:
@@ -113,13 +110,8 @@ class ExperimentConfig:
                              f"{section}{f.name}={value!r} must be a finite number")
 
         need(len(self.datasets) > 0, "no dataset given; pass --dataset fashion-mnist")
-        for name in self.datasets:
-            if name not in datasets:
-                check_source_spec(name)
         need(len(set(self.datasets)) == len(self.datasets), f"datasets {list(self.datasets)} repeat a name")
         need(len(self.methods) > 0, "no method given; pass --methods tidal-entropy random")
-        for name in self.methods:
-            strategy_class(name).check_config(self.strategy)  # unknown names raise with the valid ones
         need(len(set(self.methods)) == len(self.methods), f"methods {list(self.methods)} repeat a name")
         need(len(self.seeds) > 0, "no seed given; pass --seeds 0")
         need(len(set(self.seeds)) == len(self.seeds), f"seeds {list(self.seeds)} repeat a value")

@@ -2,7 +2,7 @@
 
 Each worker is a spawned process with a fixed number of torch threads. It takes (dataset,
 imbalance, seed, method) runs from a shared queue, trains each with
-:func:`tidal.experiment.run_one` and commits every finished cycle to the run directory's
+:func:`tidal.runs.run_one` and commits every finished cycle to the run directory's
 SQLite database itself (WAL mode lets several processes write one file), so what a worker
 finished is stored whatever happens to the others. The parent hands out the runs and
 passes each stored cycle to ``on_cycle`` (progress bar, log lines, trackers).
@@ -36,7 +36,7 @@ import torch
 from tidal.config import ExperimentConfig
 from tidal.data import DatasetSplits
 from tidal.errors import TidalError
-from tidal.experiment import RunKey, load_splits, resolve_device, run_one, set_deterministic
+from tidal.runs import RunKey, load_splits, resolve_device, run_one, set_deterministic
 from tidal.results import DB_NAME, CycleRecord, ResultStore
 
 __all__ = ["WorkerError", "run_in_workers"]
