@@ -220,7 +220,7 @@ def test_a_corrupt_or_tampered_checkpoint_is_one_clear_error(tiny_splits, tmp_pa
         torch.save({"weight": torch.zeros(1), "payload": os.getcwd}, ckpt)
     else:
         ckpt.write_bytes(content)
-    with pytest.raises(RunDirectoryError, match="cannot be read") as info:
+    with pytest.raises(RunDirectoryError, match="is corrupt or not a tidal checkpoint") as info:
         _run(cfg, tmp_path / "g", tiny_splits)
     assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
 
