@@ -160,6 +160,15 @@ class _Batches(TorchDataset):
             return self.batch_ids[i], torch.empty(0, dtype=torch.uint8), str(exc)
 
 
+def inputs_in_chunks(split, ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """``split.inputs(ids)`` for a worker-decoded split: its un-augmented ``batches`` of ``chunk``
+    ids, concatenated, float32 ``[b, *split.input_shape]`` on ``split.device``."""
+    ids = torch.as_tensor(ids, dtype=torch.int64).cpu()
+    if len(ids) == 0:
+        return torch.empty((0, *split.input_shape), device=split.device)
+    return torch.cat([x for _, x in split.batches(ids.split(chunk))])
+
+
 def decode_ahead(decode: Callable[[torch.Tensor, int | None], torch.Tensor], batch_ids: Iterable[torch.Tensor],
                  augment: bool, generator: torch.Generator | None, num_workers: int,
                  device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -271,10 +280,7 @@ class FileDataset:
     def inputs(self, ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
         """Eval-transformed float32 ``[b, 3, size, size]`` of ``ids`` on ``device`` (decoded in
         ``chunk``-sized batches by the workers)."""
-        ids = torch.as_tensor(ids, dtype=torch.int64).cpu()
-        if len(ids) == 0:
-            return torch.empty((0, *self.input_shape), device=self.device)
-        return torch.cat([x for _, x in self.batches(ids.split(chunk))])
+        return inputs_in_chunks(self, ids, chunk)
 
     def to(self, device: torch.device | str) -> FileDataset:
         """The same split with its outputs on ``device``."""

@@ -35,7 +35,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from tidal.data.augment import augment as augment_batch
 from tidal.data.dataset import Augment, DatasetSplits
-from tidal.data.files import decode_ahead
+from tidal.data.files import decode_ahead, inputs_in_chunks
 from tidal.errors import DatasetError
 
 __all__ = ["TorchSourceDataset", "as_chw", "from_torch_datasets"]
@@ -167,10 +167,7 @@ class TorchSourceDataset:
 
     def inputs(self, ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
         """Un-augmented float32 ``[b, C, H, W]`` of ``ids`` on ``device``."""
-        ids = torch.as_tensor(ids, dtype=torch.int64).cpu()
-        if len(ids) == 0:
-            return torch.empty((0, *self.shape), device=self.device)
-        return torch.cat([x for _, x in self.batches(ids.split(chunk))])
+        return inputs_in_chunks(self, ids, chunk)
 
     def to(self, device: torch.device | str) -> TorchSourceDataset:
         return self._with(self.index, self.labels.to(device))

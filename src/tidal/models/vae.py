@@ -44,7 +44,38 @@ def _halve(side: int) -> int:
     return (side + 2 - 4) // 2 + 1
 
 
-class VAE(nn.Module):
+class ReparameterisedVAE(nn.Module):
+    """What both VAEs share: ``encoder -> (fc_mu, fc_logvar)``, the reparameterised sample, and
+    a decoder fed ``z`` (with the condition appended). A subclass builds ``encoder``, ``fc_mu``,
+    ``fc_logvar`` and ``cond_dim`` and implements :meth:`_decode` (``[B, latent (+cond)]`` ->
+    reconstruction shaped like ``x``)."""
+
+    cond_dim: int
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [B, ...]`` -> ``(mu, logvar)``, each ``[B, latent_dim]``."""
+        h = self.encoder(x)
+        return self.fc_mu(h), self.fc_logvar(h)
+
+    def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """``z [B, latent_dim]`` (+ ``cond [B, cond_dim]``) -> reconstruction shaped like ``x``."""
+        if self.cond_dim:
+            z = torch.cat([z, cond], dim=1)
+        return self._decode(z)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> VAEOutput:
+        """Encode, sample ``z = mu + exp(logvar / 2) · ε`` (ε from ``generator``), decode."""
+        mu, logvar = self.encode(x)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        return VAEOutput(self.decode(z, cond), mu, logvar, z)
+
+
+class VAE(ReparameterisedVAE):
     """Convolutional β-VAE with an optional condition vector appended to the latent.
 
     Args:
@@ -91,24 +122,9 @@ class VAE(nn.Module):
         # Linear output: the targets are mean/std-normalised images, not values in [0, 1].
         self.decoder = nn.Sequential(*dec, nn.Conv2d(channels[0], in_channels, 3, 1, 1))
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x [B, C, H, W]`` -> ``(mu, logvar)``, each ``[B, latent_dim]``."""
-        h = self.encoder(x)
-        return self.fc_mu(h), self.fc_logvar(h)
-
-    def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """``z [B, latent_dim]`` (+ ``cond [B, cond_dim]``) -> reconstruction ``[B, C, H, W]``."""
-        if self.cond_dim:
-            z = torch.cat([z, cond], dim=1)
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``[B, latent_dim (+ cond_dim)]`` -> reconstruction ``[B, C, H, W]``."""
         return self.decoder(self.fc_dec(z).view(-1, *self._bottom))
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> VAEOutput:
-        """Encode, sample ``z = mu + exp(logvar / 2) · ε`` (ε from ``generator``), decode."""
-        mu, logvar = self.encode(x)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        z = mu + torch.exp(0.5 * logvar) * eps
-        return VAEOutput(self.decode(z, cond), mu, logvar, z)
 
 
 KL_REDUCTIONS = ("sum", "mean")  # VAAL's code sums the KL term, TA-VAAL's averages it

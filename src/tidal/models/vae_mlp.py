@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tidal.models.vae import VAEOutput
+from tidal.models.vae import ReparameterisedVAE
 
 __all__ = ["MLPVAE"]
 
@@ -22,7 +22,7 @@ def _stage(a: int, b: int) -> list[nn.Module]:
     return [nn.Linear(a, b, bias=False), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
 
 
-class MLPVAE(nn.Module):
+class MLPVAE(ReparameterisedVAE):
     """MLP β-VAE with an optional condition vector appended to the latent.
 
     Args:
@@ -50,21 +50,6 @@ class MLPVAE(nn.Module):
                                      *[m for a, b in zip(back[:-2], back[1:-1]) for m in _stage(a, b)],
                                      nn.Linear(back[-2], in_dim))
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x [B, D]`` -> ``(mu, logvar)``, each ``[B, latent_dim]``."""
-        h = self.encoder(x)
-        return self.fc_mu(h), self.fc_logvar(h)
-
-    def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """``z [B, latent_dim]`` (+ ``cond [B, cond_dim]``) -> reconstruction ``[B, D]``."""
-        if self.cond_dim:
-            z = torch.cat([z, cond], dim=1)
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``[B, latent_dim (+ cond_dim)]`` -> reconstruction ``[B, D]``."""
         return self.decoder(z)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> VAEOutput:
-        """Encode, sample ``z = mu + exp(logvar / 2) · ε`` (ε from ``generator``), decode."""
-        mu, logvar = self.encode(x)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        z = mu + torch.exp(0.5 * logvar) * eps
-        return VAEOutput(self.decode(z, cond), mu, logvar, z)
