@@ -123,3 +123,41 @@ def test_every_strategy_runs_two_cycles(model: str, storage: str, arrays, image_
         assert r.n_labeled == 20 + 10 * r.cycle
         if r.cycle == 0:
             assert len(r.selected) == 10 and not set(r.selected) & set(r.labeled)
+
+
+@pytest.mark.slow
+def test_python_dataset_and_model_reach_jobs_workers(arrays, tmp_path: Path, monkeypatch) -> None:
+    """Arrays and a model function given in Python train in --jobs worker processes, with exactly
+    the numbers of the serial run; a lambda cannot be sent and is refused before anything starts."""
+    import importlib
+    import textwrap
+
+    (tmp_path / "user_nets.py").write_text(textwrap.dedent('''
+        from torch import nn
+
+        def cnn(num_classes):
+            return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cnn = importlib.import_module("user_nets").cnn
+    data = from_arrays(*arrays, name="arrays")
+    cfg = _config(("tidal-entropy", "random"), "resnet18")
+    rows = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the serial run with the workers' thread count
+    try:
+        for jobs in (1, 2):
+            out = tmp_path / f"jobs{jobs}"
+            run_experiment(cfg, out, progress=False, log=lambda _: None, dataset=data, model=cnn, jobs=jobs)
+            store = ResultStore(out / DB_NAME)
+            try:
+                rows[jobs] = sorted((r.method, r.cycle, r.accuracy, r.selected) for r in store.records())
+            finally:
+                store.close()
+    finally:
+        torch.set_num_threads(threads)
+    assert len(rows[1]) == 4 and rows[1] == rows[2]
+    with pytest.raises(ValueError, match="cannot be sent to --jobs worker processes"):
+        run_experiment(cfg, tmp_path / "lambda", dataset=data, model=lambda c: cnn(c), jobs=2)
+    assert not (tmp_path / "lambda").exists()

@@ -80,12 +80,12 @@ def run_experiment(
     Raises ``ValueError`` / ``DatasetError`` / ``RunDirectoryError`` before any training when
     the configuration, the data or the output directory is wrong.
     """
-    config, splits = _with_user_objects(config, splits, dataset, model)
-    validate_experiment(config, datasets=tuple(splits or ()))
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r} must be a whole number >= 1 (parallel training runs)")
     if jobs > 1 and model is not None and not isinstance(model, str):
         _check_picklable(model)
+    config, splits = _with_user_objects(config, splits, dataset, model)
+    validate_experiment(config, datasets=tuple(splits or ()), model=model)
     check_trackers(mlflow=mlflow, tensorboard=tensorboard)
     dev = resolve_device(device)
     set_deterministic(dev)
@@ -149,11 +149,13 @@ def run_experiment(
     return RunSummary(out, ran, skipped, time.perf_counter() - start)
 
 
-def validate_experiment(config: ExperimentConfig, datasets: tuple[str, ...] = ()) -> ExperimentConfig:
+def validate_experiment(config: ExperimentConfig, datasets: tuple[str, ...] = (),
+                        model: object = None) -> ExperimentConfig:
     """Everything that can be checked without data: the fields (:meth:`ExperimentConfig.validate`),
     then the names against their registries: each dataset is a source spec (or one of
     ``datasets``, passed in from Python), each method a registered strategy whose options make
-    sense, the model a known spec. Raises ``ValueError`` quoting the bad value; returns ``config``."""
+    sense, the model a known spec (or ``model``, the object passed in from Python). Raises
+    ``ValueError`` quoting the bad value; returns ``config``."""
     from tidal.data.sources import check_source_spec
     from tidal.models.factory import check_model_spec
     from tidal.strategies import strategy_class
@@ -164,7 +166,7 @@ def validate_experiment(config: ExperimentConfig, datasets: tuple[str, ...] = ()
             check_source_spec(name)
     for name in config.methods:
         strategy_class(name).check_config(config.strategy)  # unknown names raise with the valid ones
-    check_model_spec(config.train.model)
+    check_model_spec(config.train.model if model is None else model)
     return config
 
 
