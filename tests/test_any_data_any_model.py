@@ -161,3 +161,29 @@ def test_python_dataset_and_model_reach_jobs_workers(arrays, tmp_path: Path, mon
     with pytest.raises(ValueError, match="cannot be sent to --jobs worker processes"):
         run_experiment(cfg, tmp_path / "lambda", dataset=data, model=lambda c: cnn(c), jobs=2)
     assert not (tmp_path / "lambda").exists()
+
+
+class _NoTaps(nn.Module):
+    """A model that gives logits and an embedding but no feature maps (ModelOutput already)."""
+
+    feature_channels: tuple[int, ...] = ()
+    embedding_dim = 8
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(16 * 16 * 3, 8), nn.ReLU())
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        from tidal.models import ModelOutput
+
+        e = self.body(x)
+        return ModelOutput(self.head(e), e, [])
+
+
+def test_a_method_the_model_cannot_serve_is_refused_before_training(arrays, tmp_path: Path) -> None:
+    data = from_arrays(*arrays, name="arrays")
+    cfg = _config(("random", "tidal-entropy"), "resnet18")
+    with pytest.raises(ValueError, match="method 'tidal-entropy' needs the model's features"):
+        run_experiment(cfg, tmp_path / "run", progress=False, dataset=data, model=_NoTaps)
+    assert not (tmp_path / "run").exists()

@@ -19,14 +19,13 @@ from functools import partial
 
 import numpy as np
 import torch
+from torch import nn
 
 from tidal.config import ALConfig, TrainConfig
 from tidal.data.dataset import Split
 from tidal.errors import TrainingDivergedError
 from tidal.gather import gather
 from tidal.inference import evaluate
-from torch import nn
-
 from tidal.pool import LabelPool
 from tidal.strategies.base import Strategy, TrainContext, select_top_k
 from tidal.train import EpochHook, train_model
