@@ -24,10 +24,10 @@ from torch import nn
 from tidal.config import ALConfig, TrainConfig
 from tidal.data.dataset import Split
 from tidal.errors import TrainingDivergedError
-from tidal.gather import gather
+from tidal.gather import select
 from tidal.inference import evaluate
 from tidal.pool import LabelPool
-from tidal.strategies.base import Strategy, TrainContext, select_top_k
+from tidal.strategies.base import Strategy, TrainContext
 from tidal.train import EpochHook, train_model
 
 __all__ = ["CycleResult", "ModelFactory", "active_learning", "check_pool_fits", "configured_model", "derive_seed",
@@ -112,6 +112,7 @@ def active_learning(
     model_state: dict[str, torch.Tensor] | None = None,
     objective_state: dict[str, torch.Tensor] | None = None,
     model_factory: ModelFactory | None = None,
+    chunk_size: int | None = None,
 ) -> Iterator[CycleResult]:
     """Run (or resume) the cycles of one method and seed, yielding each finished cycle.
 
@@ -130,6 +131,8 @@ def active_learning(
             fresh module, as a run that never carried one).
         model_factory: builds each cycle's model (default: ``train_config.model``, see
             :func:`configured_model` and :data:`ModelFactory`).
+        chunk_size: candidates scored at a time by a ``per_sample`` strategy (default: the eval
+            batch size); the selection does not depend on it (:func:`tidal.gather.select`).
     Raises:
         ValueError: the initial set or the budget does not fit the pool; ``model_state`` or
             ``objective_state`` does not fit this run's networks.
@@ -154,7 +157,8 @@ def active_learning(
         with torch.random.fork_rng(devices=rng_devices):
             torch.manual_seed(derive_seed(seed, cycle, 3))
             result, model = _cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model,
-                                   factory, progress, None if epoch_hooks is None else epoch_hooks(cycle), carried)
+                                   factory, progress, None if epoch_hooks is None else epoch_hooks(cycle), carried,
+                                   chunk_size)
         carried = result.objective_state
         yield result
 
@@ -171,7 +175,8 @@ def _load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], what:
 def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: ALConfig,
            train_config: TrainConfig, seed: int, cycle: int, device: torch.device, model: nn.Module | None,
            factory: ModelFactory, progress: bool, epoch_hook: EpochHook | None,
-           carried: dict[str, torch.Tensor] | None = None) -> tuple[CycleResult, nn.Module]:
+           carried: dict[str, torch.Tensor] | None = None,
+           chunk_size: int | None = None) -> tuple[CycleResult, nn.Module]:
     """One cycle: subset draw, (re)build, train, evaluate, and select unless it is the last.
 
     ``carried``: with ``retrain="continue"``, the previous cycle's weights of the objective's
@@ -210,9 +215,8 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
     scores = torch.zeros(0)
     t0 = time.perf_counter()
     if selects:
-        inputs = gather(model, objective, strategy.needs, train, candidates.to(device), lab.to(device), al.budget, g,
-                        train_config.eval_batch_size, strategy.mc_samples)
-        selected, scores = select_top_k(strategy.score(inputs), candidates, al.budget)
+        selected, scores = select(strategy, model, objective, train, candidates.to(device), lab.to(device),
+                                  al.budget, g, train_config.eval_batch_size, chunk_size)
         state.label(selected, round=cycle + 1)
     score_seconds = time.perf_counter() - t0
     counts = torch.bincount(train.labels[lab.to(device)].cpu(), minlength=train.num_classes).tolist()

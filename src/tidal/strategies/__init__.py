@@ -7,6 +7,7 @@ class): the first registry lookup imports every module here.
 from tidal.strategies.base import (
     NEEDS,
     AuxObjective,
+    RunningTopK,
     ScoreInputs,
     StepBatch,
     Strategy,
@@ -21,6 +22,7 @@ from tidal.strategies.base import (
 __all__ = [
     "NEEDS",
     "AuxObjective",
+    "RunningTopK",
     "ScoreInputs",
     "StepBatch",
     "Strategy",

@@ -47,6 +47,7 @@ class BALDStrategy(Strategy):
     name = "bald"
     description = "BALD: mutual information I[y; w] from T MC-dropout passes (Gal et al. 2017)"
     needs = frozenset({"mc_probs"})
+    per_sample = True
 
     def __init__(self, config: "StrategyConfig") -> None:
         super().__init__(config)

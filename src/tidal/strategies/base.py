@@ -5,6 +5,13 @@ optionally returns an :class:`AuxObjective` that the training step adds to the l
 maps the gathered inputs to one score per candidate where **higher = more informative**.
 The loop gathers the needs in one pass and calls :func:`select_top_k`; neither the loop
 nor the training step ever looks at a strategy's name.
+
+A strategy whose score of a candidate depends only on that candidate's gathered inputs sets
+``per_sample = True``: the loop then scores the candidates chunk by chunk as they are gathered
+and keeps only the best k (:class:`RunningTopK`, the same ranking as :func:`select_top_k`), so
+its memory grows with the chunk and k, never with the number of candidates. A set strategy
+(Core-Set, BADGE, CAL: every score depends on all candidates) keeps ``per_sample = False`` and
+is scored once on the whole gathered arrays.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NEEDS",
     "AuxObjective",
+    "RunningTopK",
     "ScoreInputs",
     "StepBatch",
     "Strategy",
@@ -109,7 +117,9 @@ class AuxObjective(nn.Module):
 
 @dataclass
 class ScoreInputs:
-    """Everything gathered for one cycle's candidates; fields a strategy did not ask for are None."""
+    """Everything gathered for one cycle's candidates (or, for a ``per_sample`` strategy, for one
+    chunk of them: then ``candidates`` and every ``[n, ...]`` field cover that chunk only, and
+    ``labeled_embedding`` is None); fields a strategy did not ask for are None."""
 
     candidates: torch.Tensor  # absolute indices [n]
     labeled: torch.Tensor  # absolute indices of the labeled set [m]
@@ -134,6 +144,10 @@ class Strategy:
     description: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
     semi_supervised: ClassVar[bool] = False  # True when it trains on unlabeled data
+    # True when a candidate's score depends only on that candidate's gathered inputs (and, for
+    # stochastic scores, on drawing from ``generator`` in candidate order): the loop then scores
+    # chunk by chunk and keeps a running top-k. False (the safe default): scored on whole arrays.
+    per_sample: ClassVar[bool] = False
     # What the model must give beyond logits: "features" (the multi-scale maps an auxiliary module
     # reads) and/or "embedding"; checked against tidal.models.model_capabilities before training.
     model_needs: ClassVar[frozenset[str]] = frozenset()
@@ -189,6 +203,9 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     unknown = set(cls.needs) - NEEDS
     if unknown:
         raise ValueError(f"{cls.__name__}.needs has unknown entries {sorted(unknown)}; valid: {sorted(NEEDS)}")
+    if cls.per_sample and "labeled_embedding" in cls.needs:
+        raise ValueError(f"{cls.__name__} is per_sample but needs 'labeled_embedding', which chunks do not carry; "
+                         "set per_sample = False")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -215,16 +232,61 @@ def create_strategy(name: str, config: "StrategyConfig | None" = None) -> Strate
     return strategy_class(name)(config or StrategyConfig())
 
 
+def _rank(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions of the ``k`` best of ``scores [n]``, best first: NaN counts as ``-inf`` and ties keep
+    position order (stable sort). The one ordering behind :func:`select_top_k` and :class:`RunningTopK`."""
+    clean = torch.nan_to_num(scores.double().cpu(), nan=float("-inf"))
+    return torch.argsort(clean, descending=True, stable=True)[:k]
+
+
 def select_top_k(scores: torch.Tensor, candidates: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` candidates with the highest scores: ``(indices [k], scores [k])``, best first.
 
     NaN scores rank last; ties keep candidate order (stable sort), so results are
-    deterministic. This is the only top-k in the package.
+    deterministic. This and :class:`RunningTopK` (its streaming form) are the only top-k in the package.
     """
     if scores.shape != candidates.shape:
         raise ValueError(f"scores shape {tuple(scores.shape)} != candidates shape {tuple(candidates.shape)}")
     if not 0 <= k <= len(candidates):
         raise ValueError(f"k={k} must be between 0 and the number of candidates ({len(candidates)})")
-    clean = torch.nan_to_num(scores.double().cpu(), nan=float("-inf"))
-    order = torch.argsort(clean, descending=True, stable=True)[:k]
+    order = _rank(scores, k)
     return candidates.cpu()[order], scores.cpu()[order]
+
+
+class RunningTopK:
+    """:func:`select_top_k` over candidates that arrive in chunks, holding only ``k`` of them.
+
+    ``add(scores, candidates)`` for each chunk in candidate order, then ``result()``: the same
+    ``(indices [k], scores [k])`` as ``select_top_k`` on the concatenation, bit for bit. Why it
+    is exact: the kept best ``k`` are in rank order and all precede the new chunk, so a stable
+    sort of ``kept + chunk`` breaks ties by the original candidate order, and the best ``k`` of
+    the concatenation are among the kept and the chunk. Memory: ``k + len(chunk)`` scores.
+    """
+
+    def __init__(self, k: int) -> None:
+        if k < 0:
+            raise ValueError(f"k={k} must be >= 0")
+        self.k = k
+        self.seen = 0  # candidates added so far
+        self.peak_bytes = 0  # most bytes of scores and ids held at once (kept + one chunk)
+        self._ids = torch.zeros(0, dtype=torch.int64)
+        self._scores: torch.Tensor | None = None
+
+    def add(self, scores: torch.Tensor, candidates: torch.Tensor) -> None:
+        """Merge one chunk: ``scores [b]`` of ``candidates [b]`` (the chunk after all earlier ones)."""
+        if scores.shape != candidates.shape or scores.dim() != 1:
+            raise ValueError(f"scores shape {tuple(scores.shape)} != candidates shape {tuple(candidates.shape)}")
+        scores, candidates = scores.cpu(), candidates.cpu()
+        kept = scores[:0] if self._scores is None else self._scores
+        all_scores, all_ids = torch.cat([kept, scores]), torch.cat([self._ids, candidates])
+        self.peak_bytes = max(self.peak_bytes, all_scores.nbytes + all_ids.nbytes)
+        order = _rank(all_scores, self.k)
+        self._scores, self._ids = all_scores[order], all_ids[order]
+        self.seen += len(candidates)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(indices [k], scores [k])``, best first; ``ValueError`` when fewer than ``k`` were added."""
+        if self.k > self.seen:
+            raise ValueError(f"k={self.k} must be between 0 and the number of candidates ({self.seen})")
+        scores = torch.zeros(0) if self._scores is None else self._scores
+        return self._ids, scores

@@ -114,6 +114,7 @@ class LearningLossStrategy(Strategy):
     name = "lloss"
     description = "Learning Loss (Yoo & Kweon 2019): loss predicted by a module trained with a ranking loss"
     needs = frozenset({"aux"})
+    per_sample = True
     model_needs = frozenset({"features"})  # the module reads the multi-scale feature maps
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:

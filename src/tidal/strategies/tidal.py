@@ -55,6 +55,7 @@ class TDPredictionObjective(AuxObjective):
 
 class _TiDAL(Strategy):
     needs = frozenset({"aux", "probs"})
+    per_sample = True
     model_needs = frozenset({"features"})  # the module reads the multi-scale feature maps
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:

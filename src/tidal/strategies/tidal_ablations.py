@@ -61,6 +61,7 @@ class TiDALExact(Strategy):
     name = "tidal-exact"
     description = "oracle ablation: entropy of the ACTUAL TD of the subset, by inference every epoch (costly)"
     needs = frozenset()  # everything comes from the objective's record
+    per_sample = True  # each candidate's own running mean
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:
         return ExactTDObjective(ctx)

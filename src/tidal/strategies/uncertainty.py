@@ -18,6 +18,7 @@ __all__ = ["RandomStrategy", "EntropyStrategy", "MarginStrategy", "LeastConfiden
 class RandomStrategy(Strategy):
     name = "random"
     description = "uniformly random selection from the subset (the paper's reference)"
+    per_sample = True  # one draw per candidate, in candidate order: the same numbers in chunks
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return torch.rand(len(inputs.candidates), generator=inputs.generator)
@@ -28,6 +29,7 @@ class EntropyStrategy(Strategy):
     name = "entropy"
     description = "snapshot entropy H(p) of the final classifier (Eq. 2)"
     needs = frozenset({"probs"})
+    per_sample = True
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return entropy(inputs.probs)
@@ -38,6 +40,7 @@ class MarginStrategy(Strategy):
     name = "margin"
     description = "snapshot margin M(p) of the final classifier, smallest first (Eq. 3)"
     needs = frozenset({"probs"})
+    per_sample = True
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return -margin(inputs.probs)
@@ -48,6 +51,7 @@ class LeastConfidenceStrategy(Strategy):
     name = "least-confidence"
     description = "1 - max_c p(c|x) of the final classifier"
     needs = frozenset({"probs"})
+    per_sample = True
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return least_confidence(inputs.probs)

@@ -206,6 +206,11 @@ class VAAL(Strategy):
     name = "vaal"
     description = "VAAL: discriminator's probability that a VAE latent is unlabeled (Sinha et al. 2019)" + _SEMI
     semi_supervised = True
+    # Not per_sample: a candidate's score depends only on its own latent, but the VAE encodes the
+    # candidates in batches of eval_batch_size and its float results move with the batch's
+    # composition (tested), so chunks would change the last bits. Its whole-array path holds n
+    # float64 scores and no [n, C] array.
+    per_sample = False
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:
         return VAALObjective(ctx, passes=self.config.vaal_epochs, latent_dim=self.config.vaal_latent_dim)
@@ -281,6 +286,7 @@ class TAVAAL(Strategy):
     description = ("TA-VAAL: VAAL conditioned on the normalised rank of Learning Loss's predicted loss "
                    "(Kim et al. 2021)" + _SEMI)
     semi_supervised = True
+    per_sample = False  # as VAAL's
     model_needs = frozenset({"features"})  # its loss-prediction module reads the feature maps
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:
