@@ -292,6 +292,7 @@ def test_the_install_hint_names_an_extra_that_exists():
     extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(dep.startswith("matplotlib") for dep in extras["report"])
     sources = [p.read_text() for p in (root / "src").rglob("*.py")] + [(root / "README.md").read_text()]
+    sources += [p.read_text() for p in (root / "docs").glob("*.md")]
     assert not any("tidal-al[" in text for text in sources)  # not on PyPI: `pip install -e '.[report]'`
 
 
