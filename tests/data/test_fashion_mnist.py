@@ -8,45 +8,28 @@ from tidal.data.idx import write_idx
 from tidal.errors import DatasetError
 
 
-def _write_fake(folder, n_train=20, n_test=10):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    write_idx(folder / fm.FILES["train_images"], rng.integers(0, 255, (n_train, 28, 28), dtype=np.uint8))
-    write_idx(folder / fm.FILES["train_labels"], (np.arange(n_train) % 10).astype(np.uint8))
-    write_idx(folder / fm.FILES["test_images"], rng.integers(0, 255, (n_test, 28, 28), dtype=np.uint8))
-    write_idx(folder / fm.FILES["test_labels"], (np.arange(n_test) % 10).astype(np.uint8))
-
-
-@pytest.fixture
-def no_system(monkeypatch, tmp_path):
-    """Hide the system copy and the user cache, so only the given places count."""
-    monkeypatch.setattr(fm, "SYSTEM_DIR", tmp_path / "no-system")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("TIDAL_DATA", raising=False)
-
-
-def test_loads_official_format_from_data_dir(tmp_path, no_system):
-    _write_fake(tmp_path / "d")
+def test_loads_official_format_from_data_dir(writers, tmp_path):
+    writers["fashion_mnist"](tmp_path / "d")
     s = load_dataset("fashion-mnist", tmp_path / "d", download=False)
     assert s.train.images.shape == (20, 1, 28, 28) and s.train.images.dtype.is_floating_point is False
     assert s.test.labels.tolist() == list(range(10))
     assert s.train.num_classes == 10 and len(s.class_names) == 10
 
 
-def test_env_variable_is_searched(tmp_path, no_system, monkeypatch):
-    _write_fake(tmp_path / "env" / "fashion-mnist")
+def test_env_variable_is_searched(writers, tmp_path, monkeypatch):
+    writers["fashion_mnist"](tmp_path / "env" / "fashion-mnist")
     monkeypatch.setenv("TIDAL_DATA", str(tmp_path / "env"))
     assert fm.find_fashion_mnist(None, download=False) == tmp_path / "env" / "fashion-mnist"
 
 
-def test_missing_files_say_how_to_get_them(tmp_path, no_system):
+def test_missing_files_say_how_to_get_them(tmp_path):
     with pytest.raises(DatasetError) as err:
         load_dataset("fashion-mnist", tmp_path / "empty", download=False)
     msg = str(err.value)
     assert "apt-get install dataset-fashion-mnist" in msg and "--data-dir" in msg and str(tmp_path / "empty") in msg
 
 
-def test_offline_download_failure_is_reported(tmp_path, no_system, monkeypatch):
+def test_offline_download_failure_is_reported(tmp_path, monkeypatch):
     def refuse(url, timeout=None):
         raise OSError("network is unreachable")
 
@@ -55,15 +38,15 @@ def test_offline_download_failure_is_reported(tmp_path, no_system, monkeypatch):
         fm.find_fashion_mnist(tmp_path / "empty", download=True)
 
 
-def test_corrupt_file_is_reported(tmp_path, no_system):
-    _write_fake(tmp_path / "d")
+def test_corrupt_file_is_reported(writers, tmp_path):
+    writers["fashion_mnist"](tmp_path / "d")
     (tmp_path / "d" / fm.FILES["test_images"]).write_bytes(b"garbage")
     with pytest.raises(DatasetError, match="t10k-images"):
         load_dataset("fashion-mnist", tmp_path / "d", download=False)
 
 
-def test_mismatched_image_and_label_counts(tmp_path, no_system):
-    _write_fake(tmp_path / "d")
+def test_mismatched_image_and_label_counts(writers, tmp_path):
+    writers["fashion_mnist"](tmp_path / "d")
     write_idx(tmp_path / "d" / fm.FILES["train_labels"], np.zeros(3, dtype=np.uint8))
     with pytest.raises(DatasetError, match="do not match"):
         load_dataset("fashion-mnist", tmp_path / "d", download=False)
