@@ -102,7 +102,8 @@ def label_studio(tmp_path: Path):
     port = _free_port()
     env = dict(os.environ, LABEL_STUDIO_BASE_DATA_DIR=str(tmp_path / "ls-data"),
                LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true", LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(root),
-               LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true")
+               LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
+               XDG_CONFIG_HOME=str(tmp_path / "xdg-config"), XDG_DATA_HOME=str(tmp_path / "xdg-data"))  # not ~
     log = tmp_path / "label-studio.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),

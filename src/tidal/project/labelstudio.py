@@ -332,7 +332,7 @@ def _read_json(path: Path, items: object) -> ExportAnswers:
 def _read_table(path: Path, text: str) -> ExportAnswers:
     first = text.split("\n", 1)[0]
     fmt, delimiter = ("TSV", "\t") if first.count("\t") > first.count(",") else ("CSV", ",")
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     header = [h.strip() for h in (reader.fieldnames or [])]
     if CONTROL not in header or not {"tidal_id", "path"} & set(header):
         raise ValueError(f"{path}:line 1: the header {delimiter.join(header)!r} needs a {CONTROL!r} column and a "
