@@ -30,7 +30,7 @@ from tidal.project.labelstudio import TaskRow, label_config, local_files, read_e
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = Path(__file__).with_name("labelstudio_client.py")
-START_TIMEOUT = float(os.environ.get("TIDAL_LABEL_STUDIO_START_TIMEOUT", "180"))  # seconds; first start migrates its DB
+START_TIMEOUT = float(os.environ.get("TIDAL_LABEL_STUDIO_START_TIMEOUT", "240"))  # s; the first start migrates its DB (53-113 s here)
 TOKEN = "tidal0test0token0loopback0only00"  # the test user's API token (legacy token auth)
 
 CLASSES = ["cat", "dog & co", "bird ü"]  # an ampersand and a non-ASCII name go through the XML config

@@ -16,11 +16,14 @@ it work and takes the answers back through three plain files, so no server is ne
 Images reach the browser through Label Studio's *local files* serving: start Label Studio with
 
     LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true
-    LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=/a/folder/above/the/pool
+    LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=/data        # a folder ABOVE the pool, e.g. /data/pool
 
-and add a Local Storage to the project whose path is the pool folder (or a folder above it);
-:func:`local_files_url` then names an image by its path relative to the document root. Images
-already on a web server use :func:`url_prefix` instead.
+and add a Local Storage (Source, not synced) to the project whose path is the pool folder.
+Label Studio serves a file only from under such a storage, and refuses a storage whose path is
+the document root itself: the pool must be a subfolder of the root. :func:`local_files_url`
+names an image by its path relative to the document root (``local_files("pool")`` builds the
+``image_url`` for a pool at ``/data/pool``). Images already on a web server use
+:func:`url_prefix` instead.
 """
 
 from __future__ import annotations
