@@ -5,14 +5,16 @@ Label Studio pins its own Django, numpy, ... so it and its SDK live in ``.venv-l
 report on stdout. Through the SDK (``label_studio_sdk.client.LabelStudio``, SDK 1.x/2.x) it:
 
 1. creates a project with the given labelling config;
-2. imports the tasks of a ``tasks.json`` and connects a Local Storage for the pool folder;
+2. imports the tasks of a ``tasks.json`` and connects a Local Storage for the pool folder (and
+   tries one at the document root, which Label Studio refuses);
 3. downloads each task's image URL from the server (checks local-files serving);
 4. posts the given annotations (a list per tidal id; ``null`` = a cancelled/skipped one);
 5. exports the project in each given format and writes the files to ``out``.
 
-Job: ``{"url", "token", "config", "tasks", "storage", "annotations": {tidal_id: [label|null]},
+Job: ``{"url", "token", "config", "tasks", "storage", "document_root", "annotations": {tidal_id: [label|null]},
 "formats": [...], "out"}``. Report: ``{"project", "tasks": {tidal_id: task id}, "images":
-{tidal_id: sha256}, "predictions": {tidal_id: [score, model_version, choice]}, "exports": {format: file}}``.
+{tidal_id: sha256}, "predictions": {tidal_id: [score, model_version, choice]}, "exports": {format: file},
+"storage_at_root_refused": bool}``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from label_studio_sdk.client import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
 
 
 def export(client: LabelStudio, project: int, fmt: str, out: Path, timeout: float = 60.0) -> Path:
@@ -48,8 +51,14 @@ def main() -> None:
     tasks = json.loads(Path(job["tasks"]).read_text(encoding="utf-8"))
     client.projects.import_tasks(project.id, request=tasks, return_task_ids=True)
     client.import_storage.local.create(project=project.id, path=job["storage"], use_blob_urls=True)
+    try:  # Label Studio refuses a storage at the document root itself: the pool must be a subfolder
+        client.import_storage.local.create(project=project.id, path=job["document_root"])
+        root_refused = False
+    except ApiError:  # HTTP 400: "cannot be the same as LOCAL_FILES_DOCUMENT_ROOT"
+        root_refused = True
 
-    report: dict = {"project": project.id, "tasks": {}, "images": {}, "predictions": {}, "exports": {}}
+    report: dict = {"project": project.id, "tasks": {}, "images": {}, "predictions": {}, "exports": {},
+                    "storage_at_root_refused": root_refused}
     for task in client.tasks.list(project=project.id):
         tid = str(task.data["tidal_id"])
         report["tasks"][tid] = task.id
