@@ -388,7 +388,8 @@ def read_export(path: Path) -> ExportAnswers:
         try:
             items = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:line {exc.lineno}: invalid JSON ({exc.msg}); export the project again") from None
+            raise ValueError(f"{path}:line {exc.lineno}: invalid JSON ({exc.msg}), not a Label Studio export; "
+                             "export the project again") from None
         return _read_json(path, items)
     return _read_table(path, text)
 
