@@ -199,11 +199,21 @@ class Ranks:
 
     # --- control: who runs what, and errors that reach every rank ------------------------------
 
+    def _call(self, op: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A collective; a broken connection (another rank died) becomes one :class:`PeerError` line."""
+        try:
+            return op(*args, **kwargs)
+        except RuntimeError as exc:
+            text = str(exc).strip()
+            cause = text.split("] ", 1)[-1].split(". ")[0][:160] if text else type(exc).__name__
+            raise PeerError(f"rank {self.rank} lost the other ranks ({cause}): one of them stopped or failed (its own "
+                            "output says why); run the same command again to continue from the stored cycles") from exc
+
     def _objects(self, obj: Any) -> list[Any]:
         import torch.distributed as dist
 
         out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
+        self._call(dist.all_gather_object, out, obj)
         return out
 
     def check(self, fn: Callable[[], T]) -> T:
@@ -233,7 +243,7 @@ class Ranks:
             except Exception as exc:  # noqa: BLE001 - sent to the other ranks, then raised again
                 error = exc
         box = [(result if share else None, None if error is None else str(error))]
-        dist.broadcast_object_list(box, src=0)
+        self._call(dist.broadcast_object_list, box, src=0)
         if error is not None:
             raise error
         if box[0][1] is not None:
@@ -286,14 +296,14 @@ class Ranks:
 
         grads = [p.grad for p in params if p.grad is not None]
         if grads:
-            self._flat(grads, lambda flat: (dist.all_reduce(flat), flat.div_(self.world_size)))
+            self._flat(grads, lambda flat: (self._call(dist.all_reduce, flat), flat.div_(self.world_size)))
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """The mean over the ranks of a tensor (a copy on ``value``'s device)."""
         import torch.distributed as dist
 
         out = value.detach().to(self.comm).clone()
-        dist.all_reduce(out)
+        self._call(dist.all_reduce, out)
         return out.div_(self.world_size).to(value.device)
 
     @staticmethod
@@ -316,12 +326,12 @@ class Ranks:
             table = torch.cat([rows.unsqueeze(1).double(), record.counts[rows].unsqueeze(1).double(),
                                record.sums[rows].double()], dim=1).to(self.comm)
             sizes = [torch.zeros(1, dtype=torch.int64, device=self.comm) for _ in range(self.world_size)]
-            dist.all_gather(sizes, torch.tensor([len(rows)], device=self.comm))
+            self._call(dist.all_gather, sizes, torch.tensor([len(rows)], device=self.comm))
             most = int(max(s.item() for s in sizes))
             padded = torch.zeros(most, table.shape[1], dtype=table.dtype, device=self.comm)
             padded[: len(rows)] = table
             tables = [torch.empty_like(padded) for _ in range(self.world_size)]
-            dist.all_gather(tables, padded)
+            self._call(dist.all_gather, tables, padded)
             for r, (size, other) in enumerate(zip(sizes, tables)):
                 if r == self.rank:
                     continue
@@ -336,7 +346,7 @@ class Ranks:
 
         buffers = [b for m in modules if m is not None for b in m.buffers() if b.is_floating_point()]
         if buffers:
-            self._flat(buffers, lambda flat: (dist.all_reduce(flat), flat.div_(self.world_size)))
+            self._flat(buffers, lambda flat: (self._call(dist.all_reduce, flat), flat.div_(self.world_size)))
 
     def broadcast(self, modules: Iterable[nn.Module | None]) -> None:
         """Rank 0's parameters and buffers into every rank's ``modules``."""
@@ -345,7 +355,7 @@ class Ranks:
         tensors = [t for m in modules if m is not None for t in m.state_dict(keep_vars=True).values()
                    if isinstance(t, torch.Tensor)]
         if tensors:
-            self._flat(tensors, lambda flat: dist.broadcast(flat, src=0))
+            self._flat(tensors, lambda flat: self._call(dist.broadcast, flat, src=0))
 
     # --- evaluation and scoring ---------------------------------------------------------------
 
@@ -360,7 +370,7 @@ class Ranks:
         for chunk, out in batched_outputs(model, dataset, torch.arange(lo, hi), batch_size):
             correct += int((out.logits.argmax(dim=1) == dataset.labels[chunk]).sum())
         total = torch.tensor([correct], dtype=torch.int64, device=self.comm)
-        dist.all_reduce(total)
+        self._call(dist.all_reduce, total)
         return int(total.item()) / max(len(dataset), 1)
 
     def select(self, strategy: "Strategy", model: nn.Module, objective: "AuxObjective | None", dataset: "Split",
