@@ -63,6 +63,20 @@ def test_what_cannot_be_shared_out_is_refused():
         Launch(0, 3, 0).check(batch_size=128, initial=5, jobs=1)
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_under_torchrun_rank_0_alone_prints_the_refusal(rank, tmp_path, monkeypatch, capsys):
+    from tidal.cli import main
+
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", str(rank))
+    assert main(["run", "--out", str(tmp_path / "r"), "--jobs", "3", "--no-download"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("tidal: error: jobs=3 cannot be combined with torchrun (world size 2): the ranks train one run "
+                   "together; use --jobs 1\n" if rank == 0 else "")
+    assert not (tmp_path / "r").exists()
+
+
 # --- how a batch is cut (pure: no process group needed) ---------------------------------------
 
 @settings(max_examples=60, deadline=None)

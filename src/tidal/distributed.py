@@ -140,6 +140,8 @@ def start(launch: Launch, device: torch.device, backend: str) -> "Ranks":
     check, together, that every rank's device exists: a :class:`Ranks` whose ``close`` leaves it."""
     import torch.distributed as dist
 
+    if device.type == "cuda" and device.index < torch.cuda.device_count():
+        torch.cuda.set_device(device)  # before the first collective: nccl's object collectives use it
     owns = not dist.is_initialized()
     if owns:
         dist.init_process_group(backend, timeout=_TIMEOUT)
