@@ -280,12 +280,19 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+def _ranked() -> bool:
+    """Whether torchrun started this process as one of several ranks."""
+    import os
+
+    return os.environ.get("WORLD_SIZE", "1") not in ("", "1")
+
+
 def _other_rank() -> bool:
     """Whether this process is a torchrun rank other than 0: rank 0 alone prints errors and
     reports (another rank's failure reaches rank 0, which names it)."""
     import os
 
-    return os.environ.get("RANK", "0") not in ("", "0") and os.environ.get("WORLD_SIZE", "1") not in ("", "1")
+    return _ranked() and os.environ.get("RANK", "0") not in ("", "0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -304,7 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if quiet:
             pass
         elif args.command == "run":
-            print(f"\ninterrupted: {_saved_cycles(args.out)}; run the same command again to continue from there",
+            # Under torchrun a SIGTERM usually means torchrun is stopping every rank because another one stopped.
+            why = " (torchrun stops every rank when one fails)" if isinstance(exc, _Terminated) and _ranked() else ""
+            print(f"\ninterrupted{why}: {_saved_cycles(args.out)}; run the same command again to continue from there",
                   file=sys.stderr)
         else:
             print("\ninterrupted: nothing was written", file=sys.stderr)
