@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="train N runs at once in worker processes, each with (torch threads // N) threads; the "
                         "numbers equal a serial run with that many threads (default: 1, no workers)")
+    g.add_argument("--dist-backend", choices=["nccl", "gloo"], default=None,
+                   help="under torchrun (several processes train each run, docs/distributed.md): the "
+                        "torch.distributed backend (default: nccl on CUDA, gloo on the CPU)")
     g.add_argument("--quiet", action="store_true", help="no progress bars (prints one line per cycle)")
     g.add_argument("--mlflow", action="store_true", help="also log per-cycle metrics to MLflow (pip install mlflow)")
     g.add_argument("--tensorboard", action="store_true",
@@ -277,9 +280,26 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+def _ranked() -> bool:
+    """Whether torchrun started this process as one of several ranks."""
+    import os
+
+    return os.environ.get("WORLD_SIZE", "1") not in ("", "1")
+
+
+def _other_rank() -> bool:
+    """Whether this process is a torchrun rank other than 0: rank 0 alone prints errors and
+    reports (another rank's failure reaches rank 0, which names it)."""
+    import os
+
+    return _ranked() and os.environ.get("RANK", "0") not in ("", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tidal.errors import TidalError
+
+    quiet = _other_rank()
 
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -288,14 +308,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_command(args)
     except KeyboardInterrupt as exc:
         code = _EXIT_TERMINATED if isinstance(exc, _Terminated) else _EXIT_INTERRUPTED
-        if args.command == "run":
-            print(f"\ninterrupted: {_saved_cycles(args.out)}; run the same command again to continue from there",
+        if quiet:
+            pass
+        elif args.command == "run":
+            # Under torchrun a SIGTERM usually means torchrun is stopping every rank because another one stopped.
+            why = " (torchrun stops every rank when one fails)" if isinstance(exc, _Terminated) and _ranked() else ""
+            print(f"\ninterrupted{why}: {_saved_cycles(args.out)}; run the same command again to continue from there",
                   file=sys.stderr)
         else:
             print("\ninterrupted: nothing was written", file=sys.stderr)
         return code
     except (TidalError, ValueError, OSError) as exc:
-        print(f"tidal: error: {exc}", file=sys.stderr)
+        if not quiet:
+            print(f"tidal: error: {exc}", file=sys.stderr)
         return 2
     except sqlite3.Error as exc:
         from tidal.results import DB_NAME
@@ -343,7 +368,9 @@ def _run_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     summary = run_experiment(config, args.out, device=args.device, progress=not args.quiet,
                              mlflow=args.mlflow, tensorboard=args.tensorboard, track_td=args.track_td,
-                             jobs=args.jobs)
+                             jobs=args.jobs, dist_backend=args.dist_backend)
+    if summary.rank != 0:  # torchrun: rank 0 reports
+        return 0
     write_report(args.out)
     out = Path(args.out)
     if (out / DB_NAME).is_file():

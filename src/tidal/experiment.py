@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -19,6 +19,9 @@ from tidal.runs import (RunKey, experiment_runs, load_splits, make_pool, prepare
                         set_deterministic)
 from tidal.tracking import check_trackers, make_trackers
 
+if TYPE_CHECKING:
+    from tidal.distributed import Ranks
+
 __all__ = ["RunKey", "RunSummary", "experiment_runs", "load_splits", "make_pool", "prepare_out", "resolve_device",
            "run_experiment", "run_one", "set_deterministic", "validate_experiment"]
 
@@ -29,6 +32,7 @@ class RunSummary:
     ran_cycles: int  # cycles trained in this call
     skipped_cycles: int  # cycles already stored and skipped
     seconds: float
+    rank: int = 0  # under torchrun, this process's rank (rank 0 writes and reports; see tidal.distributed)
 
 
 def run_experiment(
@@ -44,6 +48,7 @@ def run_experiment(
     jobs: int = 1,
     dataset: object = None,
     model: object = None,
+    dist_backend: str | None = None,
 ) -> RunSummary:
     """Run every (dataset, imbalance, seed, method) of ``config``, storing each cycle in ``out``.
 
@@ -77,24 +82,58 @@ def run_experiment(
     of the configuration and may differ between calls on the same directory (cycles already
     stored are not re-tracked).
 
+    Under ``torchrun --nproc-per-node N`` (``WORLD_SIZE`` > 1 in the environment) every
+    process calls this with the same arguments and the N ranks train each run together
+    (:mod:`tidal.distributed`; ``dist_backend``: ``"nccl"`` or ``"gloo"``, default nccl on
+    CUDA, gloo on the CPU); rank 0 alone takes the lock, writes the store and logs.
+
     Raises ``ValueError`` / ``DatasetError`` / ``RunDirectoryError`` before any training when
     the configuration, the data or the output directory is wrong.
     """
+    from tidal.distributed import launched
+
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r} must be a whole number >= 1 (parallel training runs)")
+    launch = launched()
+    if launch is not None:
+        launch.check(config.train.batch_size, config.al.initial, jobs)
     if jobs > 1 and model is not None and not isinstance(model, str):
         _check_picklable(model)
     config, splits = _with_user_objects(config, splits, dataset, model)
     validate_experiment(config, datasets=tuple(splits or ()), model=model)
     check_trackers(mlflow=mlflow, tensorboard=tensorboard)
     dev = resolve_device(device)
+    if launch is None:
+        return _run_experiment(config, Path(out), dev, progress, log, splits, mlflow, tensorboard, track_td, jobs,
+                               model)
+    from tidal.distributed import rank_device, start
+
+    dev, backend = rank_device(launch, dev, dist_backend)
+    ranks = start(launch, dev, backend)
+    try:
+        return _run_experiment(config, Path(out), dev, progress and ranks.is_main, log, splits,
+                               mlflow and ranks.is_main, tensorboard and ranks.is_main, track_td, jobs, model, ranks)
+    finally:
+        ranks.close()
+
+
+def _run_experiment(config: ExperimentConfig, out: Path, dev: torch.device, progress: bool,
+                    log: Callable[[str], None], splits: dict[str, DatasetSplits] | None, mlflow: bool,
+                    tensorboard: bool, track_td: bool, jobs: int, model: object,
+                    ranks: "Ranks | None" = None) -> RunSummary:
+    """:func:`run_experiment` after its arguments are checked (on every rank under torchrun)."""
     set_deterministic(dev)
-    out = Path(out)
-    check_unlocked(out)  # a second run on the same directory is refused before it loads anything
-    if (out / DB_NAME).is_file():
-        ResultStore.check(out / DB_NAME)  # refuses another program's database, changing nothing
+    first = (lambda fn, share=True: fn()) if ranks is None else ranks.from_main  # rank 0 runs it, all get the result
+
+    def check_out() -> None:
+        check_unlocked(out)  # a second run on the same directory is refused before it loads anything
+        if (out / DB_NAME).is_file():
+            ResultStore.check(out / DB_NAME)  # refuses another program's database, changing nothing
+
+    first(check_out)
     # Check everything that can be checked before the first epoch.
-    loaded = load_splits(config, dev, splits)
+    loaded = (load_splits(config, dev, splits) if ranks is None  # rank 0 first: it may download the files
+              else ranks.main_first(lambda: load_splits(config, dev, splits)))
     al = config.al
     for name in config.datasets:
         for ir in config.imbalances:
@@ -102,18 +141,29 @@ def run_experiment(
                 pool = make_pool(loaded[name].train, ir, config.data.pool_limit, seed)
                 check_pool_fits(al, len(pool), f"the {name} pool at imbalance {ir:g}")
     check_models(config, loaded, model)
-    prepare_out(out)
-    lock = RunDirLock(out)  # released in the `finally` below, or by the OS if this process dies
-    remove_stale_temp_files(out)
-    trackers = make_trackers(out, mlflow=mlflow, tensorboard=tensorboard)
-    store = ResultStore(out / DB_NAME)
+
+    def open_out() -> tuple[RunDirLock, list, ResultStore]:
+        prepare_out(out)
+        lock = RunDirLock(out)  # released in the `finally` below, or by the OS if this process dies
+        try:
+            remove_stale_temp_files(out)
+            return lock, make_trackers(out, mlflow=mlflow, tensorboard=tensorboard), ResultStore(out / DB_NAME)
+        except BaseException:
+            lock.release()
+            raise
+
+    lock, trackers, store = first(open_out, share=False) or (None, [], None)
     start, ran = time.perf_counter(), 0
     try:
-        store.bind(config)
-        store.set_class_names({name: loaded[name].class_names for name in config.datasets})
         runs = experiment_runs(config)
-        counts = store.cycle_counts()
-        stored = {key: counts.get((key[0], key[1], key[3], key[2]), 0) for key in runs}
+
+        def stored_cycles() -> dict[RunKey, int]:
+            store.bind(config)
+            store.set_class_names({name: loaded[name].class_names for name in config.datasets})
+            counts = store.cycle_counts()
+            return {key: counts.get((key[0], key[1], key[3], key[2]), 0) for key in runs}
+
+        stored = first(stored_cycles)
         skipped = sum(min(n, al.cycles) for n in stored.values())
         todo = [key for key in runs if stored[key] < al.cycles]
         bar = tqdm(total=len(runs) * al.cycles, initial=skipped, desc="cycles", unit="cycle",
@@ -133,7 +183,7 @@ def run_experiment(
         if jobs == 1:
             for key in todo:
                 bar.set_postfix_str(f"{key[0]} IR={key[1]:g} {key[3]} seed={key[2]}")
-                run_one(key, config, out, loaded[key[0]], dev, store, track_td, progress, on_cycle, model)
+                run_one(key, config, out, loaded[key[0]], dev, store, track_td, progress, on_cycle, model, ranks)
         elif todo:
             from tidal.workers import run_in_workers
 
@@ -142,11 +192,13 @@ def run_experiment(
                            splits=splits, track_td=track_td, on_cycle=on_cycle, model=model)
         bar.close()
     finally:
-        store.close()
+        if store is not None:
+            store.close()
         for tracker in trackers:
             tracker.close()
-        lock.release()
-    return RunSummary(out, ran, skipped, time.perf_counter() - start)
+        if lock is not None:
+            lock.release()
+    return RunSummary(out, ran, skipped, time.perf_counter() - start, 0 if ranks is None else ranks.rank)
 
 
 def validate_experiment(config: ExperimentConfig, datasets: tuple[str, ...] = (),

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from tidal.inference import evaluate
 from tidal.pool import LabelPool
 from tidal.strategies.base import Strategy, TrainContext
 from tidal.train import EpochHook, train_model
+
+if TYPE_CHECKING:
+    from tidal.distributed import Ranks
 
 __all__ = ["CycleResult", "ModelFactory", "active_learning", "check_pool_fits", "configured_model", "derive_seed",
            "initial_labeled"]
@@ -113,6 +117,7 @@ def active_learning(
     objective_state: dict[str, torch.Tensor] | None = None,
     model_factory: ModelFactory | None = None,
     chunk_size: int | None = None,
+    ranks: "Ranks | None" = None,
 ) -> Iterator[CycleResult]:
     """Run (or resume) the cycles of one method and seed, yielding each finished cycle.
 
@@ -133,6 +138,9 @@ def active_learning(
             :func:`configured_model` and :data:`ModelFactory`).
         chunk_size: candidates scored at a time by a ``per_sample`` strategy (default: the eval
             batch size); the selection does not depend on it (:func:`tidal.gather.select`).
+        ranks: under torchrun, this process's ranks (:mod:`tidal.distributed`): training,
+            evaluation and scoring are shared out and every rank yields the same cycles (the
+            caller writes them on rank 0 alone). None: one process.
     Raises:
         ValueError: the initial set or the budget does not fit the pool; ``model_state`` or
             ``objective_state`` does not fit this run's networks.
@@ -158,7 +166,7 @@ def active_learning(
             torch.manual_seed(derive_seed(seed, cycle, 3))
             result, model = _cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model,
                                    factory, progress, None if epoch_hooks is None else epoch_hooks(cycle), carried,
-                                   chunk_size)
+                                   chunk_size, ranks)
         carried = result.objective_state
         yield result
 
@@ -176,7 +184,7 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
            train_config: TrainConfig, seed: int, cycle: int, device: torch.device, model: nn.Module | None,
            factory: ModelFactory, progress: bool, epoch_hook: EpochHook | None,
            carried: dict[str, torch.Tensor] | None = None,
-           chunk_size: int | None = None) -> tuple[CycleResult, nn.Module]:
+           chunk_size: int | None = None, ranks: "Ranks | None" = None) -> tuple[CycleResult, nn.Module]:
     """One cycle: subset draw, (re)build, train, evaluate, and select unless it is the last.
 
     ``carried``: with ``retrain="continue"``, the previous cycle's weights of the objective's
@@ -205,18 +213,20 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
         objective.to(device)
     try:
         stats = train_model(model, objective, train, lab, train_config, g, progress,
-                            desc=f"{strategy.name} seed {seed} cycle {cycle + 1}/{al.cycles}", epoch_hook=epoch_hook)
+                            desc=f"{strategy.name} seed {seed} cycle {cycle + 1}/{al.cycles}", epoch_hook=epoch_hook,
+                            ranks=ranks)
     except TrainingDivergedError as exc:
         raise TrainingDivergedError(f"{strategy.name}, seed {seed}, cycle {cycle + 1}: {exc}") from exc
     t0 = time.perf_counter()
-    accuracy = evaluate(model, test, train_config.eval_batch_size)
+    accuracy = (evaluate if ranks is None else ranks.evaluate)(model, test, train_config.eval_batch_size)
     eval_seconds = time.perf_counter() - t0
     selected = torch.zeros(0, dtype=torch.int64)
     scores = torch.zeros(0)
     t0 = time.perf_counter()
     if selects:
-        selected, scores = select(strategy, model, objective, train, candidates.to(device), lab.to(device),
-                                  al.budget, g, train_config.eval_batch_size, chunk_size)
+        selected, scores = (select if ranks is None else ranks.select)(
+            strategy, model, objective, train, candidates.to(device), lab.to(device), al.budget, g,
+            train_config.eval_batch_size, chunk_size)
         state.label(selected, round=cycle + 1)
     score_seconds = time.perf_counter() - t0
     counts = torch.bincount(train.labels[lab.to(device)].cpu(), minlength=train.num_classes).tolist()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -24,6 +24,9 @@ from tidal.results import ANALYSIS_DIR, DB_NAME, CycleRecord, ResultStore
 from tidal.rundir import LOCK_NAME
 from tidal.strategies import create_strategy
 from tidal.td_tracking import TDTrackerFactory
+
+if TYPE_CHECKING:
+    from tidal.distributed import Ranks
 
 __all__ = ["RunKey", "experiment_runs", "load_splits", "make_pool", "prepare_out", "resolve_device", "run_one",
            "set_deterministic"]
@@ -172,6 +175,7 @@ def run_one(
     progress: bool = False,
     on_cycle: Callable[[CycleRecord], None] | None = None,
     model: object = None,
+    ranks: "Ranks | None" = None,
 ) -> None:
     """Train the cycles of one run that ``store`` lacks, committing each as it finishes.
 
@@ -180,26 +184,40 @@ def run_one(
     cycle's commit. A run with cycles stored continues after the last one (its labeled set,
     and with ``retrain="continue"`` its checkpointed model and objective module), with the
     numbers an uninterrupted run gives.
+
+    Under torchrun (``ranks``) every rank calls it for the same runs; rank 0 reads the store
+    and the checkpoint and sends the resume state, and alone writes, tracks TD and calls
+    ``on_cycle`` (the other ranks pass ``store=None``).
     """
     name, ir, seed, method = key
     al = config.al
-    done = store.records(dataset=name, imbalance=ir, method=method, seed=seed)
-    if len(done) >= al.cycles:
+
+    def resume() -> tuple[int, torch.Tensor | None, dict | None, dict | None]:
+        """``(stored cycles, labeled set, backbone weights, objective weights)`` to go on from."""
+        done = store.records(dataset=name, imbalance=ir, method=method, seed=seed)
+        labeled, model_state, objective_state = None, None, None
+        if done and len(done) < al.cycles:  # resume after the last stored cycle
+            last = done[-1]
+            labeled = torch.tensor(sorted(last.labeled + last.selected), dtype=torch.int64)
+            if al.retrain == "continue":
+                model_state, objective_state = _load_checkpoint(out, name, ir, method, seed, last.cycle)
+        return len(done), labeled, model_state, objective_state
+
+    n_done, labeled, model_state, objective_state = resume() if ranks is None else ranks.from_main(resume)
+    if n_done >= al.cycles:
         return
-    labeled, model_state, objective_state = None, None, None
-    if done:  # resume after the last stored cycle
-        last = done[-1]
-        labeled = torch.tensor(sorted(last.labeled + last.selected), dtype=torch.int64)
-        if al.retrain == "continue":
-            model_state, objective_state = _load_checkpoint(out, name, ir, method, seed, last.cycle)
+    main = ranks is None or ranks.is_main
     hooks = None
-    if track_td:
+    if track_td and main:
         hooks = TDTrackerFactory(split.test, config.train.eval_batch_size)
     pool = make_pool(split.train, ir, config.data.pool_limit, seed)
     for r in active_learning(split.train, split.test, pool, create_strategy(method, config.strategy), al,
-                             config.train, seed, device, start_cycle=len(done), labeled=labeled, progress=progress,
-                             epoch_hooks=hooks, model_state=model_state, objective_state=objective_state,
-                             model_factory=configured_model(config.train, model)):
+                             config.train, seed, device, start_cycle=n_done, labeled=labeled,
+                             progress=progress and main, epoch_hooks=hooks, model_state=model_state,
+                             objective_state=objective_state, model_factory=configured_model(config.train, model),
+                             ranks=ranks):
+        if not main:
+            continue
         if r.model_state is not None:  # retrain="continue": the next cycle starts from these weights
             _save_checkpoint(out, name, ir, method, seed, r.cycle, r.model_state, r.objective_state)
         record = CycleRecord(

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,9 @@ from tidal.config import TrainConfig
 from tidal.data.dataset import Augment, Split
 from tidal.errors import TrainingDivergedError
 from tidal.strategies.base import AuxObjective, StepBatch
+
+if TYPE_CHECKING:
+    from tidal.distributed import Ranks
 
 __all__ = ["EpochHook", "TrainStats", "train_model", "epoch_batches"]
 
@@ -58,6 +62,7 @@ def train_model(
     progress: bool = False,
     desc: str = "train",
     epoch_hook: EpochHook | None = None,
+    ranks: "Ranks | None" = None,
 ) -> TrainStats:
     """Train ``model`` (and ``objective``) in place on ``dataset[labeled]``.
 
@@ -68,6 +73,10 @@ def train_model(
         generator: CPU generator for shuffling and augmentation.
         epoch_hook: called as ``epoch_hook(epoch, model, objective)`` after each epoch (after
             ``objective.end_epoch``); its wall time is reported apart, in ``hook_seconds``.
+        ranks: under torchrun, this process's ranks (:mod:`tidal.distributed`): each rank trains
+            on its piece of every batch, gradients are averaged, the objective's per-sample
+            records and batch norm's statistics are shared after every epoch, and the model and
+            objective leave identical on every rank. None: one process.
     Raises:
         TrainingDivergedError: the loss became NaN/inf (checked once per epoch), or the weights
             did after the last step.
@@ -84,25 +93,43 @@ def train_model(
     aug = Augment(config.crop_padding, config.flip)
     start, seen, last_loss, hook_seconds = time.perf_counter(), 0, float("nan"), 0.0
     bar = tqdm(range(config.epochs), desc=desc, leave=False, disable=not progress, unit="epoch")
+    records = objective.records() if ranks is not None and objective is not None else []
+    if ranks is not None:
+        ranks.broadcast([model, objective])
     for epoch in bar:
         lr = config.lr * (config.lr_decay if epoch >= decay_epoch else 1.0)
         for group in optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=device)
         batches = epoch_batches(labeled, config.batch_size, generator)
-        for idx_dev, x in dataset.batches(batches, aug, generator):
+        if ranks is None:
+            steps = ((idx, x, 1.0) for idx, x in dataset.batches(batches, aug, generator))
+        else:  # the same batches and augmentation on every rank; each trains on its piece
+            before = ranks.snapshot(records)
+            steps = ranks.shard(dataset.batches(batches, aug, generator))
+        n_steps = 0
+        for idx_dev, x, share in steps:
             y = dataset.labels[idx_dev]
             out = model(x)
             ce = F.cross_entropy(out.logits, y, reduction="none")
             loss = ce.mean()
             if objective is not None:
                 loss = loss + objective.loss(StepBatch(x=x, y=y, indices=idx_dev, epoch=epoch, out=out, ce=ce))
+            if share != 1.0:  # this rank's piece is not 1/N of the batch: weight its mean loss
+                loss = loss * share
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if ranks is not None:
+                ranks.all_reduce_grads(params)
             optimizer.step()
             total += loss.detach()
             seen += len(idx_dev)
-        last_loss = float(total) / len(batches)  # one sync per epoch
+            n_steps += 1
+        if ranks is not None:
+            total = ranks.mean(total)  # the batches' mean losses, as one process adds them up
+            ranks.sync_records(records, before)
+            ranks.average_buffers([model, objective])
+        last_loss = float(total) / n_steps  # one sync per epoch
         if not math.isfinite(last_loss):
             raise TrainingDivergedError(
                 f"training loss became {last_loss} at epoch {epoch + 1}/{config.epochs}; "
@@ -115,6 +142,9 @@ def train_model(
             epoch_hook(epoch, model, objective)
             hook_seconds += time.perf_counter() - t0
         bar.set_postfix(loss=f"{last_loss:.3f}")
+    if ranks is not None:
+        ranks.broadcast([model, objective])
+        seen = len(labeled) * config.epochs  # every rank's pieces together
     # The loss is taken before each step, so the last step can leave NaN/inf weights behind a
     # finite loss (e.g. lr=1e38): check them once before anyone evaluates the model.
     if params and not bool(torch.stack([p.detach().isfinite().all() for p in params]).all()):

@@ -28,6 +28,7 @@ from tidal.errors import did_you_mean
 if TYPE_CHECKING:
     from tidal.config import StrategyConfig
     from tidal.data.dataset import Split
+    from tidal.dynamics import TrainingDynamics
     from tidal.models.resnet import ModelOutput
 
 __all__ = [
@@ -102,6 +103,13 @@ class AuxObjective(nn.Module):
     def carried(self) -> nn.Module | None:
         """The module kept across cycles with the backbone under ``retrain="continue"`` (default: none)."""
         return None
+
+    def records(self) -> list["TrainingDynamics"]:
+        """The per-sample records ``loss`` updates from the samples of its batch (TiDAL's TD record,
+        CAL's correctness). Under torchrun each rank sees its share of an epoch; the training
+        step copies the rows each rank updated into the others' records after every epoch
+        (:mod:`tidal.distributed`), so every rank holds them whole. Default: none."""
+        return []
 
     def loss(self, batch: StepBatch) -> torch.Tensor:
         """A scalar added to the mean cross-entropy (default: 0)."""

@@ -84,6 +84,10 @@ class CartographyObjective(AuxObjective):
         self.correctness.update(batch.indices, correct.unsqueeze(1).float())
         return batch.ce.new_zeros(())
 
+    def records(self) -> list[TrainingDynamics]:
+        """The correctness record, updated in :meth:`loss`."""
+        return [self.correctness]
+
     def fraction_correct(self, indices: torch.Tensor) -> torch.Tensor:
         """Share of epochs each of ``indices`` (absolute, ``[m]``) was correct, ``[m]`` on the CPU."""
         return self.correctness.targets(indices)[:, 0].cpu()

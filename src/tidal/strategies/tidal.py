@@ -42,6 +42,10 @@ class TDPredictionObjective(AuxObjective):
         target = self.dynamics.targets(batch.indices)
         return self.weight * td_kl_loss(self.module(batch.out.features), target)
 
+    def records(self) -> list[TrainingDynamics]:
+        """The TD record (Eq. 5), updated in :meth:`loss`."""
+        return [self.dynamics]
+
     def carried(self) -> nn.Module:
         """The TD module: kept across cycles with the backbone in continue mode, as the authors' code
         (``main.py`` builds ``models['module']`` once per trial). The TD record is per cycle: their
