@@ -19,8 +19,10 @@ from tidal.runs import (RunKey, experiment_runs, load_splits, make_pool, prepare
                         set_deterministic)
 from tidal.tracking import check_trackers, make_trackers
 
-__all__ = ["RunKey", "RunSummary", "experiment_runs", "load_splits", "make_pool", "prepare_out", "resolve_device",
-           "run_experiment", "run_one", "set_deterministic", "validate_experiment"]
+__all__ = ["BACKENDS", "RunKey", "RunSummary", "experiment_runs", "load_splits", "make_pool", "prepare_out",
+           "resolve_device", "run_experiment", "run_one", "set_deterministic", "validate_experiment"]
+
+BACKENDS = ("local", "ray")  # where runs train: this machine (serially or --jobs processes), or Ray tasks
 
 
 @dataclass
@@ -41,9 +43,11 @@ def run_experiment(
     mlflow: bool = False,
     tensorboard: bool = False,
     track_td: bool = False,
-    jobs: int = 1,
+    jobs: int | None = None,
     dataset: object = None,
     model: object = None,
+    backend: str = "local",
+    address: str | None = None,
 ) -> RunSummary:
     """Run every (dataset, imbalance, seed, method) of ``config``, storing each cycle in ``out``.
 
@@ -67,7 +71,14 @@ def run_experiment(
     ``jobs > 1`` trains that many runs at once in worker processes (:mod:`tidal.workers`),
     each with ``max(1, torch.get_num_threads() // jobs)`` torch threads. A run's numbers
     depend on its seed and its thread count only, so they equal a serial run's with that many
-    threads (``OMP_NUM_THREADS``), whatever the order the runs finish in.
+    threads (``OMP_NUM_THREADS``), whatever the order the runs finish in. With ``device``
+    ``cuda`` every worker trains on that one GPU (each with its own CUDA context).
+
+    ``backend="ray"`` sends each run as a Ray task (:mod:`tidal.ray_backend`, an optional
+    extra: ``pip install 'tidal-al[ray]'``) to the cluster at ``address`` (``HOST:PORT``), or
+    to a local Ray of ``jobs`` CPUs (default: all) started and stopped here; each task trains
+    with one torch thread, and this process alone writes ``out``. With CUDA, ``jobs`` runs
+    share each GPU.
 
     ``track_td`` (the paper's Figure 7) also stores, for every cycle of a method whose
     objective predicts TD, one ``td_tracking`` row per epoch: the test-set means of
@@ -80,14 +91,26 @@ def run_experiment(
     Raises ``ValueError`` / ``DatasetError`` / ``RunDirectoryError`` before any training when
     the configuration, the data or the output directory is wrong.
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs={jobs!r} must be a whole number >= 1 (parallel training runs)")
-    if jobs > 1 and model is not None and not isinstance(model, str):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} must be one of {', '.join(BACKENDS)}")
+    if address is not None and backend != "ray":
+        raise ValueError(f"address={address!r} is the address of a Ray cluster; add --backend ray (or drop --address)")
+    if backend == "ray":
+        from tidal.ray_backend import check_ray_device, require_ray
+
+        require_ray()  # one line with the install command, before anything is loaded
+        check_ray_device(device)
+        dev = torch.device("cpu")  # this process only checks and writes; each task resolves its own device
+    else:
+        jobs = jobs or 1
+        dev = resolve_device(device)
+    if backend == "local" and jobs > 1 and model is not None and not isinstance(model, str):
         _check_picklable(model)
     config, splits = _with_user_objects(config, splits, dataset, model)
     validate_experiment(config, datasets=tuple(splits or ()), model=model)
     check_trackers(mlflow=mlflow, tensorboard=tensorboard)
-    dev = resolve_device(device)
     set_deterministic(dev)
     out = Path(out)
     check_unlocked(out)  # a second run on the same directory is refused before it loads anything
@@ -130,7 +153,14 @@ def run_experiment(
                     f"{record.cycle + 1}/{al.cycles}: {record.n_labeled} labeled, "
                     f"accuracy {100 * record.accuracy:.2f}%")
 
-        if jobs == 1:
+        if backend == "ray":
+            if todo:
+                from tidal.ray_backend import run_in_ray
+
+                bar.set_postfix_str("Ray tasks")
+                run_in_ray(todo, config, out, store, device, jobs=jobs, address=address, splits=splits,
+                           track_td=track_td, on_cycle=on_cycle, model=model, log=log)
+        elif jobs == 1:
             for key in todo:
                 bar.set_postfix_str(f"{key[0]} IR={key[1]:g} {key[3]} seed={key[2]}")
                 run_one(key, config, out, loaded[key[0]], dev, store, track_td, progress, on_cycle, model)
