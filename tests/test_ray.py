@@ -106,6 +106,37 @@ def test_devices_ray_cannot_assign_are_refused(device):
     assert check_ray_device("cuda:3") == "cuda" and check_ray_device("auto") == "auto"
 
 
+@pytest.mark.parametrize("address", ["head", "head:port", "http://head:6379", ":6379", "head:6379/x"])
+def test_malformed_addresses_are_refused(address):
+    from tidal.ray_backend import check_address
+
+    with pytest.raises(ValueError, match=f"address={address!r} must be HOST:PORT"):
+        check_address(address)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_address_nobody_answers_is_refused_at_once(tmp_path, tiny_splits):
+    from tidal.ray_backend import check_address
+
+    port = _closed_port()
+    with pytest.raises(ConnectionError, match=rf"cannot reach the Ray cluster at 127.0.0.1:{port} .*ray start --head"):
+        check_address(f"127.0.0.1:{port}", timeout=2)
+    with pytest.raises(ConnectionError, match="cannot reach"):
+        check_address(f"ray://127.0.0.1:{port}", timeout=2)
+    if ray is not None:  # through run_experiment: refused before the run directory exists
+        with pytest.raises(ConnectionError, match="cannot reach"):
+            run_experiment(_config(), tmp_path / "r", progress=False, splits={"fashion-mnist": tiny_splits},
+                           backend="ray", address=f"127.0.0.1:{port}")
+        assert not (tmp_path / "r").exists()
+
+
 # --- with a local Ray ------------------------------------------------------------------------
 
 @needs_ray

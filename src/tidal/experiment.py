@@ -98,10 +98,12 @@ def run_experiment(
     if address is not None and backend != "ray":
         raise ValueError(f"address={address!r} is the address of a Ray cluster; add --backend ray (or drop --address)")
     if backend == "ray":
-        from tidal.ray_backend import check_ray_device, require_ray
+        from tidal.ray_backend import check_address, check_ray_device, require_ray
 
         require_ray()  # one line with the install command, before anything is loaded
         check_ray_device(device)
+        if address is not None:
+            check_address(address)
         dev = torch.device("cpu")  # this process only checks and writes; each task resolves its own device
     else:
         jobs = jobs or 1

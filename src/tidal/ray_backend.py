@@ -33,6 +33,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +52,8 @@ from tidal.runs import RunKey, load_splits, resolve_device, run_one, set_determi
 from tidal.runs import _checkpoint_path as checkpoint_path  # the one naming of checkpoint files
 from tidal.workers import WorkerError
 
-__all__ = ["INSTALL", "MAX_RETRIES", "RayNotInstalledError", "check_ray_device", "require_ray", "run_in_ray"]
+__all__ = ["INSTALL", "MAX_RETRIES", "RayNotInstalledError", "check_address", "check_ray_device", "require_ray",
+           "run_in_ray"]
 
 INSTALL = "pip install 'tidal-al[ray]'"  # the install command the errors quote
 MAX_RETRIES = 3  # times a run whose worker process died is started again (Ray's max_retries)
@@ -84,6 +87,24 @@ def check_ray_device(device: str | torch.device) -> str:
     if kind not in ("cpu", "cuda"):
         raise ValueError(f"device={text!r} cannot be used with --backend ray; use cpu, cuda or auto")
     return kind
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Refuse, before anything is written, an ``address`` that is not ``HOST:PORT``,
+    ``ray://HOST:PORT`` or ``auto``, or whose port does not answer within ``timeout`` seconds
+    (``ray.init`` itself would retry for minutes). Raises ``ValueError`` / ``ConnectionError``."""
+    if address == "auto":
+        return
+    m = re.fullmatch(r"(?:ray://)?\[?([^\s\[\]/]+?)\]?:(\d{1,5})", address)
+    if m is None:
+        raise ValueError(f"address={address!r} must be HOST:PORT (the head node's `ray start --head --port` port, "
+                         "e.g. 10.0.0.5:6379), ray://HOST:PORT or auto")
+    host, port = m.group(1), int(m.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it there "
+                              f"with `ray start --head --port {port}`, or fix --address") from None
 
 
 def run_in_ray(
