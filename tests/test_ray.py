@@ -22,7 +22,7 @@ from tidal.results import DB_NAME, ResultStore
 try:
     import ray
 except ImportError as exc:  # the optional extra is not installed
-    ray, RAY_MISSING = None, f"ray cannot be imported ({exc}); install it with: pip install 'tidal-al[ray]'"
+    ray, RAY_MISSING = None, f"ray cannot be imported ({exc}); install it with: pip install -e '.[ray]'"
 else:
     RAY_MISSING = ""
 
@@ -72,13 +72,13 @@ def test_without_ray_the_backend_is_one_line_with_the_install_command(tiny_split
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     from tidal.ray_backend import RayNotInstalledError
 
-    with pytest.raises(RayNotInstalledError, match=r"pip install 'tidal-al\[ray\]'"):
+    with pytest.raises(RayNotInstalledError, match=r"pip install 'ray\[default\]>=2.9'"):
         run_experiment(_config(), tmp_path / "r", progress=False, splits={"fashion-mnist": tiny_splits},
                        backend="ray")
     assert not (tmp_path / "r").exists()  # refused before anything was written
     code = main(["run", "--out", str(tmp_path / "cli"), "--backend", "ray", "--epochs", "1"])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "pip install 'tidal-al[ray]'" in err
+    assert code == 2 and err.count("\n") == 1 and "pip install 'ray[default]>=2.9'" in err
 
 
 def test_address_without_the_ray_backend_is_refused(tiny_splits, tmp_path, capsys):

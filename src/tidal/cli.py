@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and the runs that share each GPU (default: 1)")
     g.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: this machine (serially, or --jobs processes); ray: each run is a Ray task, the "
-                        "results are written here (pip install 'tidal-al[ray]') (default: local)")
+                        "results are written here (pip install -e '.[ray]') (default: local)")
     g.add_argument("--address", metavar="HOST:PORT",
                    help="with --backend ray: the Ray cluster to send the runs to (default: start a local Ray and "
                         "stop it at the end)")

@@ -75,7 +75,7 @@ def run_experiment(
     ``cuda`` every worker trains on that one GPU (each with its own CUDA context).
 
     ``backend="ray"`` sends each run as a Ray task (:mod:`tidal.ray_backend`, an optional
-    extra: ``pip install 'tidal-al[ray]'``) to the cluster at ``address`` (``HOST:PORT``), or
+    extra: ``pip install -e '.[ray]'``) to the cluster at ``address`` (``HOST:PORT``), or
     to a local Ray of ``jobs`` CPUs (default: all) started and stopped here; each task trains
     with one torch thread, and this process alone writes ``out``. With CUDA, ``jobs`` runs
     share each GPU.

@@ -24,7 +24,7 @@ GPUs: with ``device`` ``cuda`` every task asks Ray for ``1 / runs_per_gpu`` of a
 makes the one it assigns the task's ``cuda`` device (``CUDA_VISIBLE_DEVICES``); with
 ``auto`` the tasks use CUDA when the cluster has GPUs.
 
-Ray is an optional extra (``pip install 'tidal-al[ray]'``): this module imports it only when
+Ray is an optional extra (``pip install -e '.[ray]'``): this module imports it only when
 a function here is called.
 """
 
@@ -45,7 +45,7 @@ import torch
 
 from tidal.config import ExperimentConfig
 from tidal.data import DatasetSplits
-from tidal.errors import TidalError
+from tidal.errors import RunDirectoryError, TidalError
 from tidal.io import atomic_path
 from tidal.results import DB_NAME, CycleRecord, EpochKL, ResultStore
 from tidal.runs import RunKey, load_splits, resolve_device, run_one, set_deterministic
@@ -55,7 +55,7 @@ from tidal.workers import WorkerError
 __all__ = ["INSTALL", "MAX_RETRIES", "RayNotInstalledError", "check_address", "check_ray_device", "require_ray",
            "run_in_ray"]
 
-INSTALL = "pip install 'tidal-al[ray]'"  # the install command the errors quote
+INSTALL = "pip install 'ray[default]>=2.9' (or pip install -e '.[ray]' in the tidal checkout)"  # what errors quote
 MAX_RETRIES = 3  # times a run whose worker process died is started again (Ray's max_retries)
 
 
@@ -164,7 +164,11 @@ def run_in_ray(
             checkpoint = None
             if prior and config.al.retrain == "continue":
                 path = checkpoint_path(out, name, ir, method, seed, prior[-1].cycle)
-                checkpoint = (path.name, path.read_bytes()) if path.is_file() else None
+                if not path.is_file():
+                    raise RunDirectoryError(f"cannot resume {method} seed {seed} with --retrain continue: its "
+                                            f"checkpoint after cycle {prior[-1].cycle + 1} ({path}) is missing; use a "
+                                            "new --out directory")
+                checkpoint = (path.name, path.read_bytes())
             ref = task.remote(key, config, kind, shared, track_td, model, prior, checkpoint, threads)
             pending[ref] = (key, prior)
         while pending:
