@@ -21,7 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# The CPU build of torch first, pinned, so the dependency below installs nothing more.
 	$(PY) -m pip install --quiet $(FIND_LINKS) "$(TORCH)"
-	$(PY) -m pip install --quiet $(FIND_LINKS) -e ".[report,test]"
+	# [ray]: the Ray backend's tests run in CI too (ray installs beside torch without changing it or numpy).
+	$(PY) -m pip install --quiet $(FIND_LINKS) -e ".[report,test,ray]"
 	touch $@
 
 setup: $(VENV)/.installed data

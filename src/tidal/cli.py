@@ -114,9 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
         groups[flag.section].add_argument(*flag.flags, dest=flag.dest, default=argparse.SUPPRESS, **flag.kwargs)
     g = run.add_argument_group("machine and output")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-    g.add_argument("--jobs", type=int, default=1, metavar="N",
+    g.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="train N runs at once in worker processes, each with (torch threads // N) threads; the "
-                        "numbers equal a serial run with that many threads (default: 1, no workers)")
+                        "numbers equal a serial run with that many threads; with --device cuda they share the GPU "
+                        "(default: 1, no workers). With --backend ray: the CPUs of the local Ray (default: all), "
+                        "and the runs that share each GPU (default: 1)")
+    g.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: this machine (serially, or --jobs processes); ray: each run is a Ray task, the "
+                        "results are written here (pip install -e '.[ray]') (default: local)")
+    g.add_argument("--address", metavar="HOST:PORT",
+                   help="with --backend ray: the Ray cluster to send the runs to (default: start a local Ray and "
+                        "stop it at the end)")
     g.add_argument("--dist-backend", choices=["nccl", "gloo"], default=None,
                    help="under torchrun (several processes train each run, docs/distributed.md): the "
                         "torch.distributed backend (default: nccl on CUDA, gloo on the CPU)")
@@ -368,7 +376,8 @@ def _run_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     summary = run_experiment(config, args.out, device=args.device, progress=not args.quiet,
                              mlflow=args.mlflow, tensorboard=args.tensorboard, track_td=args.track_td,
-                             jobs=args.jobs, dist_backend=args.dist_backend)
+                             jobs=args.jobs, backend=args.backend, address=args.address,
+                             dist_backend=args.dist_backend)
     if summary.rank != 0:  # torchrun: rank 0 reports
         return 0
     write_report(args.out)

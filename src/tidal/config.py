@@ -15,6 +15,7 @@ from typing import Any
 
 
 __all__ = [
+    "AMP_MODES",
     "ALConfig",
     "DataConfig",
     "ExperimentConfig",
@@ -24,6 +25,9 @@ __all__ = [
     "load_config_file",
     "preset",
 ]
+
+
+AMP_MODES = ("off", "bf16")  # TrainConfig.amp: float32, or bfloat16 autocast (no loss scaling needed)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class TrainConfig:
     crop_padding: int = 4  # random-crop padding in pixels (0 disables the crop)
     flip: bool = True  # random horizontal flips
     eval_batch_size: int = 1024  # batch size for evaluation and scoring, in images
+    amp: str = "off"  # mixed precision of the training step: off (float32, the paper's numbers) or bf16 (bfloat16 autocast on the training device, CPU or CUDA; evaluation and scoring stay float32)
+    channels_last: bool = False  # also put the model's weights and each training batch in channels-last (NHWC) memory format; the built-in ResNets keep NHWC weights either way (benchmarks/channels_last.py)
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,7 @@ class ExperimentConfig:
         need(t.width >= 1, f"width={t.width} must be >= 1 channel")
         need(t.crop_padding >= 0, f"crop_padding={t.crop_padding} must be >= 0 pixels")
         need(t.eval_batch_size >= 1, f"eval_batch_size={t.eval_batch_size} must be >= 1")
+        need(t.amp in AMP_MODES, f"amp={t.amp!r} must be one of {', '.join(AMP_MODES)} (bf16: bfloat16 autocast)")
         need(d.pool_limit is None or d.pool_limit >= 2, f"pool_limit={d.pool_limit} must be >= 2 or unset")
         need(d.test_limit is None or d.test_limit >= 1, f"test_limit={d.test_limit} must be >= 1 or unset")
         sc = self.strategy

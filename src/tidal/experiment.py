@@ -22,8 +22,10 @@ from tidal.tracking import check_trackers, make_trackers
 if TYPE_CHECKING:
     from tidal.distributed import Ranks
 
-__all__ = ["RunKey", "RunSummary", "experiment_runs", "load_splits", "make_pool", "prepare_out", "resolve_device",
-           "run_experiment", "run_one", "set_deterministic", "validate_experiment"]
+__all__ = ["BACKENDS", "RunKey", "RunSummary", "experiment_runs", "load_splits", "make_pool", "prepare_out",
+           "resolve_device", "run_experiment", "run_one", "set_deterministic", "validate_experiment"]
+
+BACKENDS = ("local", "ray")  # where runs train: this machine (serially or --jobs processes), or Ray tasks
 
 
 @dataclass
@@ -45,9 +47,11 @@ def run_experiment(
     mlflow: bool = False,
     tensorboard: bool = False,
     track_td: bool = False,
-    jobs: int = 1,
+    jobs: int | None = None,
     dataset: object = None,
     model: object = None,
+    backend: str = "local",
+    address: str | None = None,
     dist_backend: str | None = None,
 ) -> RunSummary:
     """Run every (dataset, imbalance, seed, method) of ``config``, storing each cycle in ``out``.
@@ -72,7 +76,14 @@ def run_experiment(
     ``jobs > 1`` trains that many runs at once in worker processes (:mod:`tidal.workers`),
     each with ``max(1, torch.get_num_threads() // jobs)`` torch threads. A run's numbers
     depend on its seed and its thread count only, so they equal a serial run's with that many
-    threads (``OMP_NUM_THREADS``), whatever the order the runs finish in.
+    threads (``OMP_NUM_THREADS``), whatever the order the runs finish in. With ``device``
+    ``cuda`` every worker trains on that one GPU (each with its own CUDA context).
+
+    ``backend="ray"`` sends each run as a Ray task (:mod:`tidal.ray_backend`, an optional
+    extra: ``pip install -e '.[ray]'``) to the cluster at ``address`` (``HOST:PORT``), or
+    to a local Ray of ``jobs`` CPUs (default: all) started and stopped here; each task trains
+    with one torch thread, and this process alone writes ``out``. With CUDA, ``jobs`` runs
+    share each GPU.
 
     ``track_td`` (the paper's Figure 7) also stores, for every cycle of a method whose
     objective predicts TD, one ``td_tracking`` row per epoch: the test-set means of
@@ -92,24 +103,41 @@ def run_experiment(
     """
     from tidal.distributed import launched
 
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs={jobs!r} must be a whole number >= 1 (parallel training runs)")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} must be one of {', '.join(BACKENDS)}")
+    if address is not None and backend != "ray":
+        raise ValueError(f"address={address!r} is the address of a Ray cluster; add --backend ray (or drop --address)")
     launch = launched()
+    if launch is not None and backend != "local":
+        raise ValueError(f"backend={backend!r} cannot run under torchrun (WORLD_SIZE={launch.world_size}): the ranks "
+                         "already train each run together; start tidal run without torchrun to use Ray")
+    if backend == "ray":
+        from tidal.ray_backend import check_address, check_ray_device, require_ray
+
+        require_ray()  # one line with the install command, before anything is loaded
+        check_ray_device(device)
+        if address is not None:
+            check_address(address)
+        dev = torch.device("cpu")  # this process only checks and writes; each task resolves its own device
+    else:
+        jobs = jobs or 1
+        dev = resolve_device(device)
     if launch is not None:
         launch.check(config.train.batch_size, config.al.initial, jobs)
-    if jobs > 1 and model is not None and not isinstance(model, str):
+    if backend == "local" and jobs > 1 and model is not None and not isinstance(model, str):
         _check_picklable(model)
     config, splits = _with_user_objects(config, splits, dataset, model)
     validate_experiment(config, datasets=tuple(splits or ()), model=model)
     check_trackers(mlflow=mlflow, tensorboard=tensorboard)
-    dev = resolve_device(device)
     if launch is None:
         return _run_experiment(config, Path(out), dev, progress, log, splits, mlflow, tensorboard, track_td, jobs,
-                               model)
+                               model, backend=backend, address=address, device_spec=device)
     from tidal.distributed import rank_device, start
 
-    dev, backend = rank_device(launch, dev, dist_backend)
-    ranks = start(launch, dev, backend)
+    dev, dist = rank_device(launch, dev, dist_backend)
+    ranks = start(launch, dev, dist)
     try:
         return _run_experiment(config, Path(out), dev, progress and ranks.is_main, log, splits,
                                mlflow and ranks.is_main, tensorboard and ranks.is_main, track_td, jobs, model, ranks)
@@ -119,9 +147,11 @@ def run_experiment(
 
 def _run_experiment(config: ExperimentConfig, out: Path, dev: torch.device, progress: bool,
                     log: Callable[[str], None], splits: dict[str, DatasetSplits] | None, mlflow: bool,
-                    tensorboard: bool, track_td: bool, jobs: int, model: object,
-                    ranks: "Ranks | None" = None) -> RunSummary:
-    """:func:`run_experiment` after its arguments are checked (on every rank under torchrun)."""
+                    tensorboard: bool, track_td: bool, jobs: int | None, model: object,
+                    ranks: "Ranks | None" = None, backend: str = "local", address: str | None = None,
+                    device_spec: "torch.device | str" = "auto") -> RunSummary:
+    """:func:`run_experiment` after its arguments are checked (on every rank under torchrun;
+    ``backend``/``address``/``device_spec``: :func:`run_experiment`'s, for Ray tasks)."""
     set_deterministic(dev)
     first = (lambda fn, share=True: fn()) if ranks is None else ranks.from_main  # rank 0 runs it, all get the result
 
@@ -180,7 +210,14 @@ def _run_experiment(config: ExperimentConfig, out: Path, dev: torch.device, prog
                     f"{record.cycle + 1}/{al.cycles}: {record.n_labeled} labeled, "
                     f"accuracy {100 * record.accuracy:.2f}%")
 
-        if jobs == 1:
+        if backend == "ray":
+            if todo:
+                from tidal.ray_backend import run_in_ray
+
+                bar.set_postfix_str("Ray tasks")
+                run_in_ray(todo, config, out, store, device_spec, jobs=jobs, address=address, splits=splits,
+                           track_td=track_td, on_cycle=on_cycle, model=model, log=log)
+        elif jobs == 1:
             for key in todo:
                 bar.set_postfix_str(f"{key[0]} IR={key[1]:g} {key[3]} seed={key[2]}")
                 run_one(key, config, out, loaded[key[0]], dev, store, track_td, progress, on_cycle, model, ranks)

@@ -27,8 +27,8 @@ __all__ = ["ConfigFlag", "config_flags", "config_sections"]
 ALIASES = {"datasets": ("--dataset",), "imbalances": ("--imbalance",), "strategy.tidal_weight": ("--lambda",)}
 # The flags of `tidal run` that are not configuration fields; a field with one of these names
 # (or a name two sections share) gets its section as a prefix: --<section>-<name>.
-RUN_FLAGS = ("preset", "config", "out", "device", "jobs", "quiet", "mlflow", "tensorboard", "track_td", "help",
-             "version")
+RUN_FLAGS = ("preset", "config", "out", "device", "jobs", "backend", "address", "quiet", "mlflow", "tensorboard",
+             "track_td", "help", "version")
 
 
 @dataclasses.dataclass(frozen=True)

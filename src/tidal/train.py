@@ -6,6 +6,7 @@ The step is the same for every method: ``loss = mean CE + objective.loss(batch)`
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from tidal.strategies.base import AuxObjective, StepBatch
 if TYPE_CHECKING:
     from tidal.distributed import Ranks
 
-__all__ = ["EpochHook", "TrainStats", "train_model", "epoch_batches"]
+__all__ = ["EpochHook", "TrainStats", "autocast", "train_model", "epoch_batches"]
 
 # Called after every epoch (after ``objective.end_epoch``) with the 0-based epoch, the backbone
 # and the objective, e.g. to run inference for an analysis (tidal.analysis.TDTracker). A hook
@@ -50,6 +51,15 @@ def epoch_batches(indices: torch.Tensor, batch_size: int, generator: torch.Gener
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches[-2:] = [torch.cat(batches[-2:])]
     return batches
+
+
+def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """The mixed-precision context of a training step: ``torch.autocast`` to bfloat16 on
+    ``device``'s type when ``config.amp == "bf16"``; with ``"off"`` a no-op context, so the
+    float32 step is exactly what it was before the option existed."""
+    if config.amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def train_model(
@@ -90,6 +100,8 @@ def train_model(
     if objective is not None:
         objective.train()
     device = dataset.device
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)  # 4-D weights NHWC; the batches below follow
     aug = Augment(config.crop_padding, config.flip)
     start, seen, last_loss, hook_seconds = time.perf_counter(), 0, float("nan"), 0.0
     bar = tqdm(range(config.epochs), desc=desc, leave=False, disable=not progress, unit="epoch")
@@ -110,11 +122,14 @@ def train_model(
         n_steps = 0
         for idx_dev, x, share in steps:
             y = dataset.labels[idx_dev]
-            out = model(x)
-            ce = F.cross_entropy(out.logits, y, reduction="none")
-            loss = ce.mean()
-            if objective is not None:
-                loss = loss + objective.loss(StepBatch(x=x, y=y, indices=idx_dev, epoch=epoch, out=out, ce=ce))
+            if config.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(config, device):  # bf16: the forward passes and losses; backward follows autocast's dtypes
+                out = model(x)
+                ce = F.cross_entropy(out.logits, y, reduction="none")
+                loss = ce.mean()
+                if objective is not None:
+                    loss = loss + objective.loss(StepBatch(x=x, y=y, indices=idx_dev, epoch=epoch, out=out, ce=ce))
             if share != 1.0:  # this rank's piece is not 1/N of the batch: weight its mean loss
                 loss = loss * share
             optimizer.zero_grad(set_to_none=True)
