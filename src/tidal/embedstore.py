@@ -44,7 +44,7 @@ __all__ = ["STORE_DTYPES", "STORE_KINDS", "EmbeddingStore", "StoreSpec", "Stored
 STORE_KINDS = ("memory", "disk")
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 ALIGN = 64  # rows: blocks start at multiples of this (see the module docstring)
-BLOCK_BYTES = 64 << 20  # float32 bytes of one row block by default
+BLOCK_BYTES = 16 << 20  # float32 bytes of one row block by default
 _F16_MAX = float(torch.finfo(torch.float16).max)
 
 
