@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tidal.config import ALConfig, ExperimentConfig, StrategyConfig
+from tidal.config import ALConfig, ExperimentConfig, StrategyConfig, TrainConfig
 from tidal.data.dataset import FeatureDataset
 from tidal.embedstore import ALIGN, EmbeddingStore, StoreSpec, StoredRows, as_rows, row_spans
 from tidal.gather import gather, select
+from tidal.loop import configured_model
 from tidal.models.mlp import MLP
-from tidal.strategies import create_strategy, select_top_k
+from tidal.strategies import TrainContext, create_strategy, select_top_k
 from tidal.strategies.cal import fit_logistic_regression
 from tidal.strategies.diversity import (
     _sq_dists,
@@ -25,10 +26,23 @@ from tidal.strategies.diversity import (
     outer_product_sq_dists,
     pick_order_scores,
 )
-
-from test_streaming import _trained
+from tidal.train import train_model
 
 SET_STRATEGIES = ["coreset", "badge", "cal", "cal-uncertain"]
+TC = TrainConfig(epochs=2, width=2, batch_size=16, eval_batch_size=16)
+
+
+def _trained(name, tiny_splits):
+    """A strategy, its model and objective after a short training on the tiny split's first 48 samples."""
+    strategy = create_strategy(name)
+    train, labeled = tiny_splits.train, torch.arange(0, 48)
+    torch.manual_seed(0)
+    model = configured_model(TC)(train.num_classes, train.input_shape, strategy.dropout)
+    ctx = TrainContext(train, labeled, torch.arange(49, 240), train.num_classes, model.feature_channels,
+                       model.embedding_dim, TC.epochs, torch.device("cpu"), TC.eval_batch_size)
+    objective = strategy.make_objective(ctx)
+    train_model(model, objective, train, labeled, TC, torch.Generator().manual_seed(1))
+    return strategy, model, objective, labeled
 
 
 # ---- the whole-array algorithms as they were before the store (the reference) --------------------
@@ -132,7 +146,7 @@ def test_blockwise_badge_equals_the_whole_array_one(n, classes, dim, rows):
 
 
 def _fixture_run(name, tiny_splits, spec):
-    strategy, model, objective, _, labeled = _trained(name, tiny_splits)
+    strategy, model, objective, labeled = _trained(name, tiny_splits)
     train, k = tiny_splits.train, 25
     candidates = torch.arange(49, 240)  # 191 candidates: blocks of 64, 64, 63
     torch.manual_seed(7)
@@ -241,8 +255,6 @@ def _largest(name, n, spec, dim=64, classes=50):
     strategy = create_strategy(name)
     objective = None
     if name.startswith("cal"):
-        from tidal.strategies.base import TrainContext
-
         labeled = torch.arange(n, n + 40)
         ctx = TrainContext(split, labeled, torch.arange(n), classes, model.feature_channels, model.embedding_dim, 2,
                            torch.device("cpu"), 64)
