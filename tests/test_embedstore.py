@@ -145,23 +145,17 @@ def test_blockwise_badge_equals_the_whole_array_one(n, classes, dim, rows):
     assert torch.equal(plain, want)
 
 
-def _fixture_run(name, tiny_splits, spec):
+@pytest.mark.parametrize("name", SET_STRATEGIES)
+def test_set_strategies_over_the_store_equal_todays_selection(name, tiny_splits, tmp_path):
     strategy, model, objective, labeled = _trained(name, tiny_splits)
     train, k = tiny_splits.train, 25
     candidates = torch.arange(49, 240)  # 191 candidates: blocks of 64, 64, 63
-    torch.manual_seed(7)
     inputs = gather(model, objective, strategy.needs, train, candidates, labeled, k,
                     torch.Generator().manual_seed(3), 16)
-    want = select_top_k(_whole_scores(name, inputs), candidates, k)
-    got = select(strategy, model, objective, train, candidates, labeled, k, torch.Generator().manual_seed(3), 16,
-                 store=spec)
-    return want, got
-
-
-@pytest.mark.parametrize("name", SET_STRATEGIES)
-def test_set_strategies_over_the_store_equal_todays_selection(name, tiny_splits, tmp_path):
+    want_ids, want = select_top_k(_whole_scores(name, inputs), candidates, k)
     for spec in (None, StoreSpec(block_rows=64), StoreSpec("disk", "float32", str(tmp_path), 64)):
-        (want_ids, want), (ids, scores) = _fixture_run(name, tiny_splits, spec)
+        ids, scores = select(strategy, model, objective, train, candidates, labeled, k,
+                             torch.Generator().manual_seed(3), 16, store=spec)
         assert torch.equal(ids, want_ids), spec
         assert scores.dtype == want.dtype and torch.equal(scores, want), spec
     assert os.listdir(tmp_path) == []  # the disk store removed its files

@@ -207,7 +207,10 @@ class StoredRows:
 
     def close(self) -> None:
         if self._mm is not None:
-            self._mm.close()
+            try:
+                self._mm.close()
+            except BufferError:  # a block view is still alive (an exception unwound past it): the GC unmaps it
+                pass
             self._mm = None
         self._tensor = None
 
