@@ -66,6 +66,9 @@ class ALConfig:
     cycles: int = 10  # training rounds; the last one is evaluated but selects nothing
     subset: int = 10000  # random unlabeled subset scored per cycle (S; paper: 10^4)
     retrain: str = "scratch"  # "scratch" (paper) or "continue" (the authors' code keeps training the model)
+    embedding_store: str = "memory"  # where coreset, badge and cal keep the candidates' embeddings (and probs) while scoring: "memory" or "disk" (a memory-mapped file, removed after scoring)
+    embedding_dtype: str = "float32"  # dtype of that store: "float32" (exact) or "float16" (half the bytes; each value rounded once, selections may differ slightly)
+    store_dir: str | None = None  # folder of the disk store (default: the system's temporary directory)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,10 @@ class ExperimentConfig:
         need(a.subset >= 1, f"subset={a.subset} must be > 0 (the paper scores a random subset of 10000)")
         need(a.subset >= a.budget, f"subset={a.subset} must be >= budget={a.budget}: top-k is taken from the subset")
         need(a.retrain in ("scratch", "continue"), f"retrain={a.retrain!r} must be 'scratch' or 'continue'")
+        need(a.embedding_store in ("memory", "disk"),
+             f"embedding_store={a.embedding_store!r} is not a store kind; use 'memory' or 'disk'")
+        need(a.embedding_dtype in ("float32", "float16"),
+             f"embedding_dtype={a.embedding_dtype!r} is not supported; use 'float32' or 'float16'")
         need(t.epochs >= 1, f"epochs={t.epochs} must be >= 1")
         need(t.lr > 0, f"lr={t.lr} must be > 0")
         need(0 <= t.momentum < 1, f"momentum={t.momentum} must be in [0, 1)")
@@ -188,6 +195,7 @@ class ExperimentConfig:
         d["data"].pop("data_dir")
         d["data"].pop("download")
         d["data"].pop("workers")
+        d["al"].pop("store_dir")
         return d
 
     def fingerprint(self) -> str:

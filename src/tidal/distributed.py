@@ -51,6 +51,7 @@ from tidal.errors import TidalError
 
 if TYPE_CHECKING:
     from tidal.data.dataset import Split
+    from tidal.embedstore import StoreSpec
     from tidal.dynamics import TrainingDynamics
     from tidal.strategies.base import AuxObjective, Strategy
 
@@ -377,7 +378,8 @@ class Ranks:
 
     def select(self, strategy: "Strategy", model: nn.Module, objective: "AuxObjective | None", dataset: "Split",
                candidates: torch.Tensor, labeled: torch.Tensor, k: int, generator: torch.Generator,
-               batch_size: int = 1024, chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               batch_size: int = 1024, chunk_size: int | None = None,
+               store: "StoreSpec | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`tidal.gather.select` over the ranks: ``(ids [k], scores [k])``, best first, on every rank.
 
         A per-sample strategy that needs a model pass scores a contiguous block of whole batches
@@ -391,10 +393,11 @@ class Ranks:
 
         args = (strategy, model, objective, dataset)
         if not strategy.per_sample or not strategy.needs & _MODEL_NEEDS:
-            return self.from_main(lambda: select(*args, candidates, labeled, k, generator, batch_size, chunk_size))
+            return self.from_main(lambda: select(*args, candidates, labeled, k, generator, batch_size, chunk_size,
+                                                 store=store))
         lo, hi = _block(len(candidates), self.world_size, self.rank, batch_size)
         mine = (candidates[:0].cpu(), torch.zeros(0)) if lo == hi else \
-            select(*args, candidates[lo:hi], labeled, min(k, hi - lo), generator, batch_size, chunk_size)
+            select(*args, candidates[lo:hi], labeled, min(k, hi - lo), generator, batch_size, chunk_size, store=store)
         parts = [p for p in self._objects(mine) if len(p[0])]
         if not parts:
             return select_top_k(torch.zeros(0), torch.zeros(0, dtype=torch.int64), k)

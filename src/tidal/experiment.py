@@ -246,6 +246,7 @@ def validate_experiment(config: ExperimentConfig, datasets: tuple[str, ...] = ()
     sense, the model a known spec (or ``model``, the object passed in from Python). Raises
     ``ValueError`` quoting the bad value; returns ``config``."""
     from tidal.data.sources import check_source_spec
+    from tidal.embedstore import StoreSpec
     from tidal.models.factory import check_model_spec
     from tidal.strategies import strategy_class
 
@@ -256,6 +257,7 @@ def validate_experiment(config: ExperimentConfig, datasets: tuple[str, ...] = ()
     for name in config.methods:
         strategy_class(name).check_config(config.strategy)  # unknown names raise with the valid ones
     check_model_spec(config.train.model if model is None else model)
+    StoreSpec(config.al.embedding_store, config.al.embedding_dtype, config.al.store_dir).check_directory()
     return config
 
 

@@ -5,8 +5,12 @@ Gathering yields chunks (:func:`gather_chunks`): each holds the needs of a run o
 candidates, computed batch by batch exactly as the whole-array :func:`gather` computes them. A
 ``per_sample`` strategy is scored chunk by chunk and a :class:`~tidal.strategies.base.RunningTopK`
 keeps the best k, so :func:`select` never holds ``[n, C]`` probabilities or ``[T, n, C]`` MC
-samples for it; a set strategy is scored once on the whole arrays. Both give the ids and scores
-:func:`~tidal.strategies.base.select_top_k` gives on the whole arrays, bit for bit.
+samples for it (also for a model without ``logits_from_embedding``: its T stochastic passes run
+batch by batch). A ``blockwise`` set strategy (Core-Set, BADGE, CAL) gets its arrays through a
+compact store (:mod:`tidal.embedstore`: float32 in memory by default, or float16 / on disk) that
+it reads in row blocks; any other set strategy is scored once on the whole arrays. All give the
+ids and scores :func:`~tidal.strategies.base.select_top_k` gives on the whole arrays, bit for
+bit (a float16 store: on the rounded arrays).
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import torch
 from torch import nn
 
 from tidal.data.dataset import Split
+from tidal.embedstore import EmbeddingStore, StoreSpec
 from tidal.inference import batched_outputs
 from tidal.strategies.base import AuxObjective, RunningTopK, ScoreInputs, Strategy, select_top_k
 
-__all__ = ["gather", "gather_chunks", "select"]
+__all__ = ["gather", "gather_chunks", "gather_stored", "select"]
 
 # The per-candidate fields of ScoreInputs and the dimension along which each runs over candidates.
 _FIELDS = {"probs": 0, "embedding": 0, "mc_probs": 1}
@@ -32,64 +37,73 @@ def _set_dropout(model: nn.Module, active: bool) -> None:
             m.train(active)
 
 
+def _piece(chunk: torch.Tensor, out, needs: frozenset[str], objective: AuxObjective | None) -> dict:
+    """The deterministic needs (``probs``, ``embedding``, ``aux``) of one batch's model output, on the CPU."""
+    piece: dict = {"candidates": chunk.cpu()}
+    with torch.no_grad():
+        if "probs" in needs:
+            piece["probs"] = torch.softmax(out.logits, dim=1).cpu()
+        if "embedding" in needs:
+            piece["embedding"] = out.embedding.cpu()
+        if "aux" in needs and objective is not None:
+            piece["aux"] = {key: v.cpu() for key, v in objective.predict(out).items()}
+    return piece
+
+
 def _batches(model: nn.Module, objective: AuxObjective | None, needs: frozenset[str], dataset: Split,
              candidates: torch.Tensor, batch_size: int, mc_samples: int) -> Iterator[dict]:
     """The candidates' needs (all but ``labeled_embedding``) one batch of ``batch_size`` at a time,
     in candidate order: dicts with ``candidates [b]`` and the needed fields, on the CPU."""
     mc = "mc_probs" in needs and mc_samples > 0
     if mc and not hasattr(model, "logits_from_embedding"):
-        # Any other model: T full stochastic passes, each over every candidate. The dropout masks
-        # are drawn pass by pass, so the passes must run in that order: this path holds [T, n, C].
-        yield from _whole_mc_batches(model, objective, needs, dataset, candidates, batch_size, mc_samples)
+        yield from _stochastic_batches(model, objective, needs, dataset, candidates, batch_size, mc_samples)
         return
     if not needs & {"probs", "embedding", "aux", "mc_probs"}:
         for chunk in candidates.split(batch_size):
             yield {"candidates": chunk.cpu()}
         return
     for chunk, out in batched_outputs(model, dataset, candidates, batch_size):
-        piece: dict = {"candidates": chunk.cpu()}
-        with torch.no_grad():  # not around the yield: the caller's grad mode stays its own
-            if "probs" in needs:
-                piece["probs"] = torch.softmax(out.logits, dim=1).cpu()
-            if "embedding" in needs:
-                piece["embedding"] = out.embedding.cpu()
-            if "aux" in needs and objective is not None:
-                piece["aux"] = {key: v.cpu() for key, v in objective.predict(out).items()}
-            if mc:
-                # Dropout sits only between the embedding and the classifier: the backbone ran once
-                # (eval mode, deterministic); sample the T dropout masks on the embedding alone.
-                head = model.logits_from_embedding
+        piece = _piece(chunk, out, needs, objective)  # not under no_grad across the yield: the caller's mode stays
+        if mc:
+            # Dropout sits only between the embedding and the classifier: the backbone ran once
+            # (eval mode, deterministic); sample the T dropout masks on the embedding alone.
+            head = model.logits_from_embedding
+            _set_dropout(model, True)
+            try:
+                with torch.no_grad():
+                    piece["mc_probs"] = torch.stack([torch.softmax(head(out.embedding), dim=1).cpu()
+                                                     for _ in range(mc_samples)])
+            finally:
+                _set_dropout(model, False)
+        yield piece
+
+
+def _stochastic_batches(model: nn.Module, objective: AuxObjective | None, needs: frozenset[str], dataset: Split,
+                        candidates: torch.Tensor, batch_size: int, mc_samples: int) -> Iterator[dict]:
+    """:func:`_batches` for a model without ``logits_from_embedding``: batch by batch, one eval pass
+    for the deterministic needs, then ``mc_samples`` full passes over the same batch with dropout
+    active (batch norm stays in eval mode). Holds ``[T, batch, C]`` at a time, never ``[T, n, C]``.
+
+    The dropout masks are drawn batch by batch (T passes of batch 1, then of batch 2, ...), not
+    pass by pass over all candidates as before this path was chunked: the same distribution,
+    other draws from the global generator.
+    """
+    was_training = model.training
+    model.eval()
+    deterministic = needs & {"probs", "embedding", "aux"}
+    try:
+        for chunk, x in dataset.batches(candidates.split(batch_size)):
+            with torch.no_grad():
+                piece = _piece(chunk, model(x), needs, objective) if deterministic else {"candidates": chunk.cpu()}
                 _set_dropout(model, True)
                 try:
-                    piece["mc_probs"] = torch.stack([torch.softmax(head(out.embedding), dim=1).cpu()
+                    piece["mc_probs"] = torch.stack([torch.softmax(model(x).logits, dim=1).cpu()
                                                      for _ in range(mc_samples)])
                 finally:
                     _set_dropout(model, False)
-        yield piece
-
-
-def _whole_mc_batches(model: nn.Module, objective: AuxObjective | None, needs: frozenset[str], dataset: Split,
-                      candidates: torch.Tensor, batch_size: int, mc_samples: int) -> Iterator[dict]:
-    """:func:`_batches` for a model without ``logits_from_embedding``: MC passes over the whole set first."""
-    samples = []
-    was_training = model.training
-    model.eval()
-    _set_dropout(model, True)
-    try:
-        with torch.no_grad():
-            for _ in range(mc_samples):
-                samples.append(torch.cat([torch.softmax(model(x).logits, dim=1).cpu()
-                                          for _, x in dataset.batches(candidates.split(batch_size))]))
+            yield piece
     finally:
-        _set_dropout(model, False)
         model.train(was_training)
-    mc_probs = torch.stack(samples)
-    start = 0
-    for piece in _batches(model, objective, needs - {"mc_probs"}, dataset, candidates, batch_size, 0):
-        end = start + len(piece["candidates"])
-        piece["mc_probs"] = mc_probs[:, start:end]
-        start = end
-        yield piece
 
 
 def _cat(pieces: list[dict]) -> dict:
@@ -160,9 +174,8 @@ def gather_chunks(
     candidates (default ``batch_size``; the last chunk may be shorter), in candidate order.
 
     The model still runs in batches of ``batch_size``, so every value equals the whole-array
-    one; a chunk holds at most ``chunk_size + batch_size`` candidates' needs at once (except
-    MC samples of a model without ``logits_from_embedding``, gathered whole: see
-    :func:`_whole_mc_batches`). ``labeled_embedding`` is not gathered here (set strategies only).
+    one; a chunk holds at most ``chunk_size + batch_size`` candidates' needs at once.
+    ``labeled_embedding`` is not gathered here (set strategies only).
     """
     size = batch_size if chunk_size is None else chunk_size
     if size < 1:
@@ -201,6 +214,45 @@ def gather(
     return inputs
 
 
+def gather_stored(
+    model: nn.Module,
+    objective: AuxObjective | None,
+    needs: frozenset[str],
+    dataset: Split,
+    candidates: torch.Tensor,
+    labeled: torch.Tensor,
+    k: int,
+    generator: torch.Generator,
+    store: EmbeddingStore,
+    batch_size: int = 1024,
+) -> ScoreInputs:
+    """:func:`gather` for a ``blockwise`` set strategy: ``probs [n, C]``, ``embedding [n, D]`` and
+    ``labeled_embedding [m, D]`` are written batch by batch into ``store`` and handed over as its
+    :class:`~tidal.embedstore.StoredRows` (the same values as :func:`gather`'s tensors in a float32
+    store; rounded once in a float16 one). ``aux`` and ``mc_probs`` are not supported here."""
+    if needs & {"aux", "mc_probs"}:
+        raise ValueError(f"a blockwise strategy cannot need {sorted(needs & {'aux', 'mc_probs'})}")
+    inputs = _inputs({"candidates": candidates.cpu()}, labeled, k, generator, objective)
+    n, start = len(candidates), 0
+    for piece in _batches(model, objective, needs - {"labeled_embedding"}, dataset, candidates, batch_size, 0):
+        for name in ("probs", "embedding"):
+            if name in piece:
+                if getattr(inputs, name) is None:
+                    setattr(inputs, name, store.array(name, n, piece[name].shape[1]))
+                getattr(inputs, name).write(start, piece[name])
+        start += len(piece["candidates"])
+    if "labeled_embedding" in needs:
+        rows, start = None, 0
+        for _, out in batched_outputs(model, dataset, labeled, batch_size):
+            emb = out.embedding.cpu()
+            if rows is None:
+                rows = store.array("labeled_embedding", len(labeled), emb.shape[1])
+            rows.write(start, emb)
+            start += len(emb)
+        inputs.labeled_embedding = rows
+    return inputs
+
+
 def select(
     strategy: Strategy,
     model: nn.Module,
@@ -212,18 +264,33 @@ def select(
     generator: torch.Generator,
     batch_size: int = 1024,
     chunk_size: int | None = None,
+    *,
+    store: StoreSpec | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gather, score and take the top ``k`` of ``candidates``: ``(ids [k], scores [k])``, best first.
 
     A ``per_sample`` strategy is scored on :func:`gather_chunks` (``chunk_size`` candidates at
-    a time, default ``batch_size``) into a :class:`RunningTopK`; any other strategy is scored on
-    the whole :func:`gather`. Either way the result is :func:`select_top_k` of the whole scores.
+    a time, default ``batch_size``; rounded up to a multiple of ``batch_size`` for a
+    ``batch_aligned`` one) into a :class:`RunningTopK`. A ``blockwise`` set strategy is scored on
+    :func:`gather_stored` into an :class:`~tidal.embedstore.EmbeddingStore` laid out by ``store``
+    (default: float32 in memory), closed (its files removed) before returning; any other strategy
+    on the whole :func:`gather`. Either way the result is :func:`select_top_k` of the whole scores
+    (for a float16 store: of the scores on the rounded arrays).
     """
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size={chunk_size!r} must be a whole number >= 1 (candidates scored at a time)")
     args = (model, objective, strategy.needs, dataset, candidates, labeled, k, generator, batch_size,
             strategy.mc_samples)
     if strategy.per_sample:
+        size = batch_size if chunk_size is None else chunk_size
+        if strategy.batch_aligned:
+            size = -(-size // batch_size) * batch_size
         top = RunningTopK(k)
-        for inputs in gather_chunks(*args, chunk_size=chunk_size):
+        for inputs in gather_chunks(*args, chunk_size=size):
             top.add(strategy.score(inputs), inputs.candidates)
         return top.result()
+    if strategy.blockwise:
+        with EmbeddingStore(store) as stored:
+            scores = strategy.score(gather_stored(*args[:8], stored, batch_size))
+        return select_top_k(scores, candidates, k)
     return select_top_k(strategy.score(gather(*args)), candidates, k)

@@ -25,6 +25,7 @@ from torch import nn
 from tidal.config import ALConfig, TrainConfig
 from tidal.data.dataset import Split
 from tidal.errors import TrainingDivergedError
+from tidal.embedstore import StoreSpec
 from tidal.gather import select
 from tidal.inference import evaluate
 from tidal.pool import LabelPool
@@ -224,9 +225,10 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
     scores = torch.zeros(0)
     t0 = time.perf_counter()
     if selects:
+        store = StoreSpec(al.embedding_store, al.embedding_dtype, al.store_dir)
         selected, scores = (select if ranks is None else ranks.select)(
             strategy, model, objective, train, candidates.to(device), lab.to(device), al.budget, g,
-            train_config.eval_batch_size, chunk_size)
+            train_config.eval_batch_size, chunk_size, store=store)
         state.label(selected, round=cycle + 1)
     score_seconds = time.perf_counter() - t0
     counts = torch.bincount(train.labels[lab.to(device)].cpu(), minlength=train.num_classes).tolist()

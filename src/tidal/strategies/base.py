@@ -11,7 +11,8 @@ A strategy whose score of a candidate depends only on that candidate's gathered 
 and keeps only the best k (:class:`RunningTopK`, the same ranking as :func:`select_top_k`), so
 its memory grows with the chunk and k, never with the number of candidates. A set strategy
 (Core-Set, BADGE, CAL: every score depends on all candidates) keeps ``per_sample = False`` and
-is scored once on the whole gathered arrays.
+is scored once on all candidates; with ``blockwise = True`` it reads their arrays from a compact
+store (:mod:`tidal.embedstore`, in memory or on disk) in row blocks, otherwise as whole tensors.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tidal.errors import did_you_mean
 
 if TYPE_CHECKING:
     from tidal.config import StrategyConfig
+    from tidal.embedstore import StoredRows
     from tidal.data.dataset import Split
     from tidal.dynamics import TrainingDynamics
     from tidal.models.resnet import ModelOutput
@@ -133,10 +135,11 @@ class ScoreInputs:
     labeled: torch.Tensor  # absolute indices of the labeled set [m]
     k: int  # how many will be selected
     generator: torch.Generator  # randomness for stochastic strategies
-    probs: torch.Tensor | None = None  # [n, C]
-    embedding: torch.Tensor | None = None  # [n, D]
+    # probs, embedding and labeled_embedding are StoredRows (tidal.embedstore) for a blockwise strategy
+    probs: "torch.Tensor | StoredRows | None" = None  # [n, C]
+    embedding: "torch.Tensor | StoredRows | None" = None  # [n, D]
     mc_probs: torch.Tensor | None = None  # [T, n, C]
-    labeled_embedding: torch.Tensor | None = None  # [m, D]
+    labeled_embedding: "torch.Tensor | StoredRows | None" = None  # [m, D]
     aux: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [n, ...]
     objective: AuxObjective | None = None  # the hook that trained with the model this cycle
 
@@ -156,6 +159,15 @@ class Strategy:
     # stochastic scores, on drawing from ``generator`` in candidate order): the loop then scores
     # chunk by chunk and keeps a running top-k. False (the safe default): scored on whole arrays.
     per_sample: ClassVar[bool] = False
+    # per_sample strategies only: True when a candidate's score also depends on which eval batch
+    # computes it (a network run over the chunk's candidates, as VAAL's VAE: its float results move
+    # with the batch's composition). The loop then cuts chunks at multiples of the eval batch size,
+    # so every batch is the one the whole-array pass would run and the scores stay bit-identical.
+    batch_aligned: ClassVar[bool] = False
+    # Set strategies only: True when ``score`` reads ``probs``, ``embedding`` and ``labeled_embedding``
+    # as :class:`~tidal.embedstore.StoredRows` (in row blocks, from memory or a float16 file on disk:
+    # ``ALConfig.embedding_store``) instead of whole tensors (Core-Set, BADGE, CAL). False: whole tensors.
+    blockwise: ClassVar[bool] = False
     # What the model must give beyond logits: "features" (the multi-scale maps an auxiliary module
     # reads) and/or "embedding"; checked against tidal.models.model_capabilities before training.
     model_needs: ClassVar[frozenset[str]] = frozenset()
@@ -214,6 +226,11 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     if cls.per_sample and "labeled_embedding" in cls.needs:
         raise ValueError(f"{cls.__name__} is per_sample but needs 'labeled_embedding', which chunks do not carry; "
                          "set per_sample = False")
+    if cls.blockwise and (cls.per_sample or cls.needs & {"aux", "mc_probs"}):
+        raise ValueError(f"{cls.__name__} is blockwise, which only set strategies reading 'probs', 'embedding' and "
+                         "'labeled_embedding' may be; set blockwise = False")
+    if cls.batch_aligned and not cls.per_sample:
+        raise ValueError(f"{cls.__name__} is batch_aligned but not per_sample; set batch_aligned = False")
     _REGISTRY[cls.name] = cls
     return cls
 

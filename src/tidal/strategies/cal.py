@@ -4,7 +4,9 @@ Training: plain cross-entropy. The objective only *records*, for every labeled s
 every epoch, whether the classifier's prediction on the training pass was correct (the
 "correctness" axis of a data map, Swayamdipta et al. 2020); no extra inference is run.
 
-Selection: labeled samples whose fraction of epochs classified correctly is below
+Selection (blockwise: the candidates' embeddings are read from the store of
+:mod:`tidal.embedstore` in row blocks; the labeled set's ``[m, D]`` is read whole for the
+fit): labeled samples whose fraction of epochs classified correctly is below
 ``threshold`` are "uncertain" (hard-to-learn/ambiguous), the rest "certain". A binary
 logistic regression is fitted on the frozen labeled embeddings ``[m, D]`` to tell the two
 apart. Two rankings of the candidates are registered:
@@ -51,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from tidal.dynamics import TrainingDynamics
+from tidal.embedstore import as_rows
 from tidal.strategies.base import AuxObjective, ScoreInputs, StepBatch, Strategy, TrainContext, register
 
 __all__ = ["CartographyObjective", "CartographyStrategy", "CartographyUncertainStrategy", "cartography_split",
@@ -135,13 +138,17 @@ def _uncertain_logit(inputs: ScoreInputs, threshold: float) -> torch.Tensor | bo
     uncertain = cartography_split(inputs.objective.fraction_correct(inputs.labeled), threshold)
     if bool(uncertain.all()) or not bool(uncertain.any()):  # one class only, see the module docstring
         return bool(uncertain[0])
-    lab = inputs.labeled_embedding.double()
+    lab = as_rows(inputs.labeled_embedding).whole().double()  # [m, D]: the fit needs it whole
     mean, std = lab.mean(dim=0), lab.std(dim=0, correction=0)
     # A dimension constant on the labeled set (a dead ReLU channel) carries no information
     # to fit; dividing by inf maps it to 0 for the candidates too instead of amplifying it.
     std = torch.where(std > 1e-6, std, torch.inf)
     theta, bias = fit_logistic_regression((lab - mean) / std, uncertain, inputs.generator)
-    return (inputs.embedding.double() - mean) / std @ theta + bias
+    del lab
+    # The candidates, one row block at a time (equal to the whole product: see tidal.embedstore).
+    emb = as_rows(inputs.embedding)
+    logits = [(block.double() - mean) / std @ theta + bias for _, _, block in emb.blocks()]
+    return torch.cat(logits) if logits else torch.zeros(0, dtype=torch.float64)
 
 
 @register
@@ -152,6 +159,7 @@ class CartographyStrategy(Strategy):
     description = ("Cartography Active Learning (Zhang & Plank 2021): candidates the hard-to-learn classifier "
                    "is least sure about (lowest max-softmax)")
     needs = frozenset({"embedding", "labeled_embedding"})
+    blockwise = True  # candidates scored in row blocks of the store; the labeled set is read whole for the fit
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:
         return CartographyObjective(ctx)

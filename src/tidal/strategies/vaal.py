@@ -14,7 +14,9 @@ runs two batches, which gives the discriminator a batch-statistics cue that is a
 scoring (eval-mode batch norm).
 
 Selection scores each candidate by the discriminator's probability that it is unlabeled,
-``1 - D(μ(x))``; higher = more informative.
+``1 - D(μ(x))``; higher = more informative. The score is per sample: the loop streams the
+candidates in chunks cut at multiples of the eval batch size (``batch_aligned``), so the VAE
+sees the same batches as in one whole pass and the selection is bit-identical.
 
 TA-VAAL (Kim et al., "Task-Aware Variational Adversarial Active Learning", CVPR 2021,
 §3.2-3.3) adds Learning Loss's loss-prediction module, trained with the classifier by the
@@ -206,11 +208,12 @@ class VAAL(Strategy):
     name = "vaal"
     description = "VAAL: discriminator's probability that a VAE latent is unlabeled (Sinha et al. 2019)" + _SEMI
     semi_supervised = True
-    # Not per_sample: a candidate's score depends only on its own latent, but the VAE encodes the
-    # candidates in batches of eval_batch_size and its float results move with the batch's
-    # composition (tested), so chunks would change the last bits. Its whole-array path holds n
-    # float64 scores and no [n, C] array.
-    per_sample = False
+    # A candidate's score depends only on its own latent, so the loop streams it (running top-k).
+    # The VAE encodes a chunk in batches of eval_batch_size and its float results move with the
+    # batch's composition (tested), so chunks are cut at multiples of the eval batch size: every
+    # batch is the one the whole-array pass ran, and the scores are bit-identical.
+    per_sample = True
+    batch_aligned = True
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:
         return VAALObjective(ctx, passes=self.config.vaal_epochs, latent_dim=self.config.vaal_latent_dim)
@@ -286,7 +289,8 @@ class TAVAAL(Strategy):
     description = ("TA-VAAL: VAAL conditioned on the normalised rank of Learning Loss's predicted loss "
                    "(Kim et al. 2021)" + _SEMI)
     semi_supervised = True
-    per_sample = False  # as VAAL's
+    per_sample = True  # as VAAL's
+    batch_aligned = True
     model_needs = frozenset({"features"})  # its loss-prediction module reads the feature maps
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:
