@@ -26,6 +26,8 @@ _LAZY = {
     "register": "tidal.strategies",
     "write_report": "tidal.report",
     "analyze_scores": "tidal.analysis",
+    "query": "tidal.project.query",
+    "QueryResult": "tidal.project.query",
 }
 
 
@@ -51,6 +53,8 @@ __all__ = [
     "create_strategy",
     "list_strategies",
     "preset",
+    "query",
+    "QueryResult",
     "register",
     "run_experiment",
     "td_kl_loss",
