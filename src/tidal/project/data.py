@@ -94,6 +94,9 @@ def load_pool(store, device: torch.device | str = "cpu", data_dir: str | None = 
     if spec.startswith("folder:"):
         root = Path(store.meta("pool_root"))
         paths = [root / p for p in store.paths()]
+        w, h = (image_size, image_size) if image_size else store.meta("image_wh", (0, 0))
+        if n * 3 * w * h >= IN_MEMORY_BYTES:
+            return _on_disk(store, paths, labels, len(classes), w, h, device)
         images = decode_images(paths, image_size)
         mean, std = _stats(images)
         pool: Split = ImageDataset(images, _labels_tensor(n, labels), len(classes), mean, std)
@@ -120,3 +123,22 @@ def _relabel(split: Split, labels: torch.Tensor) -> Split:
     import dataclasses
 
     return dataclasses.replace(split, labels=labels)
+
+
+def _on_disk(store, paths: list[Path], labels: dict[int, int], num_classes: int, w: int, h: int,
+             device: torch.device | str) -> PoolData:
+    """A pool too large for memory: decoded from disk on demand (:class:`tidal.data.files.FileDataset`)."""
+    from tidal.data.files import FileDataset
+
+    if w != h:
+        raise DatasetError(f"the pool's images are {w}x{h} (not square) and too many to hold in memory; create the "
+                           "project with --image-size N to crop them to N x N")
+    ids = torch.linspace(0, len(paths) - 1, min(len(paths), 500)).round().long().unique().tolist()
+    mean, std = _stats(decode_images([paths[i] for i in ids], store.meta("image_size")))
+    pool = FileDataset(paths, _labels_tensor(len(paths), labels), num_classes, w, mean, std, resize_eval=False)
+    holdout = None
+    if store.holdout():
+        items = store.holdout()
+        holdout = FileDataset([p for p, _ in items], torch.tensor([c for _, c in items], dtype=torch.int64),
+                              num_classes, w, mean, std, resize_eval=False)
+    return PoolData(pool.to(device), holdout.to(device) if holdout is not None else None)

@@ -228,7 +228,7 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
         prefix = "x_train" if data.startswith("npz:") else "train"
         paths = [f"{prefix}/{i}" for i in range(len(split))]
         given = {paths[i]: int(c) for i, c in enumerate(labels.tolist()) if c >= 0}
-        hold = []
+        hold, sizes = [], set()
         if image_size is not None:
             raise ValueError(f"--image-size is for folder: pools; {data} keeps its own size")
 
@@ -242,7 +242,8 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
                 raise RunDirectoryError(f"project {project} was made from {store.meta('source')}, not {data}; start "
                                         "a new project for another pool")
         else:
-            store.set_meta(classes=classes, source=data, pool_root=pool_root, image_size=image_size,
+            wh = next(iter(sizes)) if pool_root and len(sizes) == 1 else None
+            store.set_meta(classes=classes, source=data, pool_root=pool_root, image_size=image_size, image_wh=wh,
                            created_at=time.time(),
                            settings={"method": method, "seed": seed, "image_url": image_url,
                                      "train": dataclasses.asdict(train_cfg),

@@ -63,6 +63,7 @@ def _charts(rounds: list[RoundRecord], classes: list[str], counts: list[int]) ->
         ax.set_xlabel("round")
         ax.set_ylabel("holdout accuracy (%)")
         ax.set_xticks([a for a, _ in acc])
+        ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
