@@ -10,7 +10,7 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 # A local wheel folder (this machine keeps the CPU torch wheel there), when present.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: run test setup data clean
+.PHONY: run test setup data browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,21 @@ data:
 		|| echo "note: could not install dataset-fashion-mnist; tidal will look elsewhere or download"; \
 	else echo "note: run 'sudo apt-get install dataset-fashion-mnist' or set TIDAL_DATA; tidal will try to download"; fi
 
+# A headless browser for the test that opens `tidal report PROJECT`'s page (Debian's chromium)
+# when we can install it; without one that test is skipped and says why.
+browser:
+	@if command -v chromium >/dev/null || [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null)) \
+		|| echo "note: could not install chromium; the report's browser test will be skipped"; \
+	else echo "note: run 'sudo apt-get install chromium' to run the report's browser test"; fi
+
 run: setup
 	$(VENV)/bin/tidal run --preset quick --dataset fashion-mnist --imbalance 1 \
 		--methods tidal-entropy random entropy margin --seeds 0 --jobs 2 --out $(RUN_DIR)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
 clean:
