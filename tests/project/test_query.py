@@ -163,3 +163,39 @@ def test_one_process_at_a_time(labelled, tmp_path):
             query_project(project, 3, device="cpu")
         with pytest.raises(RunDirectoryError, match="is in use by another tidal process"):
             import_labels(project, tmp_path / "proj.csv")
+
+
+@pytest.mark.slow
+def test_a_query_killed_by_sigkill_mid_training_gives_the_same_round_when_run_again(tmp_path, pool, classes, answer):
+    """A real kill: `tidal query` in its own process, SIGKILLed while it trains, then run again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, truth = pool
+    slow = {"train": {"epochs": 30, "width": 4, "batch_size": 16}, "strategy": {}}
+    projects = []
+    for name in ("twin", "killed"):
+        project = tmp_path / name
+        init_project(project, f"folder:{root}", classes, **slow)
+        query_project(project, 10, device="cpu")
+        import_labels(project, answer(round_dir(project, 1) / "to_label.csv", truth, tmp_path / f"{name}.csv"))
+        projects.append(project)
+    twin, killed = projects
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "tidal", "query", "-k", "6", "--device", "cpu", "--quiet"]
+    proc = subprocess.Popen(cmd + [str(killed)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while f"pid {proc.pid}" not in (killed / ".tidal.lock").read_text() and time.time() < deadline:
+        time.sleep(0.1)  # until it holds the project's lock
+    time.sleep(1.5)  # reading the images, then training
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed, not finished
+    with ProjectStore(killed / DB_NAME) as store:
+        assert store.num_rounds() == 1  # nothing of round 2 was stored
+    subprocess.run(cmd + [str(twin)], env=env, check=True, capture_output=True)
+    subprocess.run(cmd + [str(killed)], env=env, check=True, capture_output=True)
+    assert (round_dir(killed, 2) / "to_label.csv").read_bytes() == (round_dir(twin, 2) / "to_label.csv").read_bytes()
+    assert not list(killed.glob("rounds/*/.*.tmp"))

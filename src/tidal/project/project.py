@@ -67,10 +67,22 @@ def open_project(project: Path, create: bool = False) -> Iterator[tuple[ProjectS
         raise RunDirectoryError(f"project {project} is in use by another tidal process ({holder}); wait for it to "
                                 "finish: one process at a time works on a project") from None
     try:
+        _remove_stale_temp_files(project)
         with ProjectStore(project / DB_NAME, create=create) as store:
             yield store, lock
     finally:
         lock.release()
+
+
+def _remove_stale_temp_files(project: Path) -> None:
+    """Remove the temporary files of atomic writes (:mod:`tidal.io`) that a killed process left in
+    the project or its round folders; called only while holding the lock."""
+    from tidal.rundir import _TEMP_NAME, remove_stale_temp_files
+
+    remove_stale_temp_files(project)
+    for p in project.glob("rounds/*/.*.tmp"):
+        if _TEMP_NAME.fullmatch(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
 
 
 def _check_classes(classes: Sequence[str]) -> list[str]:

@@ -137,7 +137,7 @@ def write_project_report(project: str | Path, data_dir: str | None = None) -> Pa
             f"{n - len(labels)} unlabeled; {len(rounds)} round(s). Every number comes from "
             f"<code>{DB_NAME}</code>.</p>"]
     if not charts:
-        body.append("<p>No charts: matplotlib is not installed (<code>pip install 'tidal-al[report]'</code>); "
+        body.append("<p>No charts: matplotlib is not installed (<code>pip install -e '.[report]'</code> in the checkout); "
                     "the tables hold the same numbers.</p>")
     body.append("<h2>Accuracy per round</h2>")
     if rounds:
