@@ -10,7 +10,12 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 # A local wheel folder (this machine keeps the CPU torch wheel there), when present.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: run test setup data browser clean
+# Label Studio (for the slow round-trip test) in a venv of its own: it pins Django and many
+# other packages. A failed install (offline) is a note, and that one test skips saying why.
+LS_VENV ?= .venv-labelstudio
+LABEL_STUDIO ?= label-studio==1.23.2
+
+.PHONY: run test setup data browser clean labelstudio
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +25,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed data
+
+$(LS_VENV)/.installed:
+	@rm -rf $(LS_VENV)
+	@$(PYTHON) -m venv $(LS_VENV) && $(LS_VENV)/bin/python -m pip install --quiet "$(LABEL_STUDIO)" && touch $@ \
+		|| { rm -rf $(LS_VENV); echo "note: could not install $(LABEL_STUDIO) into $(LS_VENV); its round-trip test will skip"; }
+
+labelstudio: $(LS_VENV)/.installed
 
 # Official FashionMNIST IDX files from the Debian package when we can install it;
 # otherwise tidal looks in $$TIDAL_DATA / ~/.cache/tidal and downloads when online.
@@ -45,8 +57,8 @@ run: setup
 	$(VENV)/bin/tidal run --preset quick --dataset fashion-mnist --imbalance 1 \
 		--methods tidal-entropy random entropy margin --seeds 0 --jobs 2 --out $(RUN_DIR)
 
-test: setup browser
+test: setup labelstudio browser
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(LS_VENV) runs .pytest_cache

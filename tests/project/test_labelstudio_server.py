@@ -1,0 +1,170 @@
+"""The Label Studio round trip against a real server that this test starts (loopback only).
+
+tidal writes a round's tasks.json -> a real Label Studio imports it into a project made with
+tidal's labelling config, serves the images from the pool (local files), takes annotations
+through its API -> its JSON, JSON-MIN and CSV exports -> ``read_export`` gives back the posted
+labels for the right ids.
+
+Label Studio lives in its own venv (``make labelstudio`` makes ``.venv-labelstudio``; it pins
+Django & co.); ``TIDAL_LABEL_STUDIO`` may name another ``label-studio`` executable. The SDK
+calls run with that venv's python (``labelstudio_client.py``). Skipped, with the reason, only
+when no Label Studio is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tidal.project.labelstudio import TaskRow, label_config, local_files, read_export, write_tasks
+
+REPO = Path(__file__).resolve().parents[2]
+CLIENT = Path(__file__).with_name("labelstudio_client.py")
+START_TIMEOUT = float(os.environ.get("TIDAL_LABEL_STUDIO_START_TIMEOUT", "240"))  # s; the first start migrates its DB (53-113 s here)
+TOKEN = "tidal0test0token0loopback0only00"  # the test user's API token (legacy token auth)
+
+CLASSES = ["cat", "dog & co", "bird ü"]  # an ampersand and a non-ASCII name go through the XML config
+# tidal id -> path in the pool (spaces and unicode in paths are accepted)
+POOL = {0: "a.png", 1: "sub dir/ä b.png", 2: "c.png", 3: "deep/er/d.png", 4: "e.png"}
+# tidal id -> annotations posted in order (None = a cancelled/skipped one); id 4 gets none
+POSTED = {0: ["cat"], 1: ["cat", "dog & co"], 2: [None], 3: ["bird ü"]}
+EXPECTED = {0: "cat", 1: "dog & co", 3: "bird ü"}  # the most recent non-cancelled answer of each task
+
+
+def _label_studio() -> Path:
+    exe = os.environ.get("TIDAL_LABEL_STUDIO") or str(REPO / ".venv-labelstudio" / "bin" / "label-studio")
+    if not Path(exe).is_file():
+        reason = (f"Label Studio is not installed: no {exe} (`make labelstudio` installs it into .venv-labelstudio; "
+                  "or set TIDAL_LABEL_STUDIO to a label-studio executable)")
+        print(reason, file=sys.stderr)
+        pytest.skip(reason)
+    return Path(exe)
+
+
+def _python_of(exe: Path) -> Path:
+    """The python that runs the ``label-studio`` script (its shebang), which has the SDK too."""
+    first = exe.read_bytes()[:300].split(b"\n", 1)[0]
+    if first.startswith(b"#!") and Path(first[2:].decode().strip()).is_file():
+        return Path(first[2:].decode().strip())
+    return exe.parent / "python"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> float:
+    """Poll ``url/health`` until it answers 200; the seconds it took. Fails with the log's tail."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < START_TIMEOUT:
+        if proc.poll() is not None:
+            pytest.fail(f"label-studio exited with {proc.returncode} while starting:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return time.monotonic() - t0
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"label-studio did not answer {url}/health within {START_TIMEOUT:.0f} s "
+                f"(TIDAL_LABEL_STUDIO_START_TIMEOUT):\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End the server's whole process group: SIGTERM, then SIGKILL after 15 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+
+
+@pytest.fixture
+def label_studio(tmp_path: Path):
+    """A fresh Label Studio on 127.0.0.1 serving ``tmp_path/root`` as local files; yields (url, root)."""
+    exe = _label_studio()
+    root = tmp_path / "root"  # LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; the pool is root/pool
+    root.mkdir()
+    port = _free_port()
+    env = dict(os.environ, LABEL_STUDIO_BASE_DATA_DIR=str(tmp_path / "ls-data"),
+               LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true", LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(root),
+               LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
+               XDG_CONFIG_HOME=str(tmp_path / "xdg-config"), XDG_DATA_HOME=str(tmp_path / "xdg-data"))  # not ~
+    log = tmp_path / "label-studio.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
+                                 "--username", "tidal@example.com", "--password", "tidal-test-pw",
+                                 "--user-token", TOKEN, "--enable-legacy-api-token"],
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        seconds = _wait_ready(proc, url, log)
+        print(f"label-studio ready after {seconds:.1f} s", file=sys.stderr)
+        yield url, root, exe
+    finally:
+        _stop(proc)
+
+
+def _write_pool(pool: Path) -> dict[int, str]:
+    """A few distinct PNGs; their sha256 by tidal id."""
+    from PIL import Image
+
+    digests = {}
+    for i, rel in POOL.items():
+        f = pool / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 16), (40 * i, 255 - 40 * i, 7)).save(f)
+        digests[i] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return digests
+
+
+@pytest.mark.slow
+def test_round_trip_through_a_real_label_studio(label_studio, tmp_path: Path) -> None:
+    url, root, exe = label_studio
+    digests = _write_pool(root / "pool")
+    rows = [TaskRow(id=i, path=p, score=1.0 - i / 10, predicted=CLASSES[i % 3], probability=0.5, round=2)
+            for i, p in POOL.items()]
+    tasks = tmp_path / "tasks.json"
+    write_tasks(tasks, rows, local_files("pool"))
+    out = tmp_path / "exports"
+    out.mkdir()
+    job = {"url": url, "token": TOKEN, "config": label_config(CLASSES), "tasks": str(tasks),
+           "storage": str(root / "pool"), "document_root": str(root), "annotations": {str(k): v for k, v in POSTED.items()},
+           "formats": ["JSON", "JSON_MIN", "CSV"], "out": str(out)}
+    run = subprocess.run([str(_python_of(exe)), str(CLIENT)], input=json.dumps(job), capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, f"the SDK client failed:\n{run.stderr[-3000:]}"
+    report = json.loads(run.stdout)
+
+    # Label Studio took every task, served each image from the pool, and kept the model's guess and score.
+    assert sorted(map(int, report["tasks"])) == sorted(POOL)
+    assert {int(k): v for k, v in report["images"].items()} == digests
+    assert report["storage_at_root_refused"]  # why docs/labelstudio.md puts the pool under the document root
+    assert sorted(map(int, report["predictions"])) == sorted(POOL)
+    for k, (score, version, choice) in report["predictions"].items():
+        row = rows[int(k)]
+        assert (score, version, choice) == (pytest.approx(row.score), "tidal round 2", [row.predicted])
+
+    # Each export format gives back the posted labels for the right ids and paths.
+    for fmt, skipped in [("JSON", 2), ("JSON_MIN", 1), ("CSV", 1)]:
+        answers = read_export(Path(report["exports"][fmt]))
+        assert {a.tidal_id: a.label for a in answers} == EXPECTED, fmt
+        assert all(a.path == POOL[a.tidal_id] for a in answers), fmt
+        # JSON keeps every task (4: unannotated, 2: only cancelled); JSON-MIN/CSV leave out
+        # cancelled annotations, so only task 4 is a row without a label.
+        assert answers.skipped == skipped, fmt
