@@ -188,10 +188,11 @@ def _add_project_parsers(sub: argparse._SubParsersAction) -> None:
     init.add_argument("--seed", type=int, default=0, help="default seed of the queries (default: 0)")
     init.add_argument("--image-size", type=int, metavar="N",
                       help="resize and centre-crop every image to N x N pixels (needed when sizes differ)")
-    init.add_argument("--image-url", default="/data/local-files/?d={path}", metavar="TEMPLATE",
-                      help="the image reference of a Label Studio task, with {path} (relative to the pool folder, "
-                           "URL-quoted) or {abspath} (default: /data/local-files/?d={path}, Label Studio's local "
-                           "files with the pool folder as document root)")
+    init.add_argument("--image-url", metavar="TEMPLATE",
+                      help="the image reference of a Label Studio task, with {path} (relative to the pool folder), "
+                           "{abspath} or {pool} (the pool folder's name), URL-quoted (default: "
+                           "/data/local-files/?d={pool}/{path}: Label Studio's local files with the pool's parent "
+                           "folder as document root; docs/labelstudio.md)")
     g = init.add_argument_group("training and strategy settings (quick preset values unless given)")
     for flag in config_flags():
         if flag.section in _PROJECT_SECTIONS:

@@ -112,7 +112,7 @@ def test_label_studio_exports(project, tmp_path):
     assert import_labels(proj, tmp_path / "min.json").new == 1
     _write(tmp_path / "ls.csv", "annotation_id,id,image,label,path,tidal_id\n3,11,x,green,img 003.png,3\n")
     r = import_labels(proj, tmp_path / "ls.csv")
-    assert r.new == 1 and r.format == "label-studio"
+    assert r.new == 1 and r.format == "Label Studio CSV"
     assert _labels(proj) == {0: 0, 2: 2, 3: 1}
     (tmp_path / "bad.json").write_text("[{")
     with pytest.raises(ValueError, match="not a Label Studio export"):

@@ -72,7 +72,7 @@ def test_the_readme_walk(tmp_path, capsys, write_images, answer, classes):
     code, out, _ = _cli(capsys, "query", project, "-k", 8, "--quiet")
     assert code == 0 and re.search(r"round 2: trained on 10 labels, holdout accuracy \d+\.\d%", out)
     tasks = (project / "rounds/002/tasks.json").read_text(encoding="utf-8")
-    assert '"model_version": "tidal round 2"' in tasks and "/data/local-files/?d=img%20" in tasks
+    assert '"model_version": "tidal round 2"' in tasks and "/data/local-files/?d=my%20images/img%20" in tasks
 
     code, out, _ = _cli(capsys, "status", project)
     assert code == 0

@@ -6,8 +6,8 @@ Formats, told apart by their content:
   ignored, so a round's ``to_label.csv`` with its ``label`` column filled in is one); a BOM
   and Windows line ends are accepted; rows with an empty label are skipped (not answered);
 * a Label Studio export: JSON, JSON-MIN (a ``.json`` file, or text starting with ``[``) or
-  CSV (a header with ``tidal_id`` or ``annotation_id``), read by
-  :func:`tidal.project.labelstudio.read_export`.
+  CSV/TSV (a header with ``tidal_id`` or ``annotation_id``), read by
+  :func:`tidal.project.labelstudio.read_export`; tasks without an answer count as blank.
 
 Nothing is stored unless every answer passes: its id or path is in the project (a path
 relative to the pool root that does not leave it), its class is one of the project's, no
@@ -36,7 +36,7 @@ class ImportResult:
     changed: int  # labels replaced (relabel=True)
     unchanged: int  # answers equal to the stored label
     blank: int  # rows without a label (skipped)
-    format: str  # "csv" or "label-studio"
+    format: str  # "csv", or "Label Studio JSON" (JSON-MIN, CSV, TSV)
 
 
 def _examples(items: list[str], n: int = 3) -> str:
@@ -55,14 +55,12 @@ def _raw_answers(path: Path) -> tuple[list[tuple[int | None, str | None, str, st
     if not text:
         raise AnswerError(f"labels file {path} is empty; write a CSV with a header id,label (or path,label) and one "
                           "row per image")
-    if path.suffix.lower() == ".json" or text[0] in "[{":
+    rows = [] if path.suffix.lower() == ".json" or text[0] in "[{" else _read_table(path)
+    if not rows or "tidal_id" in rows[0] or "annotation_id" in rows[0]:  # a Label Studio export
         answers = read_export(path)
-        return [(a.tidal_id, a.path, a.label, a.where) for a in answers], 0, "label-studio"
-    rows = _read_table(path)
+        return ([(a.tidal_id, a.path, a.label, a.where) for a in answers], answers.skipped,
+                f"Label Studio {answers.format}")
     header = rows[0]
-    if "tidal_id" in header or "annotation_id" in header:
-        answers = read_export(path)
-        return [(a.tidal_id, a.path, a.label, a.where) for a in answers], 0, "label-studio"
     if "label" not in header or not ({"id", "path"} & set(header)):
         raise AnswerError(f"{path}: the first line must be a header naming id (or path) and label, e.g. id,label; "
                           f"it is {','.join(h for h in header)!r}")

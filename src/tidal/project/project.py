@@ -23,7 +23,9 @@ from tidal.project.store import DB_NAME, ProjectStore
 __all__ = ["InitResult", "SKIPPED_NAME", "check_project_dir", "init_project", "open_project"]
 
 SKIPPED_NAME = "skipped.txt"  # the pool files init skipped, one "path<TAB>why" a line
-DEFAULT_IMAGE_URL = "/data/local-files/?d={path}"  # Label Studio's local-file URL, relative to the pool root
+# Label Studio's local-files URL of a pool image, with the pool's parent folder as the document root
+# (Label Studio serves files only from a storage under the root, never the root itself: docs/labelstudio.md)
+DEFAULT_IMAGE_URL = "/data/local-files/?d={pool}/{path}"
 
 
 @dataclass
@@ -158,7 +160,7 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
 
 def init_project(project: str | Path, data: str, classes: Sequence[str], *, model: str | None = None,
                  method: str = "tidal-entropy", holdout: str | None = None, seed: int = 0,
-                 image_size: int | None = None, image_url: str = DEFAULT_IMAGE_URL,
+                 image_size: int | None = None, image_url: str | None = None,
                  train: dict[str, Any] | None = None, strategy: dict[str, Any] | None = None,
                  data_dir: str | None = None) -> InitResult:
     """Create ``project`` over the pool ``data`` (or rescan the pool of an existing project).
@@ -172,7 +174,9 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
         image_size: resize and centre-crop every image to this many pixels square (needed when
             the pool's images differ in size).
         image_url: the image reference of a Label Studio task, with ``{path}`` (relative to the
-            pool root) or ``{abspath}``.
+            pool root, URL-quoted), ``{abspath}`` or ``{pool}`` (the pool folder's name); default
+            ``/data/local-files/?d={pool}/{path}``: Label Studio's local files with the pool's
+            parent folder as document root (docs/labelstudio.md).
         train, strategy: fields of :class:`TrainConfig` / :class:`StrategyConfig` overriding
             the quick preset's.
     Raises:
@@ -196,8 +200,10 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
     check_model_spec(train_cfg.model)
     if image_size is not None and image_size < 8:
         raise ValueError(f"--image-size {image_size} is too small; use at least 8 pixels")
+    image_url = DEFAULT_IMAGE_URL if image_url is None else image_url
     if "{path}" not in image_url and "{abspath}" not in image_url:
-        raise ValueError(f"--image-url {image_url!r} names no {{path}} or {{abspath}}; e.g. {DEFAULT_IMAGE_URL}")
+        raise ValueError(f"--image-url {image_url!r} names no {{path}} or {{abspath}}; e.g. "
+                         "/data/local-files/?d=pool/{path}")
     if seed < 0:
         raise ValueError(f"--seed {seed} must be >= 0")
     check_project_dir(project, must_exist=False)

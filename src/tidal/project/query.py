@@ -242,13 +242,14 @@ def _fmt(x: float | None, digits: int = 6) -> str:
 
 
 def _image_url(template: str, project: Path, root: Path | None) -> Any:
-    """``path -> URL`` for a round's tasks: ``template`` with ``{path}`` (the sample's path,
-    URL-quoted) and ``{abspath}`` (its absolute file path, URL-quoted)."""
+    """``path -> URL`` for a round's tasks: ``template`` with ``{path}`` (the sample's path),
+    ``{abspath}`` (its absolute file path) and ``{pool}`` (the pool folder's name), URL-quoted."""
     from urllib.parse import quote
 
     def url(path: str) -> str:
         absolute = (root / path) if root is not None else (project / path)
-        return template.format(path=quote(path), abspath=quote(str(absolute)))
+        return template.format(path=quote(path), abspath=quote(str(absolute)),
+                               pool=quote(root.name if root is not None else ""))
 
     return url
 
