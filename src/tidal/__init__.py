@@ -6,6 +6,11 @@ The public API::
     cfg = preset("quick", methods=("tidal-entropy", "random"), seeds=(0,))
     run_experiment(cfg, "runs/demo")
     print(write_report("runs/demo"))
+
+One round of labelling your own pool (the `tidal query` command's call)::
+
+    result = tidal.query("auto", dataset, labeled_ids, labels, k=100, method="tidal-entropy")
+    result.ids, result.scores    # best first
 """
 
 from tidal.config import ALConfig, DataConfig, ExperimentConfig, StrategyConfig, TrainConfig, preset

@@ -108,3 +108,37 @@ def test_another_pool_for_the_same_project_is_refused(tmp_path, write_images, cl
                                          (18, 16, False), (10, 3, True)])
 def test_odd_batches(m, batch, odd):
     assert _odd_batches(m, batch) is odd  # 33 = 16 + 17: a trailing one joins its neighbour
+
+
+def test_an_npz_pool_report_shows_its_images(tmp_path, classes, fast):
+    from tidal.project.report import write_project_report
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, (20, 12, 12), dtype=np.uint8)  # grey images [N, H, W]
+    np.savez(tmp_path / "g.npz", x_train=x, y_train=np.full(20, -1), x_test=x[:3], y_test=np.arange(3))
+    init_project(tmp_path / "p", f"npz:{tmp_path / 'g.npz'}", ["0", "1", "2"], **fast)
+    query_project(tmp_path / "p", 4, device="cpu")
+    page = write_project_report(tmp_path / "p").read_text(encoding="utf-8")
+    assert page.count("<figure><img") == 4 and "x_train/" in page
+
+
+def test_a_pool_too_large_for_memory_is_decoded_from_disk(tmp_path, write_images, classes, fast, monkeypatch,
+                                                          answer):
+    import tidal.project.data
+    from tidal.data.files import FileDataset
+    from tidal.project.answers import import_labels
+    from tidal.project.query import round_dir
+
+    truth = write_images(tmp_path / "pool", 24)
+    write_images(tmp_path / "held", 6, seed=2, by_class=True)
+    init_project(tmp_path / "p", f"folder:{tmp_path / 'pool'}", classes, holdout=str(tmp_path / "held"), **fast)
+    in_memory = tidal.project.data.load_pool(_store(tmp_path / "p"))
+    monkeypatch.setattr(tidal.project.data, "IN_MEMORY_BYTES", 1)
+    on_disk = tidal.project.data.load_pool(_store(tmp_path / "p"))
+    assert isinstance(on_disk.pool, FileDataset) and isinstance(on_disk.holdout, FileDataset)
+    ids = __import__("torch").arange(24)
+    assert (on_disk.pool.inputs(ids) - in_memory.pool.inputs(ids)).abs().max() < 0.05  # same images, sampled stats
+    query_project(tmp_path / "p", 6, device="cpu")
+    import_labels(tmp_path / "p", answer(round_dir(tmp_path / "p", 1) / "to_label.csv", truth, tmp_path / "a.csv"))
+    _, result, _ = query_project(tmp_path / "p", 4, device="cpu")
+    assert not result.random and result.accuracy is not None and len(result.ids) == 4
