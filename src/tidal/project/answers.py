@@ -88,8 +88,6 @@ def read_answers(path: str | Path, store: ProjectStore, relabel: bool = False) -
     Raises ``ValueError`` (one line naming the file, its line and the fix) for any bad answer;
     then nothing may be stored.
     """
-    from tidal.project.pool import relative_path
-
     path = Path(path)
     answers, blank, fmt = _raw_answers(path)
     if not answers:
