@@ -261,7 +261,12 @@ def _project_command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "query":
         from tidal.project.query import query_project
+        from tidal.project.status import pending_labels
 
+        last, pending, selected = pending_labels(args.project)
+        if pending:
+            print(f"note: {pending} of round {last}'s {selected} samples are not labelled yet (`tidal label` them "
+                  "first); this round may ask for them again", file=sys.stderr)
         rnd, result, out = query_project(args.project, args.k, method=args.method, subset=args.subset, seed=args.seed,
                                          retrain=args.retrain, device=args.device, progress=not args.quiet,
                                          data_dir=args.data_dir)

@@ -74,20 +74,24 @@ def test_the_readme_walk(tmp_path, capsys, write_images, answer, classes):
     tasks = (project / "rounds/002/tasks.json").read_text(encoding="utf-8")
     assert '"model_version": "tidal round 2"' in tasks and "/data/local-files/?d=my%20images/img%20" in tasks
 
+    code, out, err = _cli(capsys, "query", project, "-k", 2, "--quiet", "--subset", 20)  # round 2 not labelled yet
+    assert code == 0 and "note: 8 of round 2's 8 samples are not labelled yet" in err and "round 3" in out
+
     code, out, _ = _cli(capsys, "status", project)
     assert code == 0
     assert re.search(r"^  all +10 +100\.0$", out, re.M) and "unlabeled: 50 of 60" in out
     assert re.search(r"^  1 +random +0 +10 +- ", out, re.M)
     assert re.search(r"^  2 +tidal-entropy +10 +8 +\d+\.\d ", out, re.M)
+    assert re.search(r"^  3 +tidal-entropy +10 +2 +\d+\.\d ", out, re.M)
 
     code, out, _ = _cli(capsys, "report", project)
     page = project / "report.html"
     assert code == 0 and page.is_file()
     text = page.read_text(encoding="utf-8")
-    assert "Round 2: the 8 samples selected by tidal-entropy" in text and text.count('class="grid"') == 1
-    assert text.count("<figure><img") == 8  # a thumbnail per selected image
+    assert "Round 3: the 2 samples selected by tidal-entropy" in text and text.count('class="grid"') == 1
+    assert text.count("<figure><img") == 2  # a thumbnail per selected image of the last round
     decoded, total = images_shown_by_a_browser(page, tmp_path)
-    assert total == 8 + 2 and decoded == total  # the thumbnails and the two charts
+    assert total == 2 + 2 and decoded == total  # the thumbnails and the two charts
 
 
 def test_the_report_without_matplotlib_keeps_tables_and_thumbnails(tmp_path, capsys, write_images, classes,

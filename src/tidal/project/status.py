@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tidal.project.store import DB_NAME, ProjectStore
 
-__all__ = ["format_status", "project_status"]
+__all__ = ["format_status", "pending_labels", "project_status"]
 
 
 def _aligned(rows: list[list[str]]) -> list[str]:
@@ -63,3 +63,19 @@ def project_status(project: str | Path) -> str:
     check_project_dir(project, must_exist=True)
     with ProjectStore(project / DB_NAME, readonly=True) as store:
         return format_status(store, project)
+
+
+def pending_labels(project: str | Path) -> tuple[int, int, int]:
+    """``(last round, its selected samples still unlabelled, its selected samples)``; ``(0, 0, 0)``
+    before the first round. Read-only."""
+    from tidal.project.project import check_project_dir
+
+    project = Path(project)
+    check_project_dir(project, must_exist=True)
+    with ProjectStore(project / DB_NAME, readonly=True) as store:
+        rounds = store.rounds()
+        if not rounds:
+            return 0, 0, 0
+        labels = store.labels()
+        last = rounds[-1]
+        return last.round, sum(1 for s in last.selections if s.id not in labels), len(last.selections)
