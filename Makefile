@@ -15,7 +15,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 LS_VENV ?= .venv-labelstudio
 LABEL_STUDIO ?= label-studio==1.23.2
 
-.PHONY: run test setup data clean labelstudio
+.PHONY: run test setup data browser clean labelstudio
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,11 +44,21 @@ data:
 		|| echo "note: could not install dataset-fashion-mnist; tidal will look elsewhere or download"; \
 	else echo "note: run 'sudo apt-get install dataset-fashion-mnist' or set TIDAL_DATA; tidal will try to download"; fi
 
+# A headless browser for the test that opens `tidal report PROJECT`'s page (Debian's chromium)
+# when we can install it; without one that test is skipped and says why.
+browser:
+	@if command -v chromium >/dev/null || [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null)) \
+		|| echo "note: could not install chromium; the report's browser test will be skipped"; \
+	else echo "note: run 'sudo apt-get install chromium' to run the report's browser test"; fi
+
 run: setup
 	$(VENV)/bin/tidal run --preset quick --dataset fashion-mnist --imbalance 1 \
 		--methods tidal-entropy random entropy margin --seeds 0 --jobs 2 --out $(RUN_DIR)
 
-test: setup labelstudio
+test: setup labelstudio browser
 	$(PY) -m pytest -q
 
 clean:

@@ -6,6 +6,11 @@ The public API::
     cfg = preset("quick", methods=("tidal-entropy", "random"), seeds=(0,))
     run_experiment(cfg, "runs/demo")
     print(write_report("runs/demo"))
+
+One round of labelling your own pool (the `tidal query` command's call)::
+
+    result = tidal.query("auto", dataset, labeled_ids, labels, k=100, method="tidal-entropy")
+    result.ids, result.scores    # best first
 """
 
 from tidal.config import ALConfig, DataConfig, ExperimentConfig, StrategyConfig, TrainConfig, preset
@@ -26,6 +31,8 @@ _LAZY = {
     "register": "tidal.strategies",
     "write_report": "tidal.report",
     "analyze_scores": "tidal.analysis",
+    "query": "tidal.project.query",
+    "QueryResult": "tidal.project.query",
 }
 
 
@@ -51,6 +58,8 @@ __all__ = [
     "create_strategy",
     "list_strategies",
     "preset",
+    "query",
+    "QueryResult",
     "register",
     "run_experiment",
     "td_kl_loss",

@@ -4,6 +4,8 @@
     tidal report runs/demo
     tidal analyze-scores --imbalance 10 --out runs/demo
     tidal methods
+    tidal init PROJECT --data folder:PATH --classes cat dog;  tidal query PROJECT -k 100
+    tidal label PROJECT answers.csv;  tidal status PROJECT;  tidal report PROJECT
 
 The flags of `tidal run` that set the experiment are generated from the configuration
 dataclasses (:mod:`tidal.flags`), so a field cannot exist without its flag. Only the standard
@@ -145,8 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "with --track-td) and Figure 2 (RUN_DIR/analysis/*.npz from `tidal "
                                      "analyze-scores`).")
     rep.add_argument("run_dir", metavar="RUN_DIR",
-                     help="a `tidal run --out` or `tidal analyze-scores --out` directory")
+                     help="a `tidal run --out` or `tidal analyze-scores --out` directory, or a labelling project "
+                          "(`tidal init`: writes PROJECT/report.html)")
     _add_analyze_parser(sub)
+    _add_project_parsers(sub)
     sub.add_parser("methods", help="list the registered selection strategies")
     sub.add_parser("datasets", help="list the data sources (--dataset values)")
     return p
@@ -170,6 +174,126 @@ def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
     ana.add_argument("--data-dir", help="folder with the dataset files (default: as for `tidal run`)")
     ana.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     ana.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+_PROJECT_SECTIONS = ("train", "strategy")  # the configuration sections `tidal init` takes flags of
+
+
+def _add_project_parsers(sub: argparse._SubParsersAction) -> None:
+    """`tidal init / label / query / status`: the labelling workflow (tidal.project)."""
+    init = sub.add_parser(
+        "init", help="create a labelling project over a pool of your images",
+        description="Create PROJECT (a new or empty directory) over a pool of samples: a folder of images (any tree; "
+                    "an image under a subfolder named like a class counts as labelled), an npz file or a named "
+                    "dataset. Running it again on the same project rescans the pool and adds new images. Training "
+                    "flags start from the quick preset.")
+    init.add_argument("project", metavar="PROJECT", help="the project directory")
+    init.add_argument("--data", required=True, metavar="SOURCE",
+                      help="the pool: folder:PATH (a tree of images), npz:PATH, or a dataset name (`tidal datasets`)")
+    init.add_argument("--classes", required=True, nargs="+", metavar="NAME", help="the class names, at least 2")
+    init.add_argument("--method", default="tidal-entropy", help="default strategy of `tidal query` (default: "
+                                                                 "tidal-entropy; `tidal methods` lists them)")
+    init.add_argument("--holdout", metavar="FOLDER|CSV",
+                      help="labelled images to report accuracy on: FOLDER/<class>/*.png, or a CSV path,label "
+                           "(paths relative to the CSV); npz and named pools use their test split")
+    init.add_argument("--seed", type=int, default=0, help="default seed of the queries (default: 0)")
+    init.add_argument("--image-size", type=int, metavar="N",
+                      help="resize and centre-crop every image to N x N pixels (needed when sizes differ)")
+    init.add_argument("--image-url", metavar="TEMPLATE",
+                      help="the image reference of a Label Studio task, with {path} (relative to the pool folder), "
+                           "{abspath} or {pool} (the pool folder's name), URL-quoted (default: "
+                           "/data/local-files/?d={pool}/{path}: Label Studio's local files with the pool's parent "
+                           "folder as document root; docs/labelstudio.md)")
+    g = init.add_argument_group("training and strategy settings (quick preset values unless given)")
+    for flag in config_flags():
+        if flag.section in _PROJECT_SECTIONS:
+            g.add_argument(*flag.flags, dest=flag.dest, default=argparse.SUPPRESS, **flag.kwargs)
+
+    lab = sub.add_parser(
+        "label", help="import labels (CSV id,label or path,label, or a Label Studio export) into a project",
+        description="Import answers into PROJECT: a CSV with a header naming id (or path) and label (a round's "
+                    "to_label.csv with its label column filled in is one), or a Label Studio export (JSON, JSON-MIN "
+                    "or CSV). Every answer is checked before anything is stored; importing a file twice changes "
+                    "nothing.")
+    lab.add_argument("project", metavar="PROJECT", help="the project directory")
+    lab.add_argument("file", metavar="FILE", help="the labels file")
+    lab.add_argument("--relabel", action="store_true", help="let the file change labels stored before")
+
+    q = sub.add_parser(
+        "query", help="train on the labels so far and ask for the next k labels",
+        description="Run the next round of PROJECT: train on every label so far (the first round, with no labels, "
+                    "draws k at random), score the unlabeled pool with the strategy and write "
+                    "PROJECT/rounds/NNN/to_label.csv and tasks.json (Label Studio). The same labels and seed give "
+                    "the same round; a killed query stores nothing.")
+    q.add_argument("project", metavar="PROJECT", help="the project directory")
+    q.add_argument("-k", type=int, required=True, help="samples to ask labels for")
+    q.add_argument("--method", help="strategy of this round (default: the project's)")
+    q.add_argument("--subset", type=int, metavar="S", help="score a random subset of S unlabeled samples (default: all)")
+    q.add_argument("--seed", type=int, help="seed of this round (default: the project's)")
+    q.add_argument("--retrain", choices=("scratch", "continue"), default="scratch",
+                   help="train from scratch (the paper, default) or continue from the last round's weights")
+    q.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    q.add_argument("--data-dir", help="folder of a named dataset's files (default: as for `tidal run`)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    st = sub.add_parser("status", help="a project's labels per class, rounds and holdout accuracy",
+                        description="Print PROJECT's labels per class, its rounds (method, labels trained on, holdout "
+                                    "accuracy, time) and what is still unlabeled. Reads only.")
+    st.add_argument("project", metavar="PROJECT", help="the project directory")
+
+
+def _project_command(args: argparse.Namespace) -> int:
+    """Run `tidal init / label / query / status` (the library does the work)."""
+    if args.command == "init":
+        from tidal.project.project import SKIPPED_NAME, init_project
+
+        sections: dict[str, dict[str, Any]] = {s: {} for s in _PROJECT_SECTIONS}
+        for flag in config_flags():
+            if flag.section in _PROJECT_SECTIONS and hasattr(args, flag.dest):
+                value = getattr(args, flag.dest)
+                sections[flag.section][flag.name] = tuple(value) if isinstance(value, list) else value
+        r = init_project(args.project, args.data, args.classes, method=args.method, holdout=args.holdout,
+                         seed=args.seed, image_size=args.image_size, image_url=args.image_url,
+                         train=sections["train"], strategy=sections["strategy"])
+        if r.skipped:
+            print(f"warning: {len(r.skipped)} files in the pool are not readable images and were skipped; the list "
+                  f"is in {Path(args.project) / SKIPPED_NAME}", file=sys.stderr)
+        what = "created" if r.created else f"rescanned ({r.new_samples} new samples)"
+        print(f"project {args.project} {what}: {r.samples} samples, {r.labeled} labelled, holdout {r.holdout}")
+        print(f"next: tidal query {args.project} -k 100")
+        return 0
+    if args.command == "label":
+        from tidal.project.answers import import_labels
+
+        r = import_labels(args.project, args.file, relabel=args.relabel)
+        blank = f", {r.blank} rows without a label skipped" if r.blank else ""
+        print(f"{args.file} ({r.format}): {r.new} new labels, {r.changed} changed, {r.unchanged} already stored"
+              f"{blank}")
+        return 0
+    if args.command == "query":
+        from tidal.project.query import query_project
+        from tidal.project.status import pending_labels
+
+        last, pending, selected = pending_labels(args.project)
+        if pending:
+            print(f"note: {pending} of round {last}'s {selected} samples are not labelled yet (`tidal label` them "
+                  "first); this round may ask for them again", file=sys.stderr)
+        rnd, result, out = query_project(args.project, args.k, method=args.method, subset=args.subset, seed=args.seed,
+                                         retrain=args.retrain, device=args.device, progress=not args.quiet,
+                                         data_dir=args.data_dir)
+        if result.random:
+            print(f"round {rnd}: fewer than 2 labels, so no model to train: drew {len(result.ids)} samples at random")
+        else:
+            acc = "" if result.accuracy is None else f", holdout accuracy {100 * result.accuracy:.1f}%"
+            print(f"round {rnd}: trained on {result.n_labeled} labels{acc}; selected the {len(result.ids)} most "
+                  f"informative unlabeled samples")
+        print(f"wrote {out / 'to_label.csv'} and {out / 'tasks.json'}; label them, then `tidal label {args.project} "
+              "FILE`")
+        return 0
+    from tidal.project.status import project_status
+
+    print(project_status(args.project))
+    return 0
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -323,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             why = " (torchrun stops every rank when one fails)" if isinstance(exc, _Terminated) and _ranked() else ""
             print(f"\ninterrupted{why}: {_saved_cycles(args.out)}; run the same command again to continue from there",
                   file=sys.stderr)
+        elif args.command == "query":
+            print("\ninterrupted: the round was not stored; run the same command again (the same labels and seed "
+                  "give the same round)", file=sys.stderr)
         else:
             print("\ninterrupted: nothing was written", file=sys.stderr)
         return code
@@ -353,6 +480,13 @@ def _run_command(args: argparse.Namespace) -> int:
 
         for spec in list_sources():
             print(f"{spec:14s} {SOURCE_NOTES[spec]}")
+        return 0
+    if args.command in ("init", "label", "query", "status"):
+        return _project_command(args)
+    if args.command == "report" and (Path(args.run_dir) / "project.sqlite").is_file():
+        from tidal.project.report import write_project_report
+
+        print(f"wrote {write_project_report(args.run_dir)}")
         return 0
     if args.command == "report":
         from tidal.report import write_report

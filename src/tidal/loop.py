@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from tidal.distributed import Ranks
 
 __all__ = ["CycleResult", "ModelFactory", "active_learning", "check_pool_fits", "configured_model", "derive_seed",
-           "initial_labeled"]
+           "initial_labeled", "run_cycle"]
 
 # Builds a fresh, randomly initialised model: (num_classes, input_shape, dropout) -> nn.Module whose
 # forward returns a tidal.models.ModelOutput (logits, embedding, multi-scale features). Called at
@@ -159,17 +159,31 @@ def active_learning(
         model = factory(train.num_classes, train.input_shape, strategy.dropout)
         _load_weights(model, model_state, "model_state")
     carried = objective_state
-    rng_devices = [device] if device.type == "cuda" else []
     for cycle in range(start_cycle, al.cycles):
-        # Everything random in a cycle (dropout masks included) is drawn from generators seeded
-        # by (seed, cycle), so a cycle's numbers do not depend on what ran before it in the process.
-        with torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(derive_seed(seed, cycle, 3))
-            result, model = _cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model,
-                                   factory, progress, None if epoch_hooks is None else epoch_hooks(cycle), carried,
-                                   chunk_size, ranks)
+        result, model = run_cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model,
+                                  factory, progress, None if epoch_hooks is None else epoch_hooks(cycle), carried,
+                                  chunk_size, ranks)
         carried = result.objective_state
         yield result
+
+
+def run_cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: ALConfig,
+              train_config: TrainConfig, seed: int, cycle: int, device: torch.device | str,
+              model: nn.Module | None, factory: ModelFactory, progress: bool = False,
+              epoch_hook: EpochHook | None = None, carried: dict[str, torch.Tensor] | None = None,
+              chunk_size: int | None = None, ranks: "Ranks | None" = None) -> tuple[CycleResult, nn.Module]:
+    """One cycle of :func:`active_learning` on ``state`` (labels the selection in it): draw the
+    subset, (re)build or keep ``model``, train, evaluate on ``test`` and, when ``cycle <
+    al.cycles - 1``, select ``al.budget`` samples. Returns the result and the trained model.
+    The labelling workflow (:mod:`tidal.project.query`) runs its rounds through this function.
+    """
+    device = torch.device(device)
+    # Everything random in a cycle (dropout masks included) is drawn from generators seeded
+    # by (seed, cycle), so a cycle's numbers do not depend on what ran before it in the process.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(derive_seed(seed, cycle, 3))
+        return _cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model, factory, progress,
+                      epoch_hook, carried, chunk_size, ranks)
 
 
 def _load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

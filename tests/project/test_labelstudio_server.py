@@ -35,10 +35,11 @@ TOKEN = "tidal0test0token0loopback0only00"  # the test user's API token (legacy 
 
 CLASSES = ["cat", "dog & co", "bird ü"]  # an ampersand and a non-ASCII name go through the XML config
 # tidal id -> path in the pool (spaces and unicode in paths are accepted)
-POOL = {0: "a.png", 1: "sub dir/ä b.png", 2: "c.png", 3: "deep/er/d.png", 4: "e.png"}
-# tidal id -> annotations posted in order (None = a cancelled/skipped one); id 4 gets none
-POSTED = {0: ["cat"], 1: ["cat", "dog & co"], 2: [None], 3: ["bird ü"]}
-EXPECTED = {0: "cat", 1: "dog & co", 3: "bird ü"}  # the most recent non-cancelled answer of each task
+# (ids in the order of the paths, as `tidal init` numbers a pool, so a project over it has these ids)
+POOL = {0: "a.png", 1: "c.png", 2: "deep/er/d.png", 3: "e.png", 4: "sub dir/ä b.png"}
+# tidal id -> annotations posted in order (None = a cancelled/skipped one); id 3 gets none
+POSTED = {0: ["cat"], 4: ["cat", "dog & co"], 1: [None], 2: ["bird ü"]}
+EXPECTED = {0: "cat", 4: "dog & co", 2: "bird ü"}  # the most recent non-cancelled answer of each task
 
 
 def _label_studio() -> Path:
@@ -168,3 +169,18 @@ def test_round_trip_through_a_real_label_studio(label_studio, tmp_path: Path) ->
         # JSON keeps every task (4: unannotated, 2: only cancelled); JSON-MIN/CSV leave out
         # cancelled annotations, so only task 4 is a row without a label.
         assert answers.skipped == skipped, fmt
+
+    # `tidal label` takes each export into a project over the same pool, and the labels land there.
+    from tidal.project.answers import import_labels
+    from tidal.project.project import init_project
+    from tidal.project.store import DB_NAME, ProjectStore
+
+    project = tmp_path / "project"
+    init_project(project, f"folder:{root / 'pool'}", CLASSES)
+    with ProjectStore(project / DB_NAME, readonly=True) as store:
+        assert dict(enumerate(store.paths())) == POOL  # the tasks' ids are the project's
+    for fmt in ("JSON", "JSON_MIN", "CSV"):
+        result = import_labels(project, report["exports"][fmt])
+        assert (result.new, result.changed) == ((len(EXPECTED), 0) if fmt == "JSON" else (0, 0)), fmt
+        with ProjectStore(project / DB_NAME, readonly=True) as store:
+            assert {i: CLASSES[c] for i, c in store.labels().items()} == EXPECTED, fmt

@@ -1,0 +1,144 @@
+"""A project's pool and holdout as splits (:mod:`tidal.data.dataset`), from its stored state.
+
+The pool split's absolute ids are the project's sample ids and its labels are the stored
+labels (``-1`` = not labelled yet), so training, scoring and selection run on it exactly as
+in the simulation. Pools come from a data source spec:
+
+``folder:PATH``  the images under PATH (:mod:`tidal.project.pool`), decoded as RGB at their
+                 size, or resized and centre-cropped to ``image_size``; held in memory when
+                 the decoded pool is under 1 GiB, else decoded from disk on demand
+``npz:PATH``     ``x_train`` is the pool (its labels ``>= 0`` count as given), ``x_test``/``y_test``
+                 the holdout; sample paths are ``x_train/<index>``
+a named source   (``fashion-mnist``, ``cifar10``, ...): the training split with its labels
+                 hidden is the pool, the test split the holdout; paths ``train/<index>``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tidal.data.checks import channel_stats
+from tidal.data.dataset import ImageDataset, Split
+from tidal.errors import DatasetError
+
+__all__ = ["IN_MEMORY_BYTES", "PoolData", "array_pool", "decode_images", "load_pool"]
+
+IN_MEMORY_BYTES = 1 << 30  # decoded uint8 size below which a folder pool is held in memory (1 GiB)
+STATS_SAMPLE = 2000  # pool images used for the per-channel mean and std
+
+
+@dataclass
+class PoolData:
+    """The pool (ids = sample ids, labels = stored labels or -1) and the holdout (or None)."""
+
+    pool: Split
+    holdout: Split | None
+
+
+def decode_images(paths: list[Path], image_size: int | None) -> torch.Tensor:
+    """uint8 ``[n, 3, H, W]``: the files decoded as RGB, resized and centre-cropped to
+    ``image_size`` when given (then every file must share the first one's size)."""
+    from tidal.data.files import load_rgb, resize_center_crop, to_chw
+
+    out: list[torch.Tensor] = []
+    for p in paths:
+        img = load_rgb(str(p))
+        if image_size is not None:
+            img = resize_center_crop(img, image_size, image_size)
+        x = to_chw(img)
+        if out and x.shape != out[0].shape:
+            raise DatasetError(f"{p} is {x.shape[2]}x{x.shape[1]} px but {paths[0]} is {out[0].shape[2]}x"
+                               f"{out[0].shape[1]}; images must share one size: create the project with "
+                               "--image-size N to resize them all to N x N")
+        out.append(x)
+    return torch.stack(out) if out else torch.zeros((0, 3, image_size or 8, image_size or 8), dtype=torch.uint8)
+
+
+def _stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    ids = torch.linspace(0, len(images) - 1, min(len(images), STATS_SAMPLE)).round().long().unique()
+    mean, std = channel_stats(images[ids])
+    return mean, tuple(s if s > 0 else 1.0 for s in std)
+
+
+def _labels_tensor(n: int, labels: dict[int, int]) -> torch.Tensor:
+    y = torch.full((n,), -1, dtype=torch.int64)
+    if labels:
+        y[torch.tensor(list(labels), dtype=torch.int64)] = torch.tensor(list(labels.values()), dtype=torch.int64)
+    return y
+
+
+def array_pool(spec: str, data_dir: str | None = None):
+    """``(pool split, pool labels >= 0 or -1, holdout split or None)`` of an ``npz:`` or named source."""
+    if spec.startswith("npz:"):
+        from tidal.data.arrays import load_npz
+
+        s = load_npz(spec[len("npz:"):], allow_unlabeled=True)
+        holdout = s.test if len(s.test) else None
+        return s.train, s.train.labels.clone(), holdout
+    from tidal.data.sources import load_source
+
+    s = load_source(spec, data_dir)
+    return s.train, torch.full((len(s.train),), -1, dtype=torch.int64), s.test
+
+
+def load_pool(store, device: torch.device | str = "cpu", data_dir: str | None = None) -> PoolData:
+    """The project's pool and holdout on ``device`` (see the module docstring)."""
+    spec = store.meta("source")
+    labels = store.labels()
+    n = store.num_samples()
+    classes = store.classes
+    image_size = store.meta("image_size")
+    if spec.startswith("folder:"):
+        root = Path(store.meta("pool_root"))
+        paths = [root / p for p in store.paths()]
+        w, h = (image_size, image_size) if image_size else store.meta("image_wh", (0, 0))
+        if n * 3 * w * h >= IN_MEMORY_BYTES:
+            return _on_disk(store, paths, labels, len(classes), w, h, device)
+        images = decode_images(paths, image_size)
+        mean, std = _stats(images)
+        pool: Split = ImageDataset(images, _labels_tensor(n, labels), len(classes), mean, std)
+        holdout_items = store.holdout()
+        holdout = None
+        if holdout_items:
+            hx = decode_images([Path(p) for p, _ in holdout_items], image_size)
+            if hx.shape[1:] != images.shape[1:]:
+                raise DatasetError(f"holdout images are {hx.shape[3]}x{hx.shape[2]} px but the pool's are "
+                                   f"{images.shape[3]}x{images.shape[2]}; create the project with --image-size N")
+            holdout = ImageDataset(hx, torch.tensor([c for _, c in holdout_items], dtype=torch.int64), len(classes),
+                                   mean, std)
+    else:
+        split, _, holdout = array_pool(spec, data_dir)
+        if len(split) != n:
+            raise DatasetError(f"{spec} now holds {len(split)} samples but the project was made with {n}; "
+                               "the data changed: create a new project")
+        pool = _relabel(split, _labels_tensor(n, labels))
+    return PoolData(pool.to(device), holdout.to(device) if holdout is not None else None)
+
+
+def _relabel(split: Split, labels: torch.Tensor) -> Split:
+    """The in-memory ``split`` with ``labels`` in place of its own."""
+    import dataclasses
+
+    return dataclasses.replace(split, labels=labels)
+
+
+def _on_disk(store, paths: list[Path], labels: dict[int, int], num_classes: int, w: int, h: int,
+             device: torch.device | str) -> PoolData:
+    """A pool too large for memory: decoded from disk on demand (:class:`tidal.data.files.FileDataset`)."""
+    from tidal.data.files import FileDataset
+
+    if w != h:
+        raise DatasetError(f"the pool's images are {w}x{h} (not square) and too many to hold in memory; create the "
+                           "project with --image-size N to crop them to N x N")
+    ids = torch.linspace(0, len(paths) - 1, min(len(paths), 500)).round().long().unique().tolist()
+    mean, std = _stats(decode_images([paths[i] for i in ids], store.meta("image_size")))
+    pool = FileDataset(paths, _labels_tensor(len(paths), labels), num_classes, w, mean, std, resize_eval=False)
+    holdout = None
+    if store.holdout():
+        items = store.holdout()
+        holdout = FileDataset([p for p, _ in items], torch.tensor([c for _, c in items], dtype=torch.int64),
+                              num_classes, w, mean, std, resize_eval=False)
+    return PoolData(pool.to(device), holdout.to(device) if holdout is not None else None)

@@ -1,0 +1,349 @@
+"""One query round: train on every label so far, score the unlabeled pool, pick the top k.
+
+:func:`query` is the library call (``tidal.query``); ``tidal query PROJECT`` runs it on a
+project's stored state (:func:`query_project`) and writes the round's files. Training,
+evaluation and selection are the simulation's own: the round is one
+:func:`tidal.loop.run_cycle` (the body of every simulated cycle: a fresh model from the
+factory, :func:`tidal.train.train_model` with the strategy's objective, evaluation on the
+holdout, and :func:`tidal.gather.select`), so a strategy scores the same way in both.
+
+Randomness: round ``r`` with seed ``s`` draws everything (the subset, the initial weights,
+the batches, a random round's draw) from generators seeded by ``(s, r)``, so the same labels
+and seed give the same round, however often it is run or wherever it was killed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tidal.config import ALConfig, StrategyConfig, TrainConfig
+from tidal.data.dataset import DatasetSplits, Split
+from tidal.errors import RunDirectoryError
+
+__all__ = ["QueryResult", "query", "query_project", "round_dir"]
+
+_RANDOM_STREAM = 4_000_037  # stream id of a random round's draw (distinct from the cycle streams)
+
+
+@dataclass
+class QueryResult:
+    """A round's selection, best first, and how it was made."""
+
+    ids: torch.Tensor  # selected sample ids, int64 [k], most informative first
+    scores: torch.Tensor  # their scores, float [k] (higher = more informative; NaN in a random round)
+    predicted: torch.Tensor  # the model's class of each, int64 [k] (-1 in a random round)
+    probability: torch.Tensor  # the model's probability of that class, float [k] (NaN in a random round)
+    random: bool  # True: drawn at random, no model (fewer than 2 labels to train on)
+    accuracy: float | None  # holdout accuracy in [0, 1] of the round's model (None: no holdout or no model)
+    n_labeled: int  # labels trained on
+    class_counts: list[int]  # labels per class trained on
+    train_seconds: float
+    score_seconds: float
+    model: nn.Module | None  # the trained model (None in a random round)
+    objective_state: dict[str, torch.Tensor] | None = None  # the objective's carried module (retrain="continue")
+
+
+def _with_labels(split: Split, labels: torch.Tensor) -> Split:
+    """``split`` with ``labels`` (int64 [N]) in place of its own."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(split):
+        return dataclasses.replace(split, labels=labels.to(split.device))
+    if hasattr(split, "_with"):  # tidal.data.files.FileDataset
+        return split._with(split.paths, labels.to(split.device))
+    raise ValueError(f"query() needs a tidal split (ImageDataset, FeatureDataset, FileDataset), got "
+                     f"{type(split).__name__}; build one with tidal.data.from_arrays or load_source")
+
+
+def query(
+    model: Any,
+    dataset: Split | DatasetSplits,
+    labeled_ids: Sequence[int] | torch.Tensor,
+    labels: Sequence[int] | torch.Tensor,
+    k: int,
+    method: str = "tidal-entropy",
+    *,
+    subset: int | None = None,
+    seed: int = 0,
+    round: int = 1,
+    holdout: Split | None = None,
+    train_config: TrainConfig | None = None,
+    strategy_config: StrategyConfig | None = None,
+    retrain: str = "scratch",
+    model_state: dict[str, torch.Tensor] | None = None,
+    objective_state: dict[str, torch.Tensor] | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> QueryResult:
+    """Train on ``labels`` of ``labeled_ids`` and select the ``k`` most informative other samples.
+
+    Args:
+        model: a model spec (``"auto"``, ``"resnet18"``, ``"pkg.mod:fn"``, a function of
+            ``num_classes`` or an ``nn.Module``; see :func:`tidal.models.build_model`).
+        dataset: the pool, a split whose ids are its positions (its own labels are ignored);
+            a :class:`DatasetSplits` gives its ``train`` split (and ``test`` as the holdout).
+        labeled_ids, labels: the labelled samples and their class indices ``0..C-1``.
+        k: samples to select; at most the number of unlabeled samples.
+        method: a registered strategy (``tidal methods``).
+        subset: score a random subset of this many unlabeled samples (None: all of them).
+        seed, round: the round's randomness comes from ``(seed, round)``.
+        holdout: a labelled split (normalised like ``dataset``) to measure accuracy on.
+        train_config, strategy_config: training and strategy settings (default: the quick preset's).
+        retrain: ``"scratch"`` (the paper) or ``"continue"`` from ``model_state`` (and the
+            objective's carried module from ``objective_state``) when given.
+    Returns:
+        :class:`QueryResult`: ``ids`` and ``scores`` best first, with the predicted classes.
+        With fewer than 2 labels nothing can be trained: the round draws ``k`` at random.
+    Raises:
+        ValueError: a bad ``k``, ``subset``, id or label, an unknown method.
+    """
+    from tidal.config import PRESETS
+    from tidal.loop import configured_model, derive_seed, run_cycle
+    from tidal.pool import LabelPool
+    from tidal.strategies import create_strategy, strategy_class
+
+    if isinstance(dataset, DatasetSplits):
+        holdout = dataset.test if holdout is None else holdout
+        dataset = dataset.train
+    train_config = train_config or PRESETS["quick"].train
+    strategy_config = strategy_config or PRESETS["quick"].strategy
+    strategy_class(method)  # unknown names: ValueError listing the valid ones
+    if retrain not in ("scratch", "continue"):
+        raise ValueError(f"retrain={retrain!r} must be 'scratch' or 'continue'")
+    n, c = len(dataset), dataset.num_classes
+    ids = torch.as_tensor(labeled_ids, dtype=torch.int64).flatten().cpu()
+    y = torch.as_tensor(labels, dtype=torch.int64).flatten().cpu()
+    if len(ids) != len(y):
+        raise ValueError(f"{len(ids)} labeled ids but {len(y)} labels; give one label per id")
+    if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= n):
+        raise ValueError(f"labeled id {int(ids.max()) if int(ids.max()) >= n else int(ids.min())} is outside the "
+                         f"pool's ids 0..{n - 1}")
+    if len(torch.unique(ids)) != len(ids):
+        raise ValueError("labeled_ids hold an id twice; give each labelled sample once")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= c):
+        raise ValueError(f"label {int(y.max()) if int(y.max()) >= c else int(y.min())} is outside the class "
+                         f"indices 0..{c - 1}")
+    unlabeled_n = n - len(ids)
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r} must be an integer >= 1")
+    if k > unlabeled_n:
+        raise ValueError(f"k={k} is larger than the {unlabeled_n} unlabeled samples; ask for at most {unlabeled_n}")
+    subset = unlabeled_n if subset is None else subset
+    if subset < k:
+        raise ValueError(f"subset={subset} must be >= k={k}: the top k are taken from the subset")
+    device = torch.device(device)
+    full = torch.full((n,), -1, dtype=torch.int64)
+    full[ids] = y
+    pool = _with_labels(dataset, full).to(device)
+    state = LabelPool(torch.arange(n))
+    if len(ids):
+        state.label(ids, round=0)
+    counts = torch.bincount(y, minlength=c).tolist()
+    if len(ids) < 2:  # nothing to train on: a random draw, as the simulation's initial set
+        g = torch.Generator().manual_seed(derive_seed(seed, round, _RANDOM_STREAM))
+        unlabeled = state.unlabeled
+        chosen = unlabeled[torch.randperm(len(unlabeled), generator=g)[:k]]
+        nan = torch.full((k,), float("nan"))
+        return QueryResult(chosen, nan, torch.full((k,), -1, dtype=torch.int64), nan.clone(), True, None, len(ids),
+                           counts, 0.0, 0.0, None)
+    strategy = create_strategy(method, strategy_config)
+    factory = configured_model(train_config, model)
+    al = ALConfig(initial=len(ids), budget=k, cycles=round + 2, subset=subset, retrain=retrain)
+    start_model = None
+    if retrain == "continue" and model_state is not None:
+        start_model = factory(c, pool.input_shape, strategy.dropout)
+        try:
+            start_model.load_state_dict(model_state)
+        except (RuntimeError, KeyError) as exc:
+            raise ValueError("model_state does not fit this model (other keys or shapes): the last round used "
+                             "another model; query with --retrain scratch") from exc
+    test = holdout.to(device) if holdout is not None else pool.subset(torch.zeros(0, dtype=torch.int64))
+    with _cpu_guard(device, len(ids), train_config.batch_size):
+        result, trained = run_cycle(pool, test, state, strategy, al, train_config, seed, round, device, start_model,
+                                    factory, progress, carried=objective_state if retrain == "continue" else None)
+    predicted, probability = _predictions(trained, pool, result.selected, train_config.eval_batch_size)
+    return QueryResult(result.selected, result.scores.float(), predicted, probability, False,
+                       result.accuracy if holdout is not None else None, len(ids), counts, result.train_seconds,
+                       result.score_seconds, trained, result.objective_state)
+
+
+def _odd_batches(m: int, batch_size: int) -> bool:
+    """Whether training ``m`` samples in batches of ``batch_size`` (:func:`tidal.train.epoch_batches`:
+    a trailing batch of one joins the previous) gives a batch of odd size."""
+    sizes = [batch_size] * (m // batch_size) + ([m % batch_size] if m % batch_size else [])
+    if len(sizes) > 1 and sizes[-1] == 1:
+        sizes[-2:] = [sizes[-2] + 1]
+    return any(b % 2 for b in sizes)
+
+
+def _cpu_guard(device: torch.device, m: int, batch_size: int):
+    """On the CPU, train without oneDNN (mkldnn) when a batch has an odd size.
+
+    Workaround: with this machine's torch 2.13.0+cpu (oneDNN 3.12) and 2 threads, the backward
+    pass of the CIFAR-style ResNet on a batch of odd size corrupts the heap (a segfault or
+    "corrupted size vs. prev_size"; e.g. 9 images of 16x16 px, width 4). The labels a person
+    gives come in any number, so a round whose batches are not all even trains with torch's
+    native kernels (slower, same arithmetic up to rounding); rounds with even batches, and the
+    simulation, are untouched.
+    """
+    import contextlib
+
+    @contextlib.contextmanager
+    def native_kernels():
+        was = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try:
+            yield
+        finally:
+            torch.backends.mkldnn.enabled = was
+
+    if device.type == "cpu" and _odd_batches(m, batch_size):
+        return native_kernels()
+    return contextlib.nullcontext()
+
+
+def _predictions(model: nn.Module, pool: Split, ids: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's class and its probability for ``ids``: int64 [k], float [k]."""
+    from tidal.inference import batched_outputs
+
+    classes, probs = [], []
+    for _, out in batched_outputs(model, pool, ids.to(pool.device), batch_size):
+        p = torch.softmax(out.logits.float(), dim=1).cpu()
+        top = p.max(dim=1)
+        classes.append(top.indices)
+        probs.append(top.values)
+    if not classes:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0)
+    return torch.cat(classes), torch.cat(probs)
+
+
+# --- the project command --------------------------------------------------------------------
+
+def round_dir(project: Path, rnd: int) -> Path:
+    return Path(project) / "rounds" / f"{rnd:03d}"
+
+
+def _model_path(project: Path, rnd: int) -> Path:
+    return round_dir(project, rnd) / "model.pt"
+
+
+def _fmt(x: float | None, digits: int = 6) -> str:
+    return "" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
+
+
+def _image_url(template: str, project: Path, root: Path | None) -> Any:
+    """``path -> URL`` for a round's tasks: ``template`` with ``{path}`` (the sample's path),
+    ``{abspath}`` (its absolute file path) and ``{pool}`` (the pool folder's name), URL-quoted."""
+    from urllib.parse import quote
+
+    def url(path: str) -> str:
+        absolute = (root / path) if root is not None else (project / path)
+        return template.format(path=quote(path), abspath=quote(str(absolute)),
+                               pool=quote(root.name if root is not None else ""))
+
+    return url
+
+
+def query_project(project: str | Path, k: int, method: str | None = None, subset: int | None = None,
+                  seed: int | None = None, retrain: str = "scratch", device: str = "auto",
+                  progress: bool = False, data_dir: str | None = None) -> tuple[int, QueryResult, Path]:
+    """Run the next round of ``project`` and store it; returns ``(round, result, round folder)``.
+
+    Holds the project's lock; writes ``rounds/NNN/to_label.csv``, ``tasks.json`` and the
+    round's weights (``model.pt``, the latest round's only) atomically, then stores the round.
+    """
+    from tidal.io import atomic_path, atomic_write_text
+    from tidal.project.labelstudio import TaskRow, write_tasks
+    from tidal.project.project import open_project
+    from tidal.project.store import RoundRecord, Selection
+    from tidal.runs import resolve_device, set_deterministic
+    from tidal.strategies import strategy_class
+
+    project = Path(project)
+    dev = resolve_device(device)
+    with open_project(project) as (store, _lock):
+        settings = store.meta("settings")
+        method = method or settings["method"]
+        strategy_class(method)
+        seed = settings["seed"] if seed is None else seed
+        if seed < 0:
+            raise ValueError(f"--seed {seed} must be >= 0")
+        classes = store.classes
+        rounds = store.rounds()
+        if rounds and rounds[-1].classes != classes:
+            raise RunDirectoryError(f"the classes changed between rounds (round {rounds[-1].round}: "
+                                    f"{rounds[-1].classes}, now {classes}); classes are fixed when a project is "
+                                    "created: start a new project for new classes")
+        labels = store.labels()
+        n = store.num_samples()
+        unlabeled = n - len(labels)
+        if k < 1:
+            raise ValueError(f"-k {k} must be >= 1")
+        if k > unlabeled:
+            raise ValueError(f"-k {k} is larger than what is unlabeled ({unlabeled} of {n} samples); ask for at most "
+                             f"{unlabeled}")
+        if subset is not None and not k <= subset:
+            raise ValueError(f"--subset {subset} must be >= -k {k}: the top k are taken from the subset")
+        rnd = len(rounds) + 1
+        from tidal.project.data import load_pool
+
+        t0 = time.perf_counter()
+        set_deterministic(dev)
+        data = load_pool(store, dev, data_dir)
+        model_state = objective_state = None
+        if retrain == "continue" and rounds:
+            path = _model_path(project, rounds[-1].round)
+            if path.is_file():
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+                model_state = saved["model"]
+                if saved.get("method") == method:
+                    objective_state = saved.get("objective")
+        train_config = TrainConfig(**settings["train"])
+        result = query(train_config.model, data.pool,
+                       list(labels), list(labels.values()), k, method, subset=subset, seed=seed, round=rnd,
+                       holdout=data.holdout, train_config=train_config,
+                       strategy_config=StrategyConfig(**settings["strategy"]), retrain=retrain,
+                       model_state=model_state, objective_state=objective_state, device=dev, progress=progress)
+        total = time.perf_counter() - t0
+        out = round_dir(project, rnd)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = store.paths()
+        rows = []
+        for rank, (i, s, p, q) in enumerate(zip(result.ids.tolist(), result.scores.tolist(),
+                                                 result.predicted.tolist(), result.probability.tolist()), start=1):
+            rows.append((rank, i, paths[i], s, classes[p] if p >= 0 else "", q))
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["rank", "id", "path", "score", "predicted", "probability", "label"])
+        for rank, i, path, s, pred, q in rows:
+            w.writerow([rank, i, path, _fmt(s), pred, _fmt(q, 4), ""])
+        atomic_write_text(out / "to_label.csv", buf.getvalue())
+        root = Path(store.meta("pool_root")) if store.meta("pool_root") else None
+        write_tasks(out / "tasks.json", [TaskRow(i, path, s if math.isfinite(s) else float("nan"), pred,
+                                                 q if math.isfinite(q) else float("nan"), rnd)
+                                         for _, i, path, s, pred, q in rows],
+                    _image_url(settings["image_url"], project, root))
+        if result.model is not None:
+            state = {key: v.detach().cpu() for key, v in result.model.state_dict().items()}
+            with atomic_path(_model_path(project, rnd)) as tmp:
+                torch.save({"model": state, "objective": result.objective_state, "method": method}, tmp)
+        holdout_size = len(data.holdout) if data.holdout is not None else 0
+        store.add_round(RoundRecord(
+            rnd, "random" if result.random else method, seed, k, subset if subset is not None else unlabeled,
+            retrain, result.random, result.n_labeled, result.class_counts, result.accuracy, holdout_size,
+            result.train_seconds, result.score_seconds, total, classes, time.time(),
+            [Selection(rank, i, None if not math.isfinite(s) else s, classes.index(pred) if pred else None,
+                       None if not math.isfinite(q) else q) for rank, i, _, s, pred, q in rows]))
+        for old in rounds:  # only the latest round's weights are kept (the next --retrain continue reads them)
+            _model_path(project, old.round).unlink(missing_ok=True)
+        return rnd, result, out

@@ -1,0 +1,144 @@
+"""`tidal init`: pools of every shape, the holdout, rescans, and what it refuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tidal.errors import DatasetError, RunDirectoryError
+from tidal.project.project import init_project
+from tidal.project.query import _odd_batches, query_project
+from tidal.project.store import DB_NAME, ProjectStore
+
+
+def _store(project):
+    return ProjectStore(project / DB_NAME, readonly=True)
+
+
+def test_class_folders_are_labels_and_a_rescan_keeps_ids(tmp_path, write_images, classes, fast):
+    pool = tmp_path / "pool"
+    write_images(pool / "sorted", 6, by_class=True)
+    write_images(pool / "new", 4)
+    r = init_project(tmp_path / "p", f"folder:{pool}", classes, **fast)
+    assert (r.created, r.samples, r.labeled) == (True, 10, 6)
+    with _store(tmp_path / "p") as s:
+        before = s.paths()
+        labels = s.labels()
+    assert {before[i]: classes[c] for i, c in labels.items()}["sorted/green/img 001.png"] == "green"
+    write_images(pool / "later", 3)
+    r = init_project(tmp_path / "p", f"folder:{pool}", classes, **fast)
+    assert (r.created, r.samples, r.new_samples, r.labeled) == (False, 13, 3, 6)
+    with _store(tmp_path / "p") as s:
+        assert s.paths()[:10] == before
+
+
+def test_a_pool_with_labels_trains_in_its_first_round(tmp_path, write_images, classes, fast):
+    write_images(tmp_path / "pool", 12, by_class=True)
+    write_images(tmp_path / "pool" / "todo", 10)
+    init_project(tmp_path / "p", f"folder:{tmp_path / 'pool'}", classes, **fast)
+    _, result, _ = query_project(tmp_path / "p", 4, device="cpu")
+    assert not result.random and result.n_labeled == 12
+
+
+def test_sizes_must_agree_unless_image_size_is_given(tmp_path, write_images, classes, fast):
+    write_images(tmp_path / "pool", 3, size=16)
+    write_images(tmp_path / "pool", 3, size=20, names="big {i}.png")
+    with pytest.raises(DatasetError, match="differ in size .*--image-size N"):
+        init_project(tmp_path / "p", f"folder:{tmp_path / 'pool'}", classes, **fast)
+    init_project(tmp_path / "p", f"folder:{tmp_path / 'pool'}", classes, image_size=12, **fast)
+    _, result, _ = query_project(tmp_path / "p", 2, device="cpu")
+    assert len(result.ids) == 2
+
+
+def test_a_holdout_csv_and_its_mistakes(tmp_path, write_images, classes, fast):
+    write_images(tmp_path / "pool", 9)
+    write_images(tmp_path / "held", 6, seed=3)
+    (tmp_path / "held" / "holdout.csv").write_text("path,label\nimg 000.png,red\nimg 001.png,green\n")
+    r = init_project(tmp_path / "p", f"folder:{tmp_path / 'pool'}", classes, holdout=str(tmp_path / "held" /
+                                                                                          "holdout.csv"), **fast)
+    assert r.holdout == 2
+    (tmp_path / "bad.csv").write_text("path,label\nheld/img 000.png,purple\n")
+    with pytest.raises(DatasetError, match="class 'purple' is not one of"):
+        init_project(tmp_path / "q", f"folder:{tmp_path / 'pool'}", classes, holdout=str(tmp_path / "bad.csv"), **fast)
+    (tmp_path / "inside.csv").write_text("path,label\npool/img 000.png,red\n")
+    with pytest.raises(DatasetError, match="also in the pool"):
+        init_project(tmp_path / "q", f"folder:{tmp_path / 'pool'}", classes, holdout=str(tmp_path / "inside.csv"),
+                     **fast)
+
+
+def test_an_npz_pool_with_some_labels_and_its_test_split_as_holdout(tmp_path, classes, fast):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (30, 12, 12, 3), dtype=np.uint8)
+    y = np.full(30, -1)
+    y[:6] = np.arange(6) % 3
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:6], y_test=np.arange(6) % 3,
+             class_names=np.array(classes))
+    r = init_project(tmp_path / "p", f"npz:{tmp_path / 'd.npz'}", classes, **fast)
+    assert (r.samples, r.labeled, r.holdout) == (30, 6, 6)
+    _, result, out = query_project(tmp_path / "p", 4, device="cpu")
+    assert result.accuracy is not None and "x_train/" in (out / "to_label.csv").read_text()
+    with pytest.raises(ValueError, match="has the classes"):
+        init_project(tmp_path / "q", f"npz:{tmp_path / 'd.npz'}", ["a", "b", "c"], **fast)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(classes=["a", "a"]), "repeats a"), (dict(classes=["a", " b"]), "spaces around"),
+    (dict(classes=["a/b", "c"]), "slash"), (dict(data="imagenet"), "unknown dataset"),
+    (dict(model="resnet81"), "unknown model spec"), (dict(image_url="http://x/"), "names no {path}"),
+    (dict(seed=-1), "must be >= 0"),
+])
+def test_bad_settings_are_refused_before_anything_is_made(tmp_path, write_images, classes, fast, kwargs, match):
+    write_images(tmp_path / "pool", 3)
+    args = dict(data=f"folder:{tmp_path / 'pool'}", classes=classes, **fast)
+    args.update(kwargs)
+    with pytest.raises((ValueError, RunDirectoryError), match=match):
+        init_project(tmp_path / "p", args.pop("data"), args.pop("classes"), **args)
+    assert not (tmp_path / "p").exists()
+
+
+def test_another_pool_for_the_same_project_is_refused(tmp_path, write_images, classes, fast):
+    write_images(tmp_path / "a", 3)
+    write_images(tmp_path / "b", 3)
+    init_project(tmp_path / "p", f"folder:{tmp_path / 'a'}", classes, **fast)
+    with pytest.raises(RunDirectoryError, match="was made from folder:"):
+        init_project(tmp_path / "p", f"folder:{tmp_path / 'b'}", classes, **fast)
+
+
+@pytest.mark.parametrize("m,batch,odd", [(9, 16, True), (32, 16, False), (33, 16, True), (34, 16, False),
+                                         (18, 16, False), (10, 3, True)])
+def test_odd_batches(m, batch, odd):
+    assert _odd_batches(m, batch) is odd  # 33 = 16 + 17: a trailing one joins its neighbour
+
+
+def test_an_npz_pool_report_shows_its_images(tmp_path, classes, fast):
+    from tidal.project.report import write_project_report
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, (20, 12, 12), dtype=np.uint8)  # grey images [N, H, W]
+    np.savez(tmp_path / "g.npz", x_train=x, y_train=np.full(20, -1), x_test=x[:3], y_test=np.arange(3))
+    init_project(tmp_path / "p", f"npz:{tmp_path / 'g.npz'}", ["0", "1", "2"], **fast)
+    query_project(tmp_path / "p", 4, device="cpu")
+    page = write_project_report(tmp_path / "p").read_text(encoding="utf-8")
+    assert page.count("<figure><img") == 4 and "x_train/" in page
+
+
+def test_a_pool_too_large_for_memory_is_decoded_from_disk(tmp_path, write_images, classes, fast, monkeypatch,
+                                                          answer):
+    import tidal.project.data
+    from tidal.data.files import FileDataset
+    from tidal.project.answers import import_labels
+    from tidal.project.query import round_dir
+
+    truth = write_images(tmp_path / "pool", 24)
+    write_images(tmp_path / "held", 6, seed=2, by_class=True)
+    init_project(tmp_path / "p", f"folder:{tmp_path / 'pool'}", classes, holdout=str(tmp_path / "held"), **fast)
+    in_memory = tidal.project.data.load_pool(_store(tmp_path / "p"))
+    monkeypatch.setattr(tidal.project.data, "IN_MEMORY_BYTES", 1)
+    on_disk = tidal.project.data.load_pool(_store(tmp_path / "p"))
+    assert isinstance(on_disk.pool, FileDataset) and isinstance(on_disk.holdout, FileDataset)
+    ids = __import__("torch").arange(24)
+    assert (on_disk.pool.inputs(ids) - in_memory.pool.inputs(ids)).abs().max() < 0.05  # same images, sampled stats
+    query_project(tmp_path / "p", 6, device="cpu")
+    import_labels(tmp_path / "p", answer(round_dir(tmp_path / "p", 1) / "to_label.csv", truth, tmp_path / "a.csv"))
+    _, result, _ = query_project(tmp_path / "p", 4, device="cpu")
+    assert not result.random and result.accuracy is not None and len(result.ids) == 4

@@ -1,0 +1,201 @@
+"""A query round: `tidal.query` (the library call) and `tidal query PROJECT` (stored rounds)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import pytest
+import torch
+
+import tidal
+from tidal.config import PRESETS
+from tidal.errors import RunDirectoryError
+from tidal.project.answers import import_labels
+from tidal.project.project import init_project
+from tidal.project.query import query, query_project, round_dir
+from tidal.project.store import DB_NAME, ProjectStore
+
+TINY = dataclasses.replace(PRESETS["quick"].train, epochs=2, width=4, batch_size=16)
+
+
+# --- the library call ---------------------------------------------------------------------------
+
+def test_tidal_query_is_the_projects_query():
+    assert tidal.query is query and "query" in tidal.__all__
+
+
+def test_no_labels_draws_at_random_from_the_seed_and_round(tiny_splits):
+    a = query("auto", tiny_splits.train, [], [], 10, seed=0, round=1)
+    assert a.random and a.model is None and len(set(a.ids.tolist())) == 10
+    assert torch.isnan(a.scores).all() and (a.predicted == -1).all()
+    assert torch.equal(a.ids, query("auto", tiny_splits.train, [], [], 10, seed=0, round=1).ids)
+    assert not torch.equal(a.ids, query("auto", tiny_splits.train, [], [], 10, seed=1, round=1).ids)
+    assert not torch.equal(a.ids, query("auto", tiny_splits.train, [], [], 10, seed=0, round=2).ids)
+
+
+def test_a_trained_round_selects_through_the_simulations_select(tiny_splits, monkeypatch):
+    import tidal.loop
+
+    calls = []
+    real = tidal.loop.select
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].name)
+        out = real(*args, **kwargs)
+        calls.append(out[0].clone())
+        return out
+
+    monkeypatch.setattr(tidal.loop, "select", spy)
+    labeled = list(range(0, 40))
+    labels = tiny_splits.train.labels[:40].tolist()
+    r = query("auto", tiny_splits, labeled, labels, 8, "entropy", train_config=TINY)
+    assert calls[0] == "entropy" and torch.equal(calls[1], r.ids)
+    assert not r.random and r.n_labeled == 40 and r.class_counts == [10, 10, 10, 10]
+    assert not set(r.ids.tolist()) & set(labeled)
+    assert bool((r.scores[:-1] >= r.scores[1:]).all())  # best first
+    assert ((r.predicted >= 0) & (r.predicted < 4)).all() and ((r.probability > 0) & (r.probability <= 1)).all()
+    assert r.accuracy is not None and 0 <= r.accuracy <= 1  # DatasetSplits: its test split is the holdout
+    again = query("auto", tiny_splits, labeled, labels, 8, "entropy", train_config=TINY)
+    assert torch.equal(again.ids, r.ids) and torch.equal(again.scores, r.scores)
+
+
+def test_tidal_and_a_subset(tiny_splits):
+    labeled = list(range(0, 40))
+    r = query("auto", tiny_splits.train, labeled, tiny_splits.train.labels[:40].tolist(), 5, "tidal-entropy",
+              subset=30, train_config=TINY)
+    assert len(r.ids) == 5 and r.accuracy is None  # a split alone: no holdout
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(k=300), "k=300 is larger than the 236 unlabeled samples"),
+    (dict(k=0), "must be an integer >= 1"),
+    (dict(k=5, subset=3), "subset=3 must be >= k=5"),
+    (dict(k=5, labels=[0, 1, 2, 9]), "label 9 is outside the class indices 0..3"),
+    (dict(k=5, ids=[0, 0, 1, 2]), "an id twice"),
+    (dict(k=5, ids=[0, 1, 2, 999]), "labeled id 999 is outside the pool's ids 0..239"),
+    (dict(k=5, labels=[0, 1]), "4 labeled ids but 2 labels"),
+    (dict(k=5, method="entropie"), "entropie"),
+])
+def test_bad_arguments(tiny_splits, kwargs, match):
+    ids, labels = kwargs.pop("ids", [0, 1, 2, 3]), kwargs.pop("labels", [0, 1, 2, 3])
+    with pytest.raises(ValueError, match=match):
+        query("auto", tiny_splits.train, ids, labels, train_config=TINY, **kwargs)
+
+
+# --- the project command --------------------------------------------------------------------------
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def labelled(tmp_path, pool, classes, fast, answer):
+    """A project after one random round whose 9 samples are labelled."""
+    root, truth = pool
+
+    def make(name):
+        project = tmp_path / name
+        init_project(project, f"folder:{root}", classes, **fast)
+        query_project(project, 9, device="cpu")
+        import_labels(project, answer(round_dir(project, 1) / "to_label.csv", truth, tmp_path / f"{name}.csv"))
+        return project
+
+    return make
+
+
+def test_a_query_killed_before_it_stores_its_round_gives_the_same_round_again(labelled, monkeypatch):
+    twin = labelled("twin")
+    _, _, out = query_project(twin, 6, device="cpu")
+    expected = _rows(out / "to_label.csv")
+    project = labelled("proj")
+
+    def killed(self, record):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(ProjectStore, "add_round", killed)
+        with pytest.raises(KeyboardInterrupt):
+            query_project(project, 6, device="cpu")
+    with ProjectStore(project / DB_NAME) as store:
+        assert store.num_rounds() == 1  # the killed round was not stored
+    rnd, _, out = query_project(project, 6, device="cpu")
+    assert rnd == 2 and _rows(out / "to_label.csv") == expected
+    assert [r["score"] for r in expected] == sorted((r["score"] for r in expected), key=float, reverse=True)
+
+
+def test_rounds_are_stored_with_their_selection_and_only_the_last_weights_kept(labelled):
+    project = labelled("proj")
+    query_project(project, 6, device="cpu")
+    query_project(project, 4, device="cpu", retrain="continue", method="margin")
+    with ProjectStore(project / DB_NAME) as store:
+        rounds = store.rounds()
+    assert [r.method for r in rounds] == ["random", "tidal-entropy", "margin"]
+    assert [r.n_labeled for r in rounds] == [0, 9, 9] and rounds[2].retrain == "continue"
+    assert [len(r.selections) for r in rounds] == [9, 6, 4] and rounds[0].random
+    assert not (round_dir(project, 2) / "model.pt").exists() and (round_dir(project, 3) / "model.pt").is_file()
+    row = _rows(round_dir(project, 3) / "to_label.csv")[0]
+    assert set(row) == {"rank", "id", "path", "score", "predicted", "probability", "label"} and row["predicted"]
+
+
+def test_k_larger_than_the_unlabeled_pool_is_refused(labelled):
+    with pytest.raises(ValueError, match=r"-k 37 is larger than what is unlabeled \(36 of 45 samples\)"):
+        query_project(labelled("proj"), 37, device="cpu")
+
+
+def test_classes_that_change_between_rounds_are_refused(labelled, pool, classes, fast):
+    project = labelled("proj")
+    with pytest.raises(RunDirectoryError, match="classes cannot change between rounds"):
+        init_project(project, f"folder:{pool[0]}", ["red", "green", "yellow"], **fast)
+    with ProjectStore(project / DB_NAME) as store:  # a database changed behind tidal's back
+        store.set_meta(classes=["red", "green", "yellow"])
+    with pytest.raises(RunDirectoryError, match="the classes changed between rounds"):
+        query_project(project, 3, device="cpu")
+
+
+def test_one_process_at_a_time(labelled, tmp_path):
+    from tidal.rundir import RunDirLock
+
+    project = labelled("proj")
+    with RunDirLock(project):
+        with pytest.raises(RunDirectoryError, match="is in use by another tidal process"):
+            query_project(project, 3, device="cpu")
+        with pytest.raises(RunDirectoryError, match="is in use by another tidal process"):
+            import_labels(project, tmp_path / "proj.csv")
+
+
+@pytest.mark.slow
+def test_a_query_killed_by_sigkill_mid_training_gives_the_same_round_when_run_again(tmp_path, pool, classes, answer):
+    """A real kill: `tidal query` in its own process, SIGKILLed while it trains, then run again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, truth = pool
+    slow = {"train": {"epochs": 30, "width": 4, "batch_size": 16}, "strategy": {}}
+    projects = []
+    for name in ("twin", "killed"):
+        project = tmp_path / name
+        init_project(project, f"folder:{root}", classes, **slow)
+        query_project(project, 10, device="cpu")
+        import_labels(project, answer(round_dir(project, 1) / "to_label.csv", truth, tmp_path / f"{name}.csv"))
+        projects.append(project)
+    twin, killed = projects
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "tidal", "query", "-k", "6", "--device", "cpu", "--quiet"]
+    proc = subprocess.Popen(cmd + [str(killed)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while f"pid {proc.pid}" not in (killed / ".tidal.lock").read_text() and time.time() < deadline:
+        time.sleep(0.1)  # until it holds the project's lock
+    time.sleep(1.5)  # reading the images, then training
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed, not finished
+    with ProjectStore(killed / DB_NAME) as store:
+        assert store.num_rounds() == 1  # nothing of round 2 was stored
+    subprocess.run(cmd + [str(twin)], env=env, check=True, capture_output=True)
+    subprocess.run(cmd + [str(killed)], env=env, check=True, capture_output=True)
+    assert (round_dir(killed, 2) / "to_label.csv").read_bytes() == (round_dir(twin, 2) / "to_label.csv").read_bytes()
+    assert not list(killed.glob("rounds/*/.*.tmp"))

@@ -1,0 +1,77 @@
+"""The project database: marked as tidal's, foreign files refused, rounds stored whole."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from tidal.errors import RunDirectoryError
+from tidal.project.project import init_project
+from tidal.project.store import APPLICATION_ID, DB_NAME, ProjectStore, RoundRecord, Selection
+from tidal.results import APPLICATION_ID as RESULTS_ID
+
+
+
+def test_a_new_store_is_marked_and_distinct_from_a_results_database(tmp_path, write_images, classes):
+    with ProjectStore(tmp_path / DB_NAME, create=True):
+        pass
+    con = sqlite3.connect(tmp_path / DB_NAME)
+    assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID != RESULTS_ID
+    con.close()
+
+
+def test_another_programs_database_is_refused_and_left_alone(tmp_path, write_images, classes):
+    path = tmp_path / DB_NAME
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE notes (x TEXT)")
+    con.commit()
+    con.close()
+    before = path.read_bytes()
+    with pytest.raises(RunDirectoryError, match="is not a tidal project database .*tables notes"):
+        ProjectStore(path)
+    assert path.read_bytes() == before
+
+
+def test_a_results_database_is_not_a_project(tmp_path, write_images, classes):
+    from tidal.results import ResultStore
+
+    ResultStore(tmp_path / DB_NAME).close()  # tidal's, but the simulation's kind
+    with pytest.raises(RunDirectoryError, match="application_id 0x5444414c"):
+        ProjectStore(tmp_path / DB_NAME)
+
+
+def test_a_folder_without_a_project_says_how_to_make_one(tmp_path, write_images, classes):
+    with pytest.raises(RunDirectoryError, match="tidal init"):
+        ProjectStore(tmp_path / DB_NAME)
+
+
+@pytest.mark.parametrize("what", ["run directory", "other files", "a file"])
+def test_init_refuses_directories_that_are_not_projects(tmp_path, pool, what, classes, fast):
+    root, _ = pool
+    project = tmp_path / "p"
+    if what == "run directory":
+        project.mkdir()
+        (project / "results.sqlite").write_bytes(b"")
+        match = "is a `tidal run` directory"
+    elif what == "other files":
+        project.mkdir()
+        (project / "thesis.tex").write_text("x")
+        match = "exists and is not a tidal project"
+    else:
+        project.write_text("x")
+        match = "is a file"
+    with pytest.raises(RunDirectoryError, match=match):
+        init_project(project, f"folder:{root}", classes, **fast)
+
+
+def test_rounds_round_trip(tmp_path, write_images, classes):
+    with ProjectStore(tmp_path / DB_NAME, create=True) as store:
+        store.add_samples(["a.png", "b.png", "c.png"])
+        r = RoundRecord(1, "tidal-entropy", 0, 2, 3, "scratch", False, 4, [2, 2], 0.5, 10, 1.0, 0.5, 2.0, ["x", "y"],
+                        123.0, [Selection(1, 2, 0.9, 1, 0.7), Selection(2, 0, 0.1, 0, 0.6)])
+        store.add_round(r)
+        assert store.rounds() == [r]
+        with pytest.raises(sqlite3.IntegrityError):  # a round is stored once
+            store.add_round(r)
+        assert store.num_rounds() == 1 and store.rounds()[0].selections == r.selections
