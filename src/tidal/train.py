@@ -26,7 +26,7 @@ from tidal.strategies.base import AuxObjective, StepBatch
 if TYPE_CHECKING:
     from tidal.distributed import Ranks
 
-__all__ = ["EpochHook", "TrainStats", "autocast", "train_model", "epoch_batches"]
+__all__ = ["EpochHook", "TrainStats", "autocast", "odd_batch_kernels", "train_model", "epoch_batches"]
 
 # Called after every epoch (after ``objective.end_epoch``) with the 0-based epoch, the backbone
 # and the objective, e.g. to run inference for an analysis (tidal.analysis.TDTracker). A hook
@@ -59,6 +59,21 @@ def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractCo
     float32 step is exactly what it was before the option existed."""
     if config.amp == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def odd_batch_kernels(x: torch.Tensor, device: torch.device) -> contextlib.AbstractContextManager:
+    """oneDNN off for one training step on a CPU batch of odd size, else nothing.
+
+    Works around a bug of torch 2.13.0+cpu (oneDNN 3.12) with more than one thread: the backward
+    pass of the channels-last ResNet on a batch of odd size corrupts the heap (a segfault or
+    "double free or corruption"; e.g. width 8, 28x28 px, 7 or 117 images). Only that step runs
+    torch's native kernels (same arithmetic up to rounding); even batches, and with them every
+    stored FashionMNIST number, are untouched. ``tests/test_train.py`` trains odd batches in a
+    child process, so a crash fails the test instead of the suite.
+    """
+    if device.type == "cpu" and x.shape[0] % 2 == 1 and torch.backends.mkldnn.enabled:
+        return torch.backends.mkldnn.flags(enabled=False)
     return contextlib.nullcontext()
 
 
@@ -124,16 +139,17 @@ def train_model(
             y = dataset.labels[idx_dev]
             if config.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(config, device):  # bf16: the forward passes and losses; backward follows autocast's dtypes
-                out = model(x)
-                ce = F.cross_entropy(out.logits, y, reduction="none")
-                loss = ce.mean()
-                if objective is not None:
-                    loss = loss + objective.loss(StepBatch(x=x, y=y, indices=idx_dev, epoch=epoch, out=out, ce=ce))
-            if share != 1.0:  # this rank's piece is not 1/N of the batch: weight its mean loss
-                loss = loss * share
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with odd_batch_kernels(x, device):  # a CPU oneDNN bug: see odd_batch_kernels
+                with autocast(config, device):  # bf16: the forward passes and losses; backward follows autocast's dtypes
+                    out = model(x)
+                    ce = F.cross_entropy(out.logits, y, reduction="none")
+                    loss = ce.mean()
+                    if objective is not None:
+                        loss = loss + objective.loss(StepBatch(x=x, y=y, indices=idx_dev, epoch=epoch, out=out, ce=ce))
+                if share != 1.0:  # this rank's piece is not 1/N of the batch: weight its mean loss
+                    loss = loss * share
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             if ranks is not None:
                 ranks.all_reduce_grads(params)
             optimizer.step()

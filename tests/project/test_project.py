@@ -7,7 +7,7 @@ import pytest
 
 from tidal.errors import DatasetError, RunDirectoryError
 from tidal.project.project import init_project
-from tidal.project.query import _odd_batches, query_project
+from tidal.project.query import query_project
 from tidal.project.store import DB_NAME, ProjectStore
 
 
@@ -102,12 +102,6 @@ def test_another_pool_for_the_same_project_is_refused(tmp_path, write_images, cl
     init_project(tmp_path / "p", f"folder:{tmp_path / 'a'}", classes, **fast)
     with pytest.raises(RunDirectoryError, match="was made from folder:"):
         init_project(tmp_path / "p", f"folder:{tmp_path / 'b'}", classes, **fast)
-
-
-@pytest.mark.parametrize("m,batch,odd", [(9, 16, True), (32, 16, False), (33, 16, True), (34, 16, False),
-                                         (18, 16, False), (10, 3, True)])
-def test_odd_batches(m, batch, odd):
-    assert _odd_batches(m, batch) is odd  # 33 = 16 + 17: a trailing one joins its neighbour
 
 
 def test_an_npz_pool_report_shows_its_images(tmp_path, classes, fast):

@@ -168,48 +168,12 @@ def query(
             raise ValueError("model_state does not fit this model (other keys or shapes): the last round used "
                              "another model; query with --retrain scratch") from exc
     test = holdout.to(device) if holdout is not None else pool.subset(torch.zeros(0, dtype=torch.int64))
-    with _cpu_guard(device, len(ids), train_config.batch_size):
-        result, trained = run_cycle(pool, test, state, strategy, al, train_config, seed, round, device, start_model,
-                                    factory, progress, carried=objective_state if retrain == "continue" else None)
+    result, trained = run_cycle(pool, test, state, strategy, al, train_config, seed, round, device, start_model,
+                                factory, progress, carried=objective_state if retrain == "continue" else None)
     predicted, probability = _predictions(trained, pool, result.selected, train_config.eval_batch_size)
     return QueryResult(result.selected, result.scores.float(), predicted, probability, False,
                        result.accuracy if holdout is not None else None, len(ids), counts, result.train_seconds,
                        result.score_seconds, trained, result.objective_state)
-
-
-def _odd_batches(m: int, batch_size: int) -> bool:
-    """Whether training ``m`` samples in batches of ``batch_size`` (:func:`tidal.train.epoch_batches`:
-    a trailing batch of one joins the previous) gives a batch of odd size."""
-    sizes = [batch_size] * (m // batch_size) + ([m % batch_size] if m % batch_size else [])
-    if len(sizes) > 1 and sizes[-1] == 1:
-        sizes[-2:] = [sizes[-2] + 1]
-    return any(b % 2 for b in sizes)
-
-
-def _cpu_guard(device: torch.device, m: int, batch_size: int):
-    """On the CPU, train without oneDNN (mkldnn) when a batch has an odd size.
-
-    Workaround: with this machine's torch 2.13.0+cpu (oneDNN 3.12) and 2 threads, the backward
-    pass of the CIFAR-style ResNet on a batch of odd size corrupts the heap (a segfault or
-    "corrupted size vs. prev_size"; e.g. 9 images of 16x16 px, width 4). The labels a person
-    gives come in any number, so a round whose batches are not all even trains with torch's
-    native kernels (slower, same arithmetic up to rounding); rounds with even batches, and the
-    simulation, are untouched.
-    """
-    import contextlib
-
-    @contextlib.contextmanager
-    def native_kernels():
-        was = torch.backends.mkldnn.enabled
-        torch.backends.mkldnn.enabled = False
-        try:
-            yield
-        finally:
-            torch.backends.mkldnn.enabled = was
-
-    if device.type == "cpu" and _odd_batches(m, batch_size):
-        return native_kernels()
-    return contextlib.nullcontext()
 
 
 def _predictions(model: nn.Module, pool: Split, ids: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
