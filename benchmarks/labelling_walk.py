@@ -3,7 +3,7 @@
     python benchmarks/labelling_walk.py [--pool 600] [--k 30] [--rounds 3] [--work DIR]
 
 Writes a folder of FashionMNIST PNGs (three classes, flat, no labels) and a holdout folder
-sorted by class, then runs the walk of docs/labelling.md with the `tidal` command line:
+sorted by class, then runs the walk of README.md ("Label your own data") with the `tidal` command line:
 init, then per round query and label (the person's answers are filled in from FashionMNIST's
 own labels by this script: the time a person spends looking is not measured), then status
 and report. Prints the seconds of each command and their total, and saves the table to
@@ -30,7 +30,7 @@ CLASSES = {0: "tshirt", 1: "trouser", 7: "sneaker"}  # FashionMNIST label -> cla
 
 
 def make_folders(work: Path, pool: int, holdout: int) -> dict[str, str]:
-    """The demo pool and holdout (docs/labelling.md, step 0); returns {pool path: class}."""
+    """The demo pool and holdout (README.md ("Label your own data"), step 0); returns {pool path: class}."""
     from PIL import Image
 
     data = load_dataset("fashion-mnist")
@@ -100,7 +100,7 @@ def main() -> None:
     rows.append(["all (with the demo folders)", "", f"{total:.1f}"])
     print(status)
     print(last)
-    write_table(f"The labelling walk of docs/labelling.md on {args.pool} FashionMNIST PNGs, k = {args.k}, "
+    write_table(f"The labelling walk of README.md ("Label your own data") on {args.pool} FashionMNIST PNGs, k = {args.k}, "
                 f"{args.rounds} rounds, quick-preset training ({platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end); seconds per command. "
                 "The answers are filled in by the script (a person's looking time is not measured).",

@@ -140,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "no result")
 
     rep = sub.add_parser("report", help="rewrite report.md, report.html, figures/, results.csv and results.json "
-                                        "of a run directory",
-                         description="Rewrite RUN_DIR/report.md, report.html (one self-contained page), "
+                                        "of a run directory, or a labelling project's report.html",
+                         description="For a labelling project (tidal init): write PROJECT/report.html (accuracy per "
+                                     "round, labels per class, the last round's images). For a run directory: rewrite "
+                                     "RUN_DIR/report.md, report.html (one self-contained page), "
                                      "figures/*.png (with matplotlib), results.csv and results.json from the stored "
                                      "results alone (the database is opened read-only), including Figure 7 (runs "
                                      "with --track-td) and Figure 2 (RUN_DIR/analysis/*.npz from `tidal "
