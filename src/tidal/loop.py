@@ -171,11 +171,13 @@ def run_cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, a
               train_config: TrainConfig, seed: int, cycle: int, device: torch.device | str,
               model: nn.Module | None, factory: ModelFactory, progress: bool = False,
               epoch_hook: EpochHook | None = None, carried: dict[str, torch.Tensor] | None = None,
-              chunk_size: int | None = None, ranks: "Ranks | None" = None) -> tuple[CycleResult, nn.Module]:
+              chunk_size: int | None = None, ranks: "Ranks | None" = None,
+              desc: str | None = None) -> tuple[CycleResult, nn.Module]:
     """One cycle of :func:`active_learning` on ``state`` (labels the selection in it): draw the
     subset, (re)build or keep ``model``, train, evaluate on ``test`` and, when ``cycle <
     al.cycles - 1``, select ``al.budget`` samples. Returns the result and the trained model.
-    The labelling workflow (:mod:`tidal.project.query`) runs its rounds through this function.
+    The labelling workflow (:mod:`tidal.project.query`) runs its rounds through this function;
+    ``desc`` names the training progress bar (default: method, seed and cycle).
     """
     device = torch.device(device)
     # Everything random in a cycle (dropout masks included) is drawn from generators seeded
@@ -183,7 +185,7 @@ def run_cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, a
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(derive_seed(seed, cycle, 3))
         return _cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model, factory, progress,
-                      epoch_hook, carried, chunk_size, ranks)
+                      epoch_hook, carried, chunk_size, ranks, desc)
 
 
 def _load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
@@ -199,7 +201,8 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
            train_config: TrainConfig, seed: int, cycle: int, device: torch.device, model: nn.Module | None,
            factory: ModelFactory, progress: bool, epoch_hook: EpochHook | None,
            carried: dict[str, torch.Tensor] | None = None,
-           chunk_size: int | None = None, ranks: "Ranks | None" = None) -> tuple[CycleResult, nn.Module]:
+           chunk_size: int | None = None, ranks: "Ranks | None" = None,
+           desc: str | None = None) -> tuple[CycleResult, nn.Module]:
     """One cycle: subset draw, (re)build, train, evaluate, and select unless it is the last.
 
     ``carried``: with ``retrain="continue"``, the previous cycle's weights of the objective's
@@ -228,7 +231,8 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
         objective.to(device)
     try:
         stats = train_model(model, objective, train, lab, train_config, g, progress,
-                            desc=f"{strategy.name} seed {seed} cycle {cycle + 1}/{al.cycles}", epoch_hook=epoch_hook,
+                            desc=desc or f"{strategy.name} seed {seed} cycle {cycle + 1}/{al.cycles}",
+                            epoch_hook=epoch_hook,
                             ranks=ranks)
     except TrainingDivergedError as exc:
         raise TrainingDivergedError(f"{strategy.name}, seed {seed}, cycle {cycle + 1}: {exc}") from exc

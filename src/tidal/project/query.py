@@ -169,7 +169,8 @@ def query(
                              "another model; query with --retrain scratch") from exc
     test = holdout.to(device) if holdout is not None else pool.subset(torch.zeros(0, dtype=torch.int64))
     result, trained = run_cycle(pool, test, state, strategy, al, train_config, seed, round, device, start_model,
-                                factory, progress, carried=objective_state if retrain == "continue" else None)
+                                factory, progress, carried=objective_state if retrain == "continue" else None,
+                                desc=f"round {round} {method}")
     predicted, probability = _predictions(trained, pool, result.selected, train_config.eval_batch_size)
     return QueryResult(result.selected, result.scores.float(), predicted, probability, False,
                        result.accuracy if holdout is not None else None, len(ids), counts, result.train_seconds,
