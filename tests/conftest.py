@@ -61,3 +61,13 @@ def fmnist(fmnist_dir: Path) -> DatasetSplits:
     from tidal.data import load_dataset
 
     return load_dataset("fashion-mnist", fmnist_dir, download=False)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (--jobs workers and Ray tasks train with one; a serial
+    reference must too), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -128,14 +128,6 @@ def _rows(out: Path) -> list[tuple]:
                 for r in store.records()]
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 def test_sharded_pieces_equal_the_one_process_functions():
     """tests/distributed_checks.py on 2 ranks: the TD record whole and identical on both ranks,

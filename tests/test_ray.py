@@ -47,15 +47,6 @@ def _rows(out: Path):
     return cycles, tracking, config
 
 
-@pytest.fixture
-def one_thread():
-    """Ray tasks train with one torch thread; the serial reference must too."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray of 2 CPUs for this module's tests; run_experiment uses it and leaves it running."""

@@ -9,14 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from tidal.cli import main
 from tidal.config import ALConfig, DataConfig, TrainConfig, preset
 from tidal.errors import TrainingDivergedError
 from tidal.experiment import experiment_runs, run_experiment
 from tidal.results import DB_NAME, ResultStore
-from tidal.workers import WorkerError
 
 
 def _config(**kw):
@@ -32,14 +30,6 @@ def _rows(out):
                   for r in store.records()]
         tracking = [dataclasses.astuple(t) for t in store.td_tracking()]
     return cycles, tracking
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_jobs_give_the_numbers_of_a_serial_run(tiny_splits, tmp_path, one_thread):
