@@ -66,10 +66,10 @@ def odd_batch_kernels(x: torch.Tensor, device: torch.device) -> contextlib.Abstr
     """oneDNN off for one training step on a CPU batch of odd size, else nothing.
 
     Works around a bug of torch 2.13.0+cpu (oneDNN 3.12) with more than one thread: the backward
-    pass of the channels-last ResNet on a batch of odd size corrupts the heap (a segfault or
+    pass of the built-in channels-last backbone on a batch of odd size corrupts the heap (a segfault or
     "double free or corruption"; e.g. width 8, 28x28 px, 7 or 117 images). Only that step runs
     torch's native kernels (same arithmetic up to rounding); even batches, and with them every
-    stored FashionMNIST number, are untouched. ``tests/test_train.py`` trains odd batches in a
+    stored result of the regression guard, are untouched. ``tests/test_train.py`` trains odd batches in a
     child process, so a crash fails the test instead of the suite.
     """
     if device.type == "cpu" and x.shape[0] % 2 == 1 and torch.backends.mkldnn.enabled:
