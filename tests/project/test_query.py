@@ -172,10 +172,9 @@ def test_a_query_killed_by_sigkill_mid_training_gives_the_same_round_when_run_ag
     import signal
     import subprocess
     import sys
-    import time
 
     root, truth = pool
-    slow = {"train": {"epochs": 30, "width": 4, "batch_size": 16}, "strategy": {}}
+    slow = {"train": {"epochs": 200, "width": 4, "batch_size": 16}, "strategy": {}}
     projects = []
     for name in ("twin", "killed"):
         project = tmp_path / name
@@ -185,14 +184,17 @@ def test_a_query_killed_by_sigkill_mid_training_gives_the_same_round_when_run_ag
         projects.append(project)
     twin, killed = projects
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "tidal", "query", "-k", "6", "--device", "cpu", "--quiet"]
-    proc = subprocess.Popen(cmd + [str(killed)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while f"pid {proc.pid}" not in (killed / ".tidal.lock").read_text() and time.time() < deadline:
-        time.sleep(0.1)  # until it holds the project's lock
-    time.sleep(1.5)  # reading the images, then training
+    cmd = [sys.executable, "-m", "tidal", "query", "-k", "6", "--device", "cpu"]
+    proc = subprocess.Popen(cmd + [str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = b""
+    while b"round 2" not in seen:  # the training bar of round 2 has appeared: it is training
+        piece = os.read(proc.stderr.fileno(), 4096)
+        assert piece, f"tidal query ended before it trained: {seen[-2000:]!r}"
+        seen += piece
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL  # killed, not finished
+    proc.stderr.close()
+    cmd.append("--quiet")
     with ProjectStore(killed / DB_NAME) as store:
         assert store.num_rounds() == 1  # nothing of round 2 was stored
     subprocess.run(cmd + [str(twin)], env=env, check=True, capture_output=True)
