@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ from typing import Any
 from tidal.config import ExperimentConfig
 from tidal.errors import RunDirectoryError
 
-__all__ = ["ANALYSIS_DIR", "DB_NAME", "CycleRecord", "EpochKL", "ResultStore", "TDTrackingRecord"]
+__all__ = ["ANALYSIS_DIR", "DB_NAME", "CycleRecord", "EpochKL", "ResultStore", "TDTrackingRecord", "connect_readonly",
+           "identify_database"]
 
 DB_NAME = "results.sqlite"  # the database of a run directory
 ANALYSIS_DIR = "analysis"  # the run directory's folder of per-sample analyses (tidal.analysis, .npz files)
@@ -131,7 +132,7 @@ class ResultStore:
         if readonly:
             if not self.path.is_file():
                 raise RunDirectoryError(f"{self.path} does not exist")
-            self._conn = _connect_readonly(self.path)
+            self._conn = connect_readonly(self.path)
         else:
             self._conn = sqlite3.connect(self.path, timeout=60)
         try:
@@ -155,7 +156,7 @@ class ResultStore:
     def check(path: str | Path) -> None:
         """Raise :class:`RunDirectoryError` if ``path`` is a database tidal did not make; an
         empty file passes. Opens it read-only: nothing in the file changes."""
-        conn = _connect_readonly(Path(path))
+        conn = connect_readonly(Path(path))
         try:
             _identify(conn, Path(path))
         finally:
@@ -269,25 +270,40 @@ class ResultStore:
 _RUN_COLUMNS = ("dataset", "imbalance", "method", "seed")
 
 
-def _connect_readonly(path: Path) -> sqlite3.Connection:
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """``path`` opened read-only (``mode=ro``): nothing in the file can change."""
     return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+
+
+def identify_database(conn: sqlite3.Connection, path: Path, application_id: int, what: str, fix: str,
+                      legacy: Callable[[sqlite3.Connection, set[str]], bool] | None = None) -> str:
+    """Whose database ``conn`` is, by its ``PRAGMA application_id``: "ours" (marked
+    ``application_id``), "empty" (unmarked, no table yet) or, when ``legacy(conn, tables)``
+    says so, "legacy"; any other database raises :class:`RunDirectoryError` naming ``what`` it
+    is not and the ``fix`` (tidal's results store and a labelling project share this check)."""
+    app = conn.execute("PRAGMA application_id").fetchone()[0]
+    if app == application_id:
+        return "ours"
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if app == 0 and not tables:
+        return "empty"
+    if app == 0 and legacy is not None and legacy(conn, tables):
+        return "legacy"
+    found = f"application_id {app:#x}" if app else f"tables {', '.join(sorted(tables))}"
+    raise RunDirectoryError(f"{path} is not {what} ({found}); tidal leaves other programs' files alone: {fix}")
+
+
+def _legacy(conn: sqlite3.Connection, tables: set[str]) -> bool:
+    """tidal's tables and schema_version: a results store made before stores were marked."""
+    return {"meta", "cycles"} <= tables and conn.execute(
+        "SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None
 
 
 def _identify(conn: sqlite3.Connection, path: Path) -> str:
     """"ours" (marked as tidal's), "legacy" (tidal's tables and schema_version, made before
     stores were marked) or "empty" (no table yet); raise for any other database."""
-    app = conn.execute("PRAGMA application_id").fetchone()[0]
-    if app == APPLICATION_ID:
-        return "ours"
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if app == 0 and not tables:
-        return "empty"
-    if app == 0 and {"meta", "cycles"} <= tables and conn.execute(
-            "SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None:
-        return "legacy"
-    what = f"application_id {app:#x}" if app else f"tables {', '.join(sorted(tables))}"
-    raise RunDirectoryError(f"{path} is not a tidal results database ({what}); tidal leaves other programs' "
-                            "files alone: pass a new --out directory")
+    return identify_database(conn, path, APPLICATION_ID, "a tidal results database", "pass a new --out directory",
+                             legacy=_legacy)
 
 
 def _where(where: dict[str, Any], columns: tuple[str, ...]) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tidal.errors import RunDirectoryError
+from tidal.results import connect_readonly, identify_database
 
 __all__ = ["APPLICATION_ID", "DB_NAME", "ProjectStore", "RoundRecord", "Selection"]
 
@@ -109,15 +110,8 @@ class RoundRecord:
 
 
 def _identify(conn: sqlite3.Connection, path: Path) -> str:
-    app = conn.execute("PRAGMA application_id").fetchone()[0]
-    if app == APPLICATION_ID:
-        return "ours"
-    tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    if app == 0 and not tables:
-        return "empty"
-    what = f"application_id {app:#x}" if app else f"tables {', '.join(sorted(t[0] for t in tables))}"
-    raise RunDirectoryError(f"{path} is not a tidal project database ({what}); tidal leaves other programs' files "
-                            "alone: pass a new project directory")
+    """"ours" (marked as a project) or "empty" (no table yet); raise for any other database."""
+    return identify_database(conn, path, APPLICATION_ID, "a tidal project database", "pass a new project directory")
 
 
 class ProjectStore:
@@ -129,7 +123,7 @@ class ProjectStore:
             raise RunDirectoryError(f"{self.path.parent} is not a tidal project (no {DB_NAME}); create one with "
                                     f"`tidal init {self.path.parent} --data folder:PATH --classes A B ...`")
         if readonly:
-            self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+            self._conn = connect_readonly(self.path)
         else:
             self._conn = sqlite3.connect(self.path, timeout=60)
         try:
