@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: print a markdown table and save it under benchmarks/results/."""
+"""Shared by the benchmark scripts: print a markdown table and save it under benchmarks/results/;
+build what the loop hands the scoring path for a synthetic pool."""
 
 from __future__ import annotations
 
@@ -18,3 +19,26 @@ def write_table(caption: str, header: Sequence[str], rows: Sequence[Sequence[obj
     print("\n" + text)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(text)
+
+
+def scoring_setup(pool, method: str, classes: int, dim: int, hidden: int, mc_samples: int, candidates, labeled,
+                  batch: int) -> tuple:
+    """``(strategy, model, objective)`` as the loop builds them for :func:`tidal.gather.select`
+    on a synthetic feature pool: the strategy ``method`` (``mc_samples`` MC-dropout passes), an
+    untrained MLP (``dim`` inputs, one hidden layer of ``hidden``, ``classes`` outputs, the
+    strategy's dropout; seeded 0) in eval mode, and the strategy's objective (None or eval mode)."""
+    import torch
+
+    from tidal.config import StrategyConfig
+    from tidal.models.mlp import MLP
+    from tidal.strategies import TrainContext, create_strategy
+
+    strategy = create_strategy(method, StrategyConfig(mc_samples=mc_samples))
+    torch.manual_seed(0)
+    model = MLP(dim, classes, hidden=(hidden,), dropout=strategy.dropout).eval()
+    ctx = TrainContext(pool, labeled, candidates, classes, model.feature_channels, model.embedding_dim, 1,
+                       torch.device("cpu"), batch)
+    objective = strategy.make_objective(ctx)
+    if objective is not None:
+        objective.eval()
+    return strategy, model, objective

@@ -44,27 +44,18 @@ def run_case(method: str, n: int, classes: int, path: str) -> dict:
     """One case, in this process: ``{"seconds", "peak_mib"}``."""
     import torch
 
-    from tidal.config import StrategyConfig
+    from common import scoring_setup
     from tidal.data.dataset import FeatureDataset
     from tidal.gather import select
-    from tidal.models.mlp import MLP
-    from tidal.strategies import TrainContext, create_strategy
 
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     pool = FeatureDataset(torch.randn(n + LABELED, DIM, generator=g), torch.zeros(n + LABELED, dtype=torch.int64),
                           classes)
-    strategy = create_strategy(method, StrategyConfig(mc_samples=T))
+    candidates, labeled = torch.arange(n), torch.arange(n, n + LABELED)
+    strategy, model, objective = scoring_setup(pool, method, classes, DIM, HIDDEN, T, candidates, labeled, BATCH)
     if path == "whole":
         type(strategy).per_sample = False
-    torch.manual_seed(0)
-    model = MLP(DIM, classes, hidden=(HIDDEN,), dropout=strategy.dropout).eval()
-    candidates, labeled = torch.arange(n), torch.arange(n, n + LABELED)
-    ctx = TrainContext(pool, labeled, candidates, classes, model.feature_channels, model.embedding_dim, 1,
-                       torch.device("cpu"), BATCH)
-    objective = strategy.make_objective(ctx)
-    if objective is not None:
-        objective.eval()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     ids, _ = select(strategy, model, objective, pool, candidates, labeled, K, g, BATCH)

@@ -78,23 +78,14 @@ def run_cell(method: str, store: str, n: int, classes: int) -> dict:
     """One cell, in this process: ``{"seconds", "peak_mib", "store_mib"}``."""
     import torch
 
-    from tidal.config import StrategyConfig
+    from common import scoring_setup
     from tidal.embedstore import EmbeddingStore, StoreSpec
     from tidal.gather import select
-    from tidal.models.mlp import MLP
-    from tidal.strategies import TrainContext, create_strategy
 
     torch.set_num_threads(1)
     pool = synthetic_pool(n + LABELED, classes)
-    strategy = create_strategy(method, StrategyConfig(mc_samples=T))
-    torch.manual_seed(0)
-    model = MLP(DIM, classes, hidden=(DIM,), dropout=strategy.dropout).eval()
     candidates, labeled = torch.arange(n), torch.arange(n, n + LABELED)
-    ctx = TrainContext(pool, labeled, candidates, classes, model.feature_channels, model.embedding_dim, 1,
-                       torch.device("cpu"), BATCH)
-    objective = strategy.make_objective(ctx)
-    if objective is not None:
-        objective.eval()
+    strategy, model, objective = scoring_setup(pool, method, classes, DIM, DIM, T, candidates, labeled, BATCH)
     spec = None
     tmp = None
     if store == "disk f16":
