@@ -397,13 +397,37 @@ _SQLITE_MESSAGES = (("locked", 5), ("readonly", 8), ("read-only", 8), ("disk is 
                     ("not a database", 26), ("unable to open", 14), ("disk i/o", 10))
 
 
-def _database_error(exc: sqlite3.Error, path: Path | None) -> str:
-    """One line saying what happened to the results database, from the SQLite error code."""
+def _database_error(exc: sqlite3.Error, path: Path | None, project: bool = False) -> str:
+    """One line saying what happened to the results database (``project``: to the labelling
+    project's database), from the SQLite error code, with a fix that suits it."""
     code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
     code = code & 0xFF if isinstance(code, int) else next(
         (c for text, c in _SQLITE_MESSAGES if text in str(exc).lower()), None)
-    where = f"results database {path}" if path is not None else "results database"
-    return f"{where} {_SQLITE_WHAT.get(code, 'failed')} (sqlite: {exc})"
+    what = "project database" if project else "results database"
+    where = f"{what} {path}" if path is not None else what
+    text = _SQLITE_WHAT.get(code, "failed")
+    if project:
+        from tidal.project.store import FIX
+
+        text = {8: _SQLITE_WHAT[8].replace("run directory", "project directory"),
+                11: f"is corrupt; restore it from a copy, or {FIX}",
+                26: f"is not an SQLite database (corrupt, or another program's file); restore it from a copy, or {FIX}",
+                }.get(code, text)
+    return f"{where} {text} (sqlite: {exc})"
+
+
+def _failed_database(args: argparse.Namespace) -> tuple[Path | None, bool]:
+    """The database the command ``args`` was working on, and whether it is a labelling project's."""
+    from tidal.project.store import DB_NAME as PROJECT_DB
+    from tidal.results import DB_NAME
+
+    project = getattr(args, "project", None)
+    if project is None and args.command == "report" and (Path(args.run_dir) / PROJECT_DB).is_file():
+        project = args.run_dir
+    if project is not None:
+        return Path(project) / PROJECT_DB, True
+    where = getattr(args, "out", None) or getattr(args, "run_dir", None)
+    return (Path(where) / DB_NAME if where else None), False
 
 
 class _Terminated(KeyboardInterrupt):
@@ -429,9 +453,32 @@ def _other_rank() -> bool:
     return _ranked() and os.environ.get("RANK", "0") not in ("", "0")
 
 
+# Arguments that name a file or folder: an empty one would silently mean the current directory.
+_PATH_DESTS = ("out", "run_dir", "project", "file", "config", "data_dir", "holdout", "weights", "store_dir")
+
+
+def _empty_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The refusal of the first path argument given as an empty string (``--out ''``), or None."""
+    sub = _subcommand(parser) or parser
+    for action in sub._actions:
+        dest = action.dest.rsplit(".", 1)[-1]  # config flags: "section.field"
+        value = getattr(args, action.dest, None) if dest in _PATH_DESTS else None
+        if isinstance(value, str) and not value.strip():
+            name = action.option_strings[0] if action.option_strings else action.metavar or action.dest
+            what = "a file path" if dest in ("file", "config", "weights") else "a path (`.` for the current directory)"
+            return f"{name} {value!r} is an empty path; pass {what}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from tidal.errors import TidalError
+
+    empty = _empty_path(parser, args)
+    if empty is not None:
+        print(f"tidal: error: {empty}", file=sys.stderr)
+        return 2
 
     quiet = _other_rank()
 
@@ -460,10 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tidal: error: {exc}", file=sys.stderr)
         return 2
     except sqlite3.Error as exc:
-        from tidal.results import DB_NAME
-
-        where = getattr(args, "out", None) or getattr(args, "run_dir", None)
-        print(f"tidal: error: {_database_error(exc, Path(where) / DB_NAME if where else None)}", file=sys.stderr)
+        print(f"tidal: error: {_database_error(exc, *_failed_database(args))}", file=sys.stderr)
         return 2
     finally:
         if previous is not None:

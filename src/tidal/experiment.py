@@ -103,6 +103,8 @@ def run_experiment(
     """
     from tidal.distributed import launched
 
+    if isinstance(out, str) and not out.strip():  # Path("") is the current directory: never meant
+        raise ValueError(f"--out {out!r} is empty; pass a directory path (`.` for the current directory)")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs={jobs!r} must be a whole number >= 1 (parallel training runs)")
     if backend not in BACKENDS:

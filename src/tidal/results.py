@@ -23,7 +23,7 @@ from tidal.config import ExperimentConfig
 from tidal.errors import RunDirectoryError
 
 __all__ = ["ANALYSIS_DIR", "DB_NAME", "CycleRecord", "EpochKL", "ResultStore", "TDTrackingRecord", "connect_readonly",
-           "identify_database"]
+           "create_database", "identify_database"]
 
 DB_NAME = "results.sqlite"  # the database of a run directory
 ANALYSIS_DIR = "analysis"  # the run directory's folder of per-sample analyses (tidal.analysis, .npz files)
@@ -120,10 +120,11 @@ class TDTrackingRecord:
 class ResultStore:
     """The SQLite database of one run directory.
 
-    A new store is marked as tidal's (``PRAGMA application_id`` = :data:`APPLICATION_ID`,
-    ``user_version`` = :data:`SCHEMA_VERSION`); a store of an earlier version (no mark, but
-    tidal's ``meta`` and ``cycles`` tables) is marked when opened for writing. Any other file
-    is refused with a :class:`RunDirectoryError` and left as it was. ``readonly=True`` opens
+    A new store is created whole (:func:`create_database`: its tables and tidal's marks,
+    ``PRAGMA application_id`` = :data:`APPLICATION_ID` and ``user_version`` =
+    :data:`SCHEMA_VERSION`, in one transaction); a store of an earlier version (no mark, but
+    tidal's ``meta`` and ``cycles`` tables) is marked when opened for writing. Any other file,
+    an empty database too, is refused with a :class:`RunDirectoryError` and left as it was. ``readonly=True`` opens
     an existing store for reading only (``mode=ro``): nothing in the file changes.
     """
 
@@ -134,28 +135,28 @@ class ResultStore:
                 raise RunDirectoryError(f"{self.path} does not exist")
             self._conn = connect_readonly(self.path)
         else:
+            if not self.path.exists():  # made whole or not at all: a failed creation leaves nothing here
+                create_database(self.path, _SCHEMA, APPLICATION_ID, SCHEMA_VERSION)
             self._conn = sqlite3.connect(self.path, timeout=60)
         try:
             kind = _identify(self._conn, self.path)
-            if readonly and kind == "empty":
-                raise RunDirectoryError(f"{self.path} is an empty database: no tidal results yet")
             if not readonly:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=FULL")
-                with self._conn:
-                    self._conn.executescript(_SCHEMA)
-                if kind != "ours":  # new, or made before stores were marked: mark it as tidal's
-                    with self._conn:
-                        self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                # tables added since (version 1: td_tracking) and, for a store made before stores were
+                # marked, the mark: one transaction, so a failure leaves the store as it was
+                marks = ("" if kind == "ours" else
+                         f"PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};")
+                _in_one_transaction(self._conn, _SCHEMA + marks)
         except BaseException:
             self._conn.close()
             raise
 
     @staticmethod
     def check(path: str | Path) -> None:
-        """Raise :class:`RunDirectoryError` if ``path`` is a database tidal did not make; an
-        empty file passes. Opens it read-only: nothing in the file changes."""
+        """Raise :class:`RunDirectoryError` if ``path`` is not a results database tidal made
+        (another program's database, empty or not, or a file that is no SQLite database). Opens
+        it read-only: nothing in the file changes."""
         conn = connect_readonly(Path(path))
         try:
             _identify(conn, Path(path))
@@ -179,7 +180,13 @@ class ResultStore:
     def config(self) -> ExperimentConfig | None:
         """The configuration last bound to this store, or None for a new store."""
         raw = self._meta("config")
-        return None if raw is None else ExperimentConfig.from_dict(json.loads(raw))
+        if raw is None:
+            return None
+        try:
+            return ExperimentConfig.from_dict(json.loads(raw))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise self._damaged(f"its stored configuration (meta key 'config') {_shown(raw)} cannot be read "
+                                f"({type(exc).__name__}: {_shown(exc)})", "start a new --out directory") from None
 
     def bind(self, config: ExperimentConfig) -> None:
         """Record ``config``, or refuse when the store holds results of a different experiment.
@@ -205,7 +212,11 @@ class ResultStore:
         empty for a database written before class names were stored (the report then labels
         classes ``class 0``, ``class 1``, ...)."""
         raw = self._meta("class_names")
-        names = json.loads(raw) if raw is not None else {}
+        try:
+            names = json.loads(raw) if raw is not None else {}
+        except ValueError:
+            raise self._damaged(f"its class names (meta key 'class_names') {_shown(raw)} are not JSON",
+                                "start a new --out directory") from None
         return names if isinstance(names, dict) else {}
 
     def set_class_names(self, names: dict[str, Sequence[str]]) -> None:
@@ -256,15 +267,76 @@ class ResultStore:
         ordered by (dataset, imbalance, method, seed, cycle, epoch)."""
         sql = "SELECT * FROM td_tracking" + _where(where, _RUN_COLUMNS + ("cycle", "epoch"))
         sql += " ORDER BY dataset, imbalance, method, seed, cycle, epoch"
-        return [TDTrackingRecord(*row) for row in self._conn.execute(sql, tuple(where.values()))]
+        out = []
+        for row in self._conn.execute(sql, tuple(where.values())):
+            for i, (name, kind) in enumerate(_TD_COLUMNS):
+                if not _KINDS[kind](row[i]):
+                    raise self._damaged(f"the td_tracking row ({_key(row)}, epoch {row[5]!r}) has {name} "
+                                        f"{_shown(row[i])}, not {kind}", _REDO.format(cycle=_shown(row[4])))
+            out.append(TDTrackingRecord(*row))
+        return out
 
-    @staticmethod
-    def _decode(rows: Iterator[tuple]) -> Iterator[CycleRecord]:
+    def _decode(self, rows: Iterator[tuple]) -> Iterator[CycleRecord]:
+        """Each row as a :class:`CycleRecord`, its JSON columns decoded; a value of the wrong kind (a
+        file changed outside tidal) raises :class:`RunDirectoryError` naming the row and the column."""
         for row in rows:
             vals = list(row)
-            for i in (7, 8, 9, 10):
-                vals[i] = json.loads(vals[i])
+            for i, (name, kind) in enumerate(_CYCLE_COLUMNS):
+                if "JSON" in kind:
+                    try:
+                        vals[i] = json.loads(vals[i]) if isinstance(vals[i], str) else None
+                    except ValueError:
+                        vals[i] = None
+                if not _KINDS[kind](vals[i]):
+                    raise self._damaged(f"the cycles row ({_key(row)}) has {name} {_shown(row[i])}, not {kind}",
+                                        _REDO.format(cycle=_shown(row[4])))
             yield CycleRecord(*vals)
+
+    def _damaged(self, what: str, fix: str) -> RunDirectoryError:
+        """The one-line error for a store whose content tidal did not write."""
+        return RunDirectoryError(f"results database {self.path}: {what}; the file was changed outside tidal: "
+                                 f"restore it from a copy, or {fix}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# What each column of a stored row must hold (the schema's types; SQLite itself stores any value in any column).
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    "text": lambda v: isinstance(v, str),
+    "an integer": _is_int,
+    "a number": _is_number,
+    "a JSON list of integers": lambda v: isinstance(v, list) and all(_is_int(x) for x in v),
+    "a JSON list of numbers": lambda v: isinstance(v, list) and all(_is_number(x) for x in v),
+}
+_CYCLE_COLUMNS = (("dataset", "text"), ("imbalance", "a number"), ("method", "text"), ("seed", "an integer"),
+                  ("cycle", "an integer"), ("n_labeled", "an integer"), ("accuracy", "a number"),
+                  ("class_counts", "a JSON list of integers"), ("labeled", "a JSON list of integers"),
+                  ("selected", "a JSON list of integers"), ("scores", "a JSON list of numbers"),
+                  ("train_seconds", "a number"), ("score_seconds", "a number"), ("eval_seconds", "a number"),
+                  ("final_loss", "a number"), ("finished_at", "a number"))
+_TD_COLUMNS = (("dataset", "text"), ("imbalance", "a number"), ("method", "text"), ("seed", "an integer"),
+               ("cycle", "an integer"), ("epoch", "an integer"), ("kl_module", "a number"),
+               ("kl_snapshot", "a number"))
+# The fix for a damaged row: the run retrains what is missing (a later cycle starts from the ones before it).
+_REDO = ("delete that run's rows from this cycle ({cycle}) on and run the same `tidal run` again to retrain them, "
+         "or start a new --out directory")
+
+
+def _key(row: tuple) -> str:
+    """A stored row's run and cycle in words: ``dataset 'x', imbalance 10, method 'random', seed 0, cycle 1``."""
+    return ", ".join(f"{name} {_shown(v)}" for name, v in zip(("dataset", "imbalance", "method", "seed", "cycle"), row))
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a stored value can be long)."""
+    text = repr(value) if not isinstance(value, BaseException) else str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 _RUN_COLUMNS = ("dataset", "imbalance", "method", "seed")
@@ -278,19 +350,93 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
 def identify_database(conn: sqlite3.Connection, path: Path, application_id: int, what: str, fix: str,
                       legacy: Callable[[sqlite3.Connection, set[str]], bool] | None = None) -> str:
     """Whose database ``conn`` is, by its ``PRAGMA application_id``: "ours" (marked
-    ``application_id``), "empty" (unmarked, no table yet) or, when ``legacy(conn, tables)``
-    says so, "legacy"; any other database raises :class:`RunDirectoryError` naming ``what`` it
-    is not and the ``fix`` (tidal's results store and a labelling project share this check)."""
-    app = conn.execute("PRAGMA application_id").fetchone()[0]
-    if app == application_id:
-        return "ours"
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if app == 0 and not tables:
-        return "empty"
-    if app == 0 and legacy is not None and legacy(conn, tables):
-        return "legacy"
-    found = f"application_id {app:#x}" if app else f"tables {', '.join(sorted(tables))}"
+    ``application_id``) or, when ``legacy(conn, tables)`` says so, "legacy" (unmarked, made by
+    an earlier tidal). Any other file raises :class:`RunDirectoryError` naming ``what`` it is
+    not and the ``fix`` (tidal's results store and a labelling project share this check):
+    another program's database, an empty one too (tidal makes its databases whole, with
+    :func:`create_database`, so an empty one is not tidal's), or bytes SQLite cannot read."""
+    try:
+        app = conn.execute("PRAGMA application_id").fetchone()[0]
+        if app == application_id:
+            return "ours"
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if app == 0 and legacy is not None and tables and legacy(conn, tables):
+            return "legacy"
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        if not _unreadable(exc):
+            raise
+        raise RunDirectoryError(f"{path} is not {what} (SQLite cannot read it: {exc}); it is another program's file "
+                                f"or a damaged copy, and tidal leaves it alone: {fix}") from None
+    if app:
+        found = f"application_id {app:#x}"
+    elif tables:
+        found = f"tables {', '.join(sorted(tables))}"
+    else:
+        size = path.stat().st_size if path.is_file() else 0
+        found = (f"an empty database, user_version {version}" if version else
+                 "an empty database" if size else "an empty file")
+        fix = f"{fix}, or delete it if it is nothing of yours (tidal makes its databases whole, never empty)"
     raise RunDirectoryError(f"{path} is not {what} ({found}); tidal leaves other programs' files alone: {fix}")
+
+
+def _unreadable(exc: sqlite3.DatabaseError) -> bool:
+    """Whether ``exc`` says the file is no SQLite database or a damaged one (not, e.g., busy)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if isinstance(code, int):
+        return code & 0xFF in (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+    return any(text in str(exc).lower() for text in ("not a database", "malformed"))
+
+
+def create_database(path: Path, schema: str, application_id: int, user_version: int) -> bool:
+    """Create the SQLite database ``path`` whole: ``schema`` and the marks (``PRAGMA
+    application_id`` and ``user_version``) are written in one transaction into a temporary file
+    beside it (``.NAME.XXXXXXXX.tmp``, removed on failure; one a killed process leaves is removed
+    by :func:`tidal.rundir.remove_stale_temp_files`), which is then linked to ``path``. So
+    ``path`` is either absent or a complete, marked database: a write that fails half-way (a full
+    disk, ``ulimit -f``) leaves nothing a re-run would refuse. Returns False, changing nothing,
+    when ``path`` appeared meanwhile (another process made it first)."""
+    import os
+    import tempfile
+
+    from tidal.io import _umask
+
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=MEMORY")  # no journal file beside the temporary one
+            conn.execute("PRAGMA synchronous=FULL")
+            _in_one_transaction(conn, f"{schema}; PRAGMA application_id = {application_id}; "
+                                      f"PRAGMA user_version = {user_version};")
+        finally:
+            conn.close()
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # never replaces a file that appeared meanwhile
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links
+            if path.exists():
+                return False
+            os.replace(tmp, path)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _in_one_transaction(conn: sqlite3.Connection, script: str) -> None:
+    """Run the SQL ``script`` in one transaction: all of it is committed, or (on any error) none."""
+    try:
+        conn.executescript(f"BEGIN IMMEDIATE; {script}; COMMIT;")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
 
 
 def _legacy(conn: sqlite3.Connection, tables: set[str]) -> bool:
@@ -300,8 +446,8 @@ def _legacy(conn: sqlite3.Connection, tables: set[str]) -> bool:
 
 
 def _identify(conn: sqlite3.Connection, path: Path) -> str:
-    """"ours" (marked as tidal's), "legacy" (tidal's tables and schema_version, made before
-    stores were marked) or "empty" (no table yet); raise for any other database."""
+    """"ours" (marked as tidal's) or "legacy" (tidal's tables and schema_version, made before
+    stores were marked); raise for any other file."""
     return identify_database(conn, path, APPLICATION_ID, "a tidal results database", "pass a new --out directory",
                              legacy=_legacy)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tidal.errors import RunDirectoryError
@@ -29,6 +31,7 @@ __all__ = ["LOCK_NAME", "RunDirLock", "check_unlocked", "remove_stale_temp_files
 
 LOCK_NAME = ".tidal.lock"  # the lock file inside a run directory
 _TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # tidal.io.atomic_path's names: tempfile.mkstemp, 8 random chars
+_POLL_S = 0.05  # seconds between tries while waiting for the lock
 _TEMP_DIRS = (".", "figures", "checkpoints", "analysis")  # where tidal writes files, inside a run directory
 
 
@@ -49,22 +52,36 @@ class RunDirLock:
     """The exclusive lock on run directory ``out`` (which must exist), held until
     :meth:`release` (or until the object is garbage-collected, or the process ends).
 
+    ``wait``: seconds to wait for a lock another process holds (short commands, e.g. ``tidal
+    label``, started together each get it in turn); ``on_wait(holder)`` is called once when the
+    wait begins, with the holder's pid and command. 0: refuse at once (``tidal run``).
+
     Raises:
-        RunDirectoryError: another process holds it; the message names that process.
+        RunDirectoryError: another process holds it (still, after ``wait`` seconds); the message
+            names that process.
     """
 
-    def __init__(self, out: str | Path) -> None:
+    def __init__(self, out: str | Path, wait: float = 0.0, on_wait: Callable[[str], None] | None = None) -> None:
         self.out = Path(out)
         self._file = None
         if fcntl is None:
             return
         path = self.out / LOCK_NAME
         f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open: the lock lives as long as the file
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            raise _refusal(self.out, _holder(path)) from None
+        deadline = time.monotonic() + wait
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    f.close()
+                    raise _refusal(self.out, _holder(path)) from None
+                if not waiting and on_wait is not None:
+                    on_wait(_holder(path))
+                waiting = True
+                time.sleep(_POLL_S)
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()}: {' '.join(sys.argv)}\n")

@@ -120,11 +120,14 @@ def _load_checkpoint(out: Path, dataset: str, ir: float, method: str, seed: int,
 
 def prepare_out(out: Path) -> None:
     """Create the run directory ``out``, or accept it when it is empty or already a tidal run
-    directory: one that holds ``results.sqlite`` or ``analysis/*.npz`` (``tidal analyze-scores``
-    may use a directory alone). Any other non-empty directory is refused."""
+    directory: one that holds tidal's ``results.sqlite`` or ``analysis/*.npz`` (``tidal
+    analyze-scores`` may use a directory alone). Any other non-empty directory is refused, and so
+    is a ``results.sqlite`` tidal did not make (:meth:`ResultStore.check`)."""
     if out.exists() and not out.is_dir():
         raise RunDirectoryError(f"--out {out} is a file; pass a directory path")
-    is_run = (out / DB_NAME).exists() or any((out / ANALYSIS_DIR).glob("*.npz"))
+    if (out / DB_NAME).exists():
+        ResultStore.check(out / DB_NAME)  # a file of that name is no pass: another program's is refused
+    is_run = (out / DB_NAME).is_file() or any((out / ANALYSIS_DIR).glob("*.npz"))
     if out.is_dir() and not is_run and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise RunDirectoryError(f"--out {out} exists and is not a tidal run directory; pass a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)

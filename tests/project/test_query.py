@@ -154,12 +154,13 @@ def test_classes_that_change_between_rounds_are_refused(labelled, pool, classes,
         query_project(project, 3, device="cpu")
 
 
-def test_one_process_at_a_time(labelled, tmp_path):
+def test_one_process_at_a_time(labelled, tmp_path, monkeypatch):
     from tidal.rundir import RunDirLock
 
+    monkeypatch.setattr("tidal.project.project.LOCK_WAIT_S", 0.2)  # the refusal after the wait, not the wait
     project = labelled("proj")
     with RunDirLock(project):
-        with pytest.raises(RunDirectoryError, match="is in use by another tidal process"):
+        with pytest.raises(RunDirectoryError, match="is in use by another tidal process .*still after 0.2 s"):
             query_project(project, 3, device="cpu")
         with pytest.raises(RunDirectoryError, match="is in use by another tidal process"):
             import_labels(project, tmp_path / "proj.csv")

@@ -3,13 +3,15 @@
 A project directory holds ``project.sqlite`` (:mod:`tidal.project.store`), ``rounds/NNN/``
 (each query's files), ``skipped.txt`` (pool files that are not readable images) and the
 report. One process at a time works on it: :func:`open_project` holds the same OS lock as
-``tidal run`` holds on a run directory (:class:`tidal.rundir.RunDirLock`).
+``tidal run`` holds on a run directory (:class:`tidal.rundir.RunDirLock`); a command that finds
+it held waits up to :data:`LOCK_WAIT_S` seconds for it (saying so on stderr) before refusing.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +24,7 @@ from tidal.project.store import DB_NAME, ProjectStore
 
 __all__ = ["InitResult", "SKIPPED_NAME", "check_project_dir", "init_project", "open_project"]
 
+LOCK_WAIT_S = 10.0  # seconds a project command waits for the lock another tidal process holds, then refuses
 SKIPPED_NAME = "skipped.txt"  # the pool files init skipped, one "path<TAB>why" a line
 # Label Studio's local-files URL of a pool image, with the pool's parent folder as the document root
 # (Label Studio serves files only from a storage under the root, never the root itself: docs/labelstudio.md)
@@ -42,7 +45,7 @@ class InitResult:
 
 
 def check_project_dir(project: Path, must_exist: bool) -> None:
-    """Refuse a path that is a file, another program's folder or a run directory."""
+    """Refuse a path that is a file, another program's folder or database, or a run directory."""
     from tidal.results import DB_NAME as RESULTS_DB
 
     if project.exists() and not project.is_dir():
@@ -53,6 +56,8 @@ def check_project_dir(project: Path, must_exist: bool) -> None:
     if must_exist and not (project / DB_NAME).is_file():
         raise RunDirectoryError(f"{project} is not a tidal project (no {DB_NAME}); create one with `tidal init "
                                 f"{project} --data folder:PATH --classes A B ...`")
+    if (project / DB_NAME).exists():
+        ProjectStore.check(project / DB_NAME)  # another program's file: refused before a lock file is written
 
 
 @contextmanager
@@ -62,12 +67,18 @@ def open_project(project: Path, create: bool = False) -> Iterator[tuple[ProjectS
 
     check_project_dir(project, must_exist=not create)
     project.mkdir(parents=True, exist_ok=True)
+
+    def say_waiting(holder: str) -> None:
+        print(f"tidal: project {project} is in use by another tidal process ({holder[:200]}); waiting up to "
+              f"{LOCK_WAIT_S:g} s for it", file=sys.stderr, flush=True)
+
     try:
-        lock = RunDirLock(project)
+        lock = RunDirLock(project, wait=LOCK_WAIT_S, on_wait=say_waiting)
     except RunDirectoryError:
         holder = (project / LOCK_NAME).read_text(errors="replace").strip()[:200]
-        raise RunDirectoryError(f"project {project} is in use by another tidal process ({holder}); wait for it to "
-                                "finish: one process at a time works on a project") from None
+        raise RunDirectoryError(f"project {project} is in use by another tidal process ({holder}), still after "
+                                f"{LOCK_WAIT_S:g} s; wait for it to finish: one process at a time works on a "
+                                "project") from None
     try:
         _remove_stale_temp_files(project)
         with ProjectStore(project / DB_NAME, create=create) as store:

@@ -10,10 +10,11 @@ Tables::
                 | accuracy (holdout, NULL without one) | train/score/total seconds | finished_at
     selections  round | rank | id | score | predicted | probability
 
-The file is marked as a tidal project when it is created (``PRAGMA application_id`` =
-:data:`APPLICATION_ID`, distinct from the results database's); any other SQLite file (or a
-run directory's ``results.sqlite``) is refused and left as it was. A round is inserted in
-one transaction after everything it wrote is on disk, so a killed query stores nothing.
+The file is created whole, its tables and its mark in one transaction (``PRAGMA application_id`` =
+:data:`APPLICATION_ID`, distinct from the results database's); any other file (another
+program's SQLite database, empty or not, or a run directory's ``results.sqlite``) is refused
+and left as it was. A round is inserted in one transaction after everything it wrote is on
+disk, so a killed query stores nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tidal.errors import RunDirectoryError
-from tidal.results import connect_readonly, identify_database
+from tidal.results import connect_readonly, create_database, identify_database
 
 __all__ = ["APPLICATION_ID", "DB_NAME", "ProjectStore", "RoundRecord", "Selection"]
 
@@ -109,13 +110,21 @@ class RoundRecord:
     selections: list[Selection]
 
 
+# The fix for a project database tidal cannot use: a new project, into which the label files are imported again.
+FIX = ("pass a new project directory (`tidal init NEW --data ...`) and import your label files into it again "
+       "with `tidal label NEW FILE`")
+
+
 def _identify(conn: sqlite3.Connection, path: Path) -> str:
-    """"ours" (marked as a project) or "empty" (no table yet); raise for any other database."""
-    return identify_database(conn, path, APPLICATION_ID, "a tidal project database", "pass a new project directory")
+    """"ours" (marked as a project); raise for any other file (an empty database too)."""
+    return identify_database(conn, path, APPLICATION_ID, "a tidal project database", FIX)
 
 
 class ProjectStore:
-    """The project database at ``path``; ``create=True`` makes and marks a new one."""
+    """The project database at ``path``; ``create=True`` makes and marks a new one when there is
+    none (whole, in one transaction: :func:`tidal.results.create_database`). An existing file
+    that is not a tidal project (another program's database, an empty one too) is refused and
+    left as it was."""
 
     def __init__(self, path: str | Path, create: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -125,22 +134,27 @@ class ProjectStore:
         if readonly:
             self._conn = connect_readonly(self.path)
         else:
+            if not self.path.exists():
+                create_database(self.path, _SCHEMA, APPLICATION_ID, SCHEMA_VERSION)
             self._conn = sqlite3.connect(self.path, timeout=60)
         try:
-            kind = _identify(self._conn, self.path)
-            if kind == "empty" and not create:
-                raise RunDirectoryError(f"{self.path} is an empty database, not a tidal project; run `tidal init`")
+            _identify(self._conn, self.path)
             if not readonly:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=FULL")
-                if kind == "empty":
-                    with self._conn:
-                        self._conn.executescript(_SCHEMA)
-                        self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             self._conn.close()
             raise
+
+    @staticmethod
+    def check(path: str | Path) -> None:
+        """Raise :class:`RunDirectoryError` if ``path`` is not a project database tidal made.
+        Opens it read-only: nothing in the file changes."""
+        conn = connect_readonly(Path(path))
+        try:
+            _identify(conn, Path(path))
+        finally:
+            conn.close()
 
     def close(self) -> None:
         self._conn.close()
