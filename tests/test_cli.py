@@ -319,6 +319,93 @@ def test_another_programs_database_is_refused_and_left_alone(tmp_path, capsys, f
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite"]  # no -wal, no lock, no report
 
 
+@pytest.mark.parametrize("kind", ["empty, user_version 7", "not SQLite"])
+def test_another_programs_empty_database_does_not_open_its_folder(tmp_path, capsys, fmnist_dir, kind):
+    """The issue's folder: another program's notes.txt and its (empty) results.sqlite. A file of that
+    name is no pass for a non-empty folder; run, report and analyze-scores write nothing there."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    db = other / "results.sqlite"
+    if kind == "not SQLite":
+        db.write_bytes(b"not a database" * 300)
+    else:
+        con = sqlite3.connect(db)
+        con.execute("PRAGMA user_version = 7")
+        con.close()
+    before = db.read_bytes()
+    for args in (["run", "--methods", "random", "--data-dir", str(fmnist_dir), "--out", str(other), *TINY],
+                 ["report", str(other)], ["analyze-scores", "--out", str(other), "--size", "50", "--epochs", "1"]):
+        code, _, err = _cli(capsys, *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{db} is not a tidal results database" in err and "pass a new --out directory" in err
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt", "results.sqlite"]
+
+
+def test_a_report_of_a_damaged_store_is_one_line_naming_the_database_row_and_fix(tmp_path, capsys):
+    from tidal.results import DB_NAME
+
+    CycleRecord, ResultStore = _legacy_store(tmp_path / DB_NAME)
+    con = sqlite3.connect(tmp_path / DB_NAME)
+    with con:
+        con.execute("INSERT INTO cycles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    ("fashion-mnist", 1.0, "random", 0, 0, 500, "abc", json.dumps([50] * 10), "[1]", "[2]", "[0.1]",
+                     1.0, 1.0, 1.0, 0.5, 0.0))
+    con.close()
+    code, _, err = _cli(capsys, "report", str(tmp_path))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert (f"results database {tmp_path / DB_NAME}: the cycles row (dataset 'fashion-mnist', imbalance 1.0, method "
+            "'random', seed 0, cycle 0) has accuracy 'abc', not a number") in err and "restore it from a copy" in err
+    con = sqlite3.connect(tmp_path / DB_NAME)
+    with con:
+        con.execute("UPDATE cycles SET accuracy = 0.5")
+        con.execute("UPDATE meta SET value = 'x' WHERE key = 'config'")
+    con.close()
+    code, _, err = _cli(capsys, "report", str(tmp_path))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"results database {tmp_path / DB_NAME}: its stored configuration (meta key 'config') 'x'" in err
+
+
+def test_a_corrupt_project_database_is_called_one_with_a_fix_for_projects(tmp_path, capsys):
+    from tidal.project.store import DB_NAME, ProjectStore
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    with ProjectStore(project / DB_NAME, create=True) as store:
+        store.set_meta(classes=["a", "b"])
+        store.add_samples([f"img{i}.png" for i in range(2000)])
+    data = bytearray((project / DB_NAME).read_bytes())
+    data[4096 + 100:] = b"Z" * (len(data) - 4096 - 100)  # page 1 (header, schema) intact, the tables' pages not
+    (project / DB_NAME).write_bytes(bytes(data))
+    for command in ("status", "report"):
+        code, _, err = _cli(capsys, command, str(project))
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"project database {project / DB_NAME} is corrupt; restore it from a copy, or pass a new project" in err
+        assert "results database" not in err and "--out" not in err
+    (project / DB_NAME).write_bytes(b"Z" * 8192)  # not even a header
+    code, _, err = _cli(capsys, "status", str(project))
+    assert code == 2 and "is not a tidal project database" in err and "--out" not in err
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["run", "--methods", "random", "--out", ""], "--out ''"),
+    (["run", "--methods", "random", "--out", "x", "--data-dir", ""], "--data-dir ''"),
+    (["run", "--methods", "random", "--out", "x", "--weights", ""], "--weights ''"),
+    (["run", "--methods", "random", "--out", "x", "--config", ""], "--config ''"),
+    (["analyze-scores", "--out", ""], "--out ''"),
+    (["report", ""], "RUN_DIR ''"),
+    (["status", ""], "PROJECT ''"),
+    (["label", "p", ""], "FILE ''"),
+    (["init", "p", "--data", "folder:x", "--classes", "a", "b", "--holdout", ""], "--holdout ''"),
+])
+def test_an_empty_path_is_refused_not_taken_for_the_current_directory(tmp_path, capsys, monkeypatch, args, flag):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _cli(capsys, *args, *TINY if args[0] == "run" else ())
+    assert code == 2 and len(err.strip().splitlines()) == 1 and f"{flag} is an empty path; pass a" in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current directory
+
+
 def _legacy_store(path):
     """A store as tidal made it before stores were marked: tidal's tables, no application_id."""
     from tidal.config import preset

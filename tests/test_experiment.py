@@ -9,7 +9,7 @@ import torch
 
 from tidal.config import ALConfig, DataConfig, TrainConfig, preset
 from tidal.errors import RunDirectoryError
-from tidal.experiment import make_pool, run_experiment
+from tidal.experiment import make_pool, prepare_out, run_experiment
 from tidal.results import DB_NAME, ResultStore
 
 
@@ -74,6 +74,31 @@ def test_foreign_directory_is_refused(tiny_splits, tmp_path):
     (tmp_path / "d" / "notes.txt").write_text("mine")
     with pytest.raises(RunDirectoryError, match="not a tidal run directory"):
         _run(_config(), tmp_path / "d", tiny_splits)
+
+
+def test_a_folder_with_another_programs_results_sqlite_is_refused(tiny_splits, tmp_path):
+    """A file named results.sqlite is no pass for a non-empty folder: an empty SQLite database of
+    another program (user_version 7, beside its notes) is refused, and neither file changes."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    con = sqlite3.connect(other / DB_NAME)
+    con.execute("PRAGMA user_version = 7")
+    con.close()
+    before = (other / DB_NAME).read_bytes()
+    with pytest.raises(RunDirectoryError, match=r"is not a tidal results database \(an empty database, user_version 7"):
+        _run(_config(), other, tiny_splits)
+    with pytest.raises(RunDirectoryError, match="is not a tidal results database"):
+        prepare_out(other)
+    assert (other / DB_NAME).read_bytes() == before
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt", DB_NAME]
+
+
+def test_an_empty_out_is_refused(tiny_splits, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="--out '' is empty; pass a directory path"):
+        _run(_config(), "", tiny_splits)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_budget_checked_before_training(tiny_splits, tmp_path):

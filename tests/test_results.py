@@ -1,8 +1,11 @@
 """ResultStore: a cycle and its td_tracking rows are one transaction; the reader; older databases."""
 
+import re
 import sqlite3
 
 import pytest
+
+from tidal.errors import RunDirectoryError
 
 from tidal.results import _SCHEMA, DB_NAME, CycleRecord, EpochKL, ResultStore, TDTrackingRecord
 
@@ -101,3 +104,102 @@ def test_class_names_are_stored_merged_and_absent_from_older_databases(tmp_path)
         store.set_class_names({"tiny": ["c0", "c1"]})  # another dataset is added, not replacing the first
     with ResultStore(tmp_path / DB_NAME) as store:
         assert store.class_names() == {"fashion-mnist": ["T-shirt/top", "Trouser"], "tiny": ["c0", "c1"]}
+
+
+# --- files tidal did not make, a creation that fails half-way, rows changed outside tidal ---------
+
+def foreign_database(path, kind: str) -> bytes:
+    """A file of another program at ``path``, of one ``kind``; returns its bytes (to check it is left alone)."""
+    if kind == "not SQLite":
+        path.write_bytes(b"name,phone\nada,123\n" * 300)
+    elif kind == "empty file":
+        path.write_bytes(b"")
+    else:
+        con = sqlite3.connect(path)
+        with con:
+            if kind == "empty, user_version 7":
+                con.execute("PRAGMA user_version = 7")
+            else:  # "tables"
+                con.execute("CREATE TABLE contacts (name TEXT)")
+                con.execute("INSERT INTO contacts VALUES ('ada')")
+        con.close()
+    return path.read_bytes()
+
+
+FOREIGN = {"empty, user_version 7": r"\(an empty database, user_version 7\)", "tables": r"\(tables contacts\)",
+           "not SQLite": r"\(SQLite cannot read it: file is not a database\)", "empty file": r"\(an empty file\)"}
+
+
+@pytest.mark.parametrize("kind", sorted(FOREIGN))
+def test_a_database_tidal_did_not_make_is_refused_and_left_alone(tmp_path, kind):
+    path = tmp_path / DB_NAME
+    before = foreign_database(path, kind)
+    for attempt in (lambda: ResultStore(path), lambda: ResultStore(path, readonly=True),
+                    lambda: ResultStore.check(path)):
+        with pytest.raises(RunDirectoryError, match=rf"is not a tidal results database {FOREIGN[kind]}.*--out"):
+            attempt()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [DB_NAME]  # no -wal, -shm or -journal beside it
+
+
+@pytest.mark.parametrize("failure", ["statement", "ulimit -f"])
+def test_a_creation_that_fails_half_way_leaves_nothing_a_rerun_refuses(tmp_path, monkeypatch, failure):
+    """The tables and tidal's mark are one transaction: a write failing part-way (a bad statement
+    after the first tables, or a file-size limit as `ulimit -f` sets) leaves no results.sqlite."""
+    import subprocess
+    import sys
+
+    path = tmp_path / DB_NAME
+    if failure == "statement":
+        monkeypatch.setattr("tidal.results._SCHEMA", _SCHEMA + "CREATE TABLE half (;")
+        with pytest.raises(sqlite3.Error):
+            ResultStore(path)
+        monkeypatch.undo()
+    else:
+        import resource
+
+        def limit() -> None:  # 8 KiB: the first two pages; Python ignores SIGXFSZ, the write fails with EFBIG
+            resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+        code = "import sys; from tidal.results import ResultStore; ResultStore(sys.argv[1])"
+        done = subprocess.run([sys.executable, "-c", code, str(path)], preexec_fn=limit, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode != 0 and "disk I/O error" in done.stderr, done.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []  # neither the database nor its temporary file
+    with ResultStore(path) as store:  # the re-run
+        store.add_cycle(_record())
+        assert len(store.records()) == 1
+
+
+def _damage(path, sql: str, *args) -> None:
+    con = sqlite3.connect(path)
+    with con:
+        con.execute(sql, args)
+    con.close()
+
+
+@pytest.mark.parametrize("sql,match", [
+    ("UPDATE cycles SET accuracy = 'abc' WHERE cycle = 1",
+     r"the cycles row \(dataset 'fashion-mnist', imbalance 10.0, method 'tidal-entropy', seed 0, cycle 1\) has "
+     r"accuracy 'abc', not a number; .*delete that run's rows from this cycle \(1\) on"),
+    ("UPDATE cycles SET labeled = '[1, 2' WHERE cycle = 0", r"cycle 0\) has labeled '\[1, 2', not a JSON list"),
+    ("UPDATE cycles SET class_counts = '{}' WHERE cycle = 0", r"has class_counts '\{\}', not a JSON list of integers"),
+    ("UPDATE td_tracking SET kl_module = 'x'", r"the td_tracking row \(.*cycle 0, epoch 1\) has kl_module 'x'"),
+    ("UPDATE meta SET value = '' WHERE key = 'config'",
+     r"its stored configuration \(meta key 'config'\) '' cannot be read \(JSONDecodeError: Expecting value"),
+    ("UPDATE meta SET value = '[1]' WHERE key = 'config'", r"meta key 'config'\) '\[1\]' cannot be read"),
+    ("INSERT INTO meta VALUES ('class_names', '{oops')", r"its class names \(meta key 'class_names'\) '\{oops'"),
+])
+def test_rows_changed_outside_tidal_are_reported_naming_the_database_row_and_fix(tmp_path, sql, match):
+    from tidal.config import preset
+
+    path = tmp_path / DB_NAME
+    with ResultStore(path) as store:
+        store.bind(preset("quick"))
+        store.add_cycle(_record(0), td_tracking=[EpochKL(1, 0.1, 0.2)])
+        store.add_cycle(_record(1))
+    _damage(path, sql)
+    with ResultStore(path, readonly=True) as store:
+        with pytest.raises(RunDirectoryError, match=rf"^results database {re.escape(str(path))}: .*{match}") as info:
+            store.records(), store.td_tracking(), store.config(), store.class_names()
+    assert "changed outside tidal: restore it from a copy, or " in str(info.value)

@@ -136,3 +136,38 @@ def test_a_pool_too_large_for_memory_is_decoded_from_disk(tmp_path, write_images
     import_labels(tmp_path / "p", answer(round_dir(tmp_path / "p", 1) / "to_label.csv", truth, tmp_path / "a.csv"))
     _, result, _ = query_project(tmp_path / "p", 4, device="cpu")
     assert not result.random and result.accuracy is not None and len(result.ids) == 4
+
+
+def test_label_commands_started_together_wait_for_the_lock_in_turn(tmp_path, pool, classes, fast):
+    """Four `tidal label` processes started while another process holds the project: each says it
+    waits (a short command waits up to LOCK_WAIT_S for the lock), then every one stores its labels."""
+    import subprocess
+    import sys
+    import time
+
+    from tidal.rundir import RunDirLock
+
+    root, truth = pool
+    project = tmp_path / "proj"
+    init_project(project, f"folder:{root}", classes, **fast)
+    paths = sorted(truth)
+    procs, errs = [], []
+    with RunDirLock(project):  # another process's lock (flock: one per open file)
+        for i in range(4):
+            f = tmp_path / f"labels{i}.csv"
+            f.write_text("path,label\n" + "".join(f"{p},{truth[p]}\n" for p in paths[3 * i:3 * i + 3]))
+            errs.append(tmp_path / f"err{i}.txt")
+            with open(errs[-1], "w") as err:
+                procs.append(subprocess.Popen([sys.executable, "-m", "tidal.cli", "label", str(project), str(f)],
+                                              stdout=subprocess.DEVNULL, stderr=err))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(
+                p.poll() is not None or "waiting up to" in e.read_text() for p, e in zip(procs, errs)):
+            time.sleep(0.05)
+    codes = [p.wait(timeout=120) for p in procs]
+    texts = [e.read_text() for e in errs]
+    assert codes == [0] * 4, texts
+    assert all(f"project {project} is in use by another tidal process (pid " in t and "waiting up to 10 s" in t
+               for t in texts), texts
+    with _store(project) as store:
+        assert len(store.labels()) == 12

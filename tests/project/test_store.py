@@ -33,6 +33,58 @@ def test_another_programs_database_is_refused_and_left_alone(tmp_path, write_ima
     assert path.read_bytes() == before
 
 
+def foreign_database(path, kind: str) -> bytes:
+    """A file of another program at ``path``, of one ``kind`` (as in tests/test_results.py); returns its bytes."""
+    if kind == "not SQLite":
+        path.write_bytes(b"name,phone\nada,123\n" * 300)
+    elif kind == "empty file":
+        path.write_bytes(b"")
+    else:
+        con = sqlite3.connect(path)
+        with con:
+            if kind == "empty, user_version 7":
+                con.execute("PRAGMA user_version = 7")
+            else:  # "tables"
+                con.execute("CREATE TABLE contacts (name TEXT)")
+                con.execute("INSERT INTO contacts VALUES ('ada')")
+        con.close()
+    return path.read_bytes()
+
+
+FOREIGN = {"empty, user_version 7": r"\(an empty database, user_version 7\)", "tables": r"\(tables contacts\)",
+           "not SQLite": r"\(SQLite cannot read it: file is not a database\)", "empty file": r"\(an empty file\)"}
+
+
+@pytest.mark.parametrize("kind", sorted(FOREIGN))
+def test_a_database_tidal_did_not_make_is_never_written(tmp_path, pool, classes, fast, kind):
+    """Each kind of foreign file named project.sqlite, beside the other program's notes: refused
+    by the store (to read, to write, to create) and by `tidal init`, which writes nothing there."""
+    project = tmp_path / "other"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    before = foreign_database(project / DB_NAME, kind)
+    match = rf"is not a tidal project database {FOREIGN[kind]}.*pass a new project directory"
+    for attempt in (lambda: ProjectStore(project / DB_NAME), lambda: ProjectStore(project / DB_NAME, readonly=True),
+                    lambda: ProjectStore(project / DB_NAME, create=True),
+                    lambda: init_project(project, f"folder:{pool[0]}", classes, **fast)):
+        with pytest.raises(RunDirectoryError, match=match):
+            attempt()
+    assert (project / DB_NAME).read_bytes() == before
+    assert sorted(p.name for p in project.iterdir()) == ["notes.txt", DB_NAME]  # no lock, no -wal
+
+
+def test_a_creation_that_fails_half_way_leaves_nothing(tmp_path, monkeypatch, pool, classes, fast):
+    """The tables and the mark are one transaction in a file linked into place only when whole."""
+    from tidal.project import store as store_module
+
+    monkeypatch.setattr(store_module, "_SCHEMA", store_module._SCHEMA + "CREATE TABLE half (;")
+    with pytest.raises(sqlite3.Error):
+        init_project(tmp_path / "p", f"folder:{pool[0]}", classes, **fast)
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "p").iterdir()] == [".tidal.lock"]  # no database, no temporary file
+    assert init_project(tmp_path / "p", f"folder:{pool[0]}", classes, **fast).samples == 45  # the re-run
+
+
 def test_a_results_database_is_not_a_project(tmp_path, write_images, classes):
     from tidal.results import ResultStore
 
