@@ -92,6 +92,10 @@ def test_a_folder_with_another_programs_results_sqlite_is_refused(tiny_splits, t
         prepare_out(other)
     assert (other / DB_NAME).read_bytes() == before
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt", DB_NAME]
+    (other / DB_NAME).write_bytes(b"")  # a 0-byte file is no database, and no run directory either
+    with pytest.raises(RunDirectoryError, match="exists and is not a tidal run directory"):
+        prepare_out(other)
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt", DB_NAME]
 
 
 def test_an_empty_out_is_refused(tiny_splits, tmp_path, monkeypatch):

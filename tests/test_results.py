@@ -7,7 +7,7 @@ import pytest
 
 from tidal.errors import RunDirectoryError
 
-from tidal.results import _SCHEMA, DB_NAME, CycleRecord, EpochKL, ResultStore, TDTrackingRecord
+from tidal.results import _SCHEMA, APPLICATION_ID, DB_NAME, CycleRecord, EpochKL, ResultStore, TDTrackingRecord
 
 
 def _record(cycle: int = 0, method: str = "tidal-entropy", seed: int = 0) -> CycleRecord:
@@ -112,8 +112,6 @@ def foreign_database(path, kind: str) -> bytes:
     """A file of another program at ``path``, of one ``kind``; returns its bytes (to check it is left alone)."""
     if kind == "not SQLite":
         path.write_bytes(b"name,phone\nada,123\n" * 300)
-    elif kind == "empty file":
-        path.write_bytes(b"")
     else:
         con = sqlite3.connect(path)
         with con:
@@ -127,7 +125,7 @@ def foreign_database(path, kind: str) -> bytes:
 
 
 FOREIGN = {"empty, user_version 7": r"\(an empty database, user_version 7\)", "tables": r"\(tables contacts\)",
-           "not SQLite": r"\(SQLite cannot read it: file is not a database\)", "empty file": r"\(an empty file\)"}
+           "not SQLite": r"\(SQLite cannot read it: file is not a database\)"}
 
 
 @pytest.mark.parametrize("kind", sorted(FOREIGN))
@@ -140,6 +138,21 @@ def test_a_database_tidal_did_not_make_is_refused_and_left_alone(tmp_path, kind)
             attempt()
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [DB_NAME]  # no -wal, -shm or -journal beside it
+
+
+def test_a_0_byte_file_is_no_database_and_is_replaced_whole(tmp_path):
+    """What sqlite3.connect leaves when something looks for the store before it exists: no
+    database, nothing to protect (a database has a header); the store is made in its place."""
+    path = tmp_path / DB_NAME
+    path.write_bytes(b"")
+    ResultStore.check(path)
+    with pytest.raises(RunDirectoryError, match="is an empty file: no tidal results yet"):
+        ResultStore(path, readonly=True)
+    with ResultStore(path) as store:
+        store.add_cycle(_record())
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    con.close()
 
 
 @pytest.mark.parametrize("failure", ["statement", "ulimit -f"])

@@ -124,7 +124,9 @@ class ResultStore:
     ``PRAGMA application_id`` = :data:`APPLICATION_ID` and ``user_version`` =
     :data:`SCHEMA_VERSION`, in one transaction); a store of an earlier version (no mark, but
     tidal's ``meta`` and ``cycles`` tables) is marked when opened for writing. Any other file,
-    an empty database too, is refused with a :class:`RunDirectoryError` and left as it was. ``readonly=True`` opens
+    an empty database too, is refused with a :class:`RunDirectoryError` and left as it was; a
+    0-byte file (no database at all: what ``sqlite3.connect`` leaves when it looks for a store
+    that is not there yet) is taken for none. ``readonly=True`` opens
     an existing store for reading only (``mode=ro``): nothing in the file changes.
     """
 
@@ -135,11 +137,13 @@ class ResultStore:
                 raise RunDirectoryError(f"{self.path} does not exist")
             self._conn = connect_readonly(self.path)
         else:
-            if not self.path.exists():  # made whole or not at all: a failed creation leaves nothing here
+            if _absent(self.path):  # made whole or not at all: a failed creation leaves nothing here
                 create_database(self.path, _SCHEMA, APPLICATION_ID, SCHEMA_VERSION)
             self._conn = sqlite3.connect(self.path, timeout=60)
         try:
             kind = _identify(self._conn, self.path)
+            if kind == "none":  # read-only: a 0-byte file
+                raise RunDirectoryError(f"{self.path} is an empty file: no tidal results yet")
             if not readonly:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=FULL")
@@ -155,8 +159,8 @@ class ResultStore:
     @staticmethod
     def check(path: str | Path) -> None:
         """Raise :class:`RunDirectoryError` if ``path`` is not a results database tidal made
-        (another program's database, empty or not, or a file that is no SQLite database). Opens
-        it read-only: nothing in the file changes."""
+        (another program's database, empty or not, or a file that is no SQLite database); a
+        0-byte file passes. Opens it read-only: nothing in the file changes."""
         conn = connect_readonly(Path(path))
         try:
             _identify(conn, Path(path))
@@ -350,11 +354,14 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
 def identify_database(conn: sqlite3.Connection, path: Path, application_id: int, what: str, fix: str,
                       legacy: Callable[[sqlite3.Connection, set[str]], bool] | None = None) -> str:
     """Whose database ``conn`` is, by its ``PRAGMA application_id``: "ours" (marked
-    ``application_id``) or, when ``legacy(conn, tables)`` says so, "legacy" (unmarked, made by
-    an earlier tidal). Any other file raises :class:`RunDirectoryError` naming ``what`` it is
-    not and the ``fix`` (tidal's results store and a labelling project share this check):
-    another program's database, an empty one too (tidal makes its databases whole, with
-    :func:`create_database`, so an empty one is not tidal's), or bytes SQLite cannot read."""
+    ``application_id``), when ``legacy(conn, tables)`` says so "legacy" (unmarked, made by an
+    earlier tidal), or "none" for a 0-byte file (no database at all). Any other file raises
+    :class:`RunDirectoryError` naming ``what`` it is not and the ``fix`` (tidal's results store
+    and a labelling project share this check): another program's database, an empty one too
+    (tidal makes its databases whole, with :func:`create_database`, so an empty one is not
+    tidal's), or bytes SQLite cannot read."""
+    if _absent(path):
+        return "none"
     try:
         app = conn.execute("PRAGMA application_id").fetchone()[0]
         if app == application_id:
@@ -373,11 +380,19 @@ def identify_database(conn: sqlite3.Connection, path: Path, application_id: int,
     elif tables:
         found = f"tables {', '.join(sorted(tables))}"
     else:
-        size = path.stat().st_size if path.is_file() else 0
-        found = (f"an empty database, user_version {version}" if version else
-                 "an empty database" if size else "an empty file")
+        found = f"an empty database, user_version {version}" if version else "an empty database"
         fix = f"{fix}, or delete it if it is nothing of yours (tidal makes its databases whole, never empty)"
     raise RunDirectoryError(f"{path} is not {what} ({found}); tidal leaves other programs' files alone: {fix}")
+
+
+def _absent(path: Path) -> bool:
+    """No database at ``path``: no file, or a 0-byte one (a database has a 512-byte header at
+    least; a 0-byte file is what ``sqlite3.connect`` leaves when it looks for one not made yet,
+    and holds nothing to protect: :func:`create_database` replaces it)."""
+    try:
+        return path.stat().st_size == 0
+    except FileNotFoundError:
+        return True
 
 
 def _unreadable(exc: sqlite3.DatabaseError) -> bool:
@@ -393,9 +408,10 @@ def create_database(path: Path, schema: str, application_id: int, user_version: 
     application_id`` and ``user_version``) are written in one transaction into a temporary file
     beside it (``.NAME.XXXXXXXX.tmp``, removed on failure; one a killed process leaves is removed
     by :func:`tidal.rundir.remove_stale_temp_files`), which is then linked to ``path``. So
-    ``path`` is either absent or a complete, marked database: a write that fails half-way (a full
-    disk, ``ulimit -f``) leaves nothing a re-run would refuse. Returns False, changing nothing,
-    when ``path`` appeared meanwhile (another process made it first)."""
+    ``path`` is either absent (or 0 bytes, which is replaced) or a complete, marked database: a
+    write that fails half-way (a full disk, ``ulimit -f``) leaves nothing a re-run would refuse.
+    Returns False, changing nothing, when a database appeared at ``path`` meanwhile (another
+    process made it first)."""
     import os
     import tempfile
 
@@ -417,11 +433,9 @@ def create_database(path: Path, schema: str, application_id: int, user_version: 
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         try:
-            os.link(tmp, path)  # never replaces a file that appeared meanwhile
-        except FileExistsError:
-            return False
-        except OSError:  # a file system without hard links
-            if path.exists():
+            os.link(tmp, path)  # never replaces a database that appeared meanwhile
+        except OSError:  # a file is there (a 0-byte one is replaced), or a file system without hard links
+            if not _absent(path):
                 return False
             os.replace(tmp, path)
         return True

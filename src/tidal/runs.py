@@ -127,7 +127,8 @@ def prepare_out(out: Path) -> None:
         raise RunDirectoryError(f"--out {out} is a file; pass a directory path")
     if (out / DB_NAME).exists():
         ResultStore.check(out / DB_NAME)  # a file of that name is no pass: another program's is refused
-    is_run = (out / DB_NAME).is_file() or any((out / ANALYSIS_DIR).glob("*.npz"))
+    is_run = (out / DB_NAME).is_file() and (out / DB_NAME).stat().st_size > 0  # 0 bytes: no database
+    is_run = is_run or any((out / ANALYSIS_DIR).glob("*.npz"))
     if out.is_dir() and not is_run and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise RunDirectoryError(f"--out {out} exists and is not a tidal run directory; pass a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)

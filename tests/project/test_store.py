@@ -37,8 +37,6 @@ def foreign_database(path, kind: str) -> bytes:
     """A file of another program at ``path``, of one ``kind`` (as in tests/test_results.py); returns its bytes."""
     if kind == "not SQLite":
         path.write_bytes(b"name,phone\nada,123\n" * 300)
-    elif kind == "empty file":
-        path.write_bytes(b"")
     else:
         con = sqlite3.connect(path)
         with con:
@@ -52,7 +50,7 @@ def foreign_database(path, kind: str) -> bytes:
 
 
 FOREIGN = {"empty, user_version 7": r"\(an empty database, user_version 7\)", "tables": r"\(tables contacts\)",
-           "not SQLite": r"\(SQLite cannot read it: file is not a database\)", "empty file": r"\(an empty file\)"}
+           "not SQLite": r"\(SQLite cannot read it: file is not a database\)"}
 
 
 @pytest.mark.parametrize("kind", sorted(FOREIGN))
@@ -71,6 +69,17 @@ def test_a_database_tidal_did_not_make_is_never_written(tmp_path, pool, classes,
             attempt()
     assert (project / DB_NAME).read_bytes() == before
     assert sorted(p.name for p in project.iterdir()) == ["notes.txt", DB_NAME]  # no lock, no -wal
+
+
+def test_a_0_byte_file_is_no_project_until_init_makes_one_in_its_place(tmp_path):
+    path = tmp_path / DB_NAME
+    path.write_bytes(b"")
+    with pytest.raises(RunDirectoryError, match="is an empty file, not a tidal project; run `tidal init`"):
+        ProjectStore(path)
+    with ProjectStore(path, create=True) as store:
+        store.add_samples(["a.png"])
+    with ProjectStore(path, readonly=True) as store:
+        assert store.num_samples() == 1
 
 
 def test_a_creation_that_fails_half_way_leaves_nothing(tmp_path, monkeypatch, pool, classes, fast):

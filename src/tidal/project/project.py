@@ -218,7 +218,7 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
     if seed < 0:
         raise ValueError(f"--seed {seed} must be >= 0")
     check_project_dir(project, must_exist=False)
-    exists = (project / DB_NAME).is_file()
+    exists = (project / DB_NAME).is_file() and (project / DB_NAME).stat().st_size > 0  # 0 bytes: no database
     if project.is_dir() and not exists and any(p.name != ".tidal.lock" for p in project.iterdir()):
         raise RunDirectoryError(f"{project} exists and is not a tidal project; pass a new or empty directory")
 

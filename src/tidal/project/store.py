@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tidal.errors import RunDirectoryError
-from tidal.results import connect_readonly, create_database, identify_database
+from tidal.results import _absent, connect_readonly, create_database, identify_database
 
 __all__ = ["APPLICATION_ID", "DB_NAME", "ProjectStore", "RoundRecord", "Selection"]
 
@@ -116,15 +116,16 @@ FIX = ("pass a new project directory (`tidal init NEW --data ...`) and import yo
 
 
 def _identify(conn: sqlite3.Connection, path: Path) -> str:
-    """"ours" (marked as a project); raise for any other file (an empty database too)."""
+    """"ours" (marked as a project) or "none" (a 0-byte file); raise for any other file (an empty
+    database too)."""
     return identify_database(conn, path, APPLICATION_ID, "a tidal project database", FIX)
 
 
 class ProjectStore:
     """The project database at ``path``; ``create=True`` makes and marks a new one when there is
-    none (whole, in one transaction: :func:`tidal.results.create_database`). An existing file
-    that is not a tidal project (another program's database, an empty one too) is refused and
-    left as it was."""
+    none (whole, in one transaction: :func:`tidal.results.create_database`; a 0-byte file counts
+    as none). An existing file that is not a tidal project (another program's database, an
+    empty one too) is refused and left as it was."""
 
     def __init__(self, path: str | Path, create: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -134,11 +135,12 @@ class ProjectStore:
         if readonly:
             self._conn = connect_readonly(self.path)
         else:
-            if not self.path.exists():
+            if create and _absent(self.path):
                 create_database(self.path, _SCHEMA, APPLICATION_ID, SCHEMA_VERSION)
             self._conn = sqlite3.connect(self.path, timeout=60)
         try:
-            _identify(self._conn, self.path)
+            if _identify(self._conn, self.path) == "none":  # a 0-byte file, and no create
+                raise RunDirectoryError(f"{self.path} is an empty file, not a tidal project; run `tidal init`")
             if not readonly:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=FULL")
