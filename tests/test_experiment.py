@@ -86,7 +86,7 @@ def test_a_folder_with_another_programs_results_sqlite_is_refused(tiny_splits, t
     con.execute("PRAGMA user_version = 7")
     con.close()
     before = (other / DB_NAME).read_bytes()
-    with pytest.raises(RunDirectoryError, match=r"is not a tidal results database \(an empty database, user_version 7"):
+    with pytest.raises(RunDirectoryError, match=r"not a tidal results database \(an empty database, user_version 7"):
         _run(_config(), other, tiny_splits)
     with pytest.raises(RunDirectoryError, match="is not a tidal results database"):
         prepare_out(other)
@@ -96,6 +96,19 @@ def test_a_folder_with_another_programs_results_sqlite_is_refused(tiny_splits, t
     with pytest.raises(RunDirectoryError, match="exists and is not a tidal run directory"):
         prepare_out(other)
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt", DB_NAME]
+
+
+def test_what_a_killed_creation_leaves_does_not_stop_a_rerun(tiny_splits, tmp_path):
+    """SIGKILL while results.sqlite is being created leaves its temporary file (and maybe the lock
+    file, or a 0-byte results.sqlite from something that looked for it): still an empty directory."""
+    out = tmp_path / "k"
+    out.mkdir()
+    (out / ".tidal.lock").write_text("")
+    (out / f".{DB_NAME}.ab_cd123.tmp").write_bytes(b"SQLite format 3\x00" + bytes(100))
+    (out / DB_NAME).write_bytes(b"")
+    s = _run(_config(methods=("random",)), out, tiny_splits)
+    assert s.ran_cycles == 3
+    assert not (out / f".{DB_NAME}.ab_cd123.tmp").exists()  # removed under the lock
 
 
 def test_an_empty_out_is_refused(tiny_splits, tmp_path, monkeypatch):

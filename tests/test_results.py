@@ -196,7 +196,7 @@ def _damage(path, sql: str, *args) -> None:
      r"the cycles row \(dataset 'fashion-mnist', imbalance 10.0, method 'tidal-entropy', seed 0, cycle 1\) has "
      r"accuracy 'abc', not a number; .*delete that run's rows from this cycle \(1\) on"),
     ("UPDATE cycles SET labeled = '[1, 2' WHERE cycle = 0", r"cycle 0\) has labeled '\[1, 2', not a JSON list"),
-    ("UPDATE cycles SET class_counts = '{}' WHERE cycle = 0", r"has class_counts '\{\}', not a JSON list of integers"),
+    ("UPDATE cycles SET class_counts = '{}' WHERE cycle = 0", r"class_counts '\{\}', not a JSON list of integers"),
     ("UPDATE td_tracking SET kl_module = 'x'", r"the td_tracking row \(.*cycle 0, epoch 1\) has kl_module 'x'"),
     ("UPDATE meta SET value = '' WHERE key = 'config'",
      r"its stored configuration \(meta key 'config'\) '' cannot be read \(JSONDecodeError: Expecting value"),

@@ -411,7 +411,8 @@ def _database_error(exc: sqlite3.Error, path: Path | None, project: bool = False
 
         text = {8: _SQLITE_WHAT[8].replace("run directory", "project directory"),
                 11: f"is corrupt; restore it from a copy, or {FIX}",
-                26: f"is not an SQLite database (corrupt, or another program's file); restore it from a copy, or {FIX}",
+                26: "is not an SQLite database (corrupt, or another program's file); restore it from a copy, "
+                    f"or {FIX}",
                 }.get(code, text)
     return f"{where} {text} (sqlite: {exc})"
 
@@ -465,7 +466,8 @@ def _empty_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> st
         value = getattr(args, action.dest, None) if dest in _PATH_DESTS else None
         if isinstance(value, str) and not value.strip():
             name = action.option_strings[0] if action.option_strings else action.metavar or action.dest
-            what = "a file path" if dest in ("file", "config", "weights") else "a path (`.` for the current directory)"
+            what = ("a file path" if dest in ("file", "config", "weights")
+                    else "a path (`.` for the current directory)")
             return f"{name} {value!r} is an empty path; pass {what}"
     return None
 

@@ -334,7 +334,8 @@ _REDO = ("delete that run's rows from this cycle ({cycle}) on and run the same `
 
 def _key(row: tuple) -> str:
     """A stored row's run and cycle in words: ``dataset 'x', imbalance 10, method 'random', seed 0, cycle 1``."""
-    return ", ".join(f"{name} {_shown(v)}" for name, v in zip(("dataset", "imbalance", "method", "seed", "cycle"), row))
+    names = ("dataset", "imbalance", "method", "seed", "cycle")
+    return ", ".join(f"{name} {_shown(v)}" for name, v in zip(names, row))
 
 
 def _shown(value: Any, limit: int = 60) -> str:

@@ -27,10 +27,11 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no lock
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_NAME", "RunDirLock", "check_unlocked", "remove_stale_temp_files"]
+__all__ = ["LOCK_NAME", "RunDirLock", "check_unlocked", "is_tidal_leftover", "remove_stale_temp_files"]
 
 LOCK_NAME = ".tidal.lock"  # the lock file inside a run directory
-_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # tidal.io.atomic_path's names: tempfile.mkstemp, 8 random chars
+# the names of tidal.io.atomic_path's and tidal.results.create_database's files: tempfile.mkstemp, 8 random chars
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 _POLL_S = 0.05  # seconds between tries while waiting for the lock
 _TEMP_DIRS = (".", "figures", "checkpoints", "analysis")  # where tidal writes files, inside a run directory
 
@@ -116,6 +117,13 @@ def check_unlocked(out: str | Path) -> None:
             fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             raise _refusal(Path(out), _holder(path)) from None
+
+
+def is_tidal_leftover(name: str) -> bool:
+    """Whether a file called ``name`` in a directory is tidal's own: the lock, or the temporary
+    file of an atomic write or of a database's creation that a killed process left behind (an
+    otherwise empty directory holding one is still empty to ``tidal run`` and ``tidal init``)."""
+    return name == LOCK_NAME or _TEMP_NAME.fullmatch(name) is not None
 
 
 def remove_stale_temp_files(out: str | Path) -> list[Path]:

@@ -21,7 +21,7 @@ from tidal.errors import RunDirectoryError
 from tidal.io import atomic_path
 from tidal.loop import active_learning, configured_model, derive_seed
 from tidal.results import ANALYSIS_DIR, DB_NAME, CycleRecord, ResultStore
-from tidal.rundir import LOCK_NAME
+from tidal.rundir import is_tidal_leftover
 from tidal.strategies import create_strategy
 from tidal.td_tracking import TDTrackerFactory
 
@@ -125,11 +125,12 @@ def prepare_out(out: Path) -> None:
     is a ``results.sqlite`` tidal did not make (:meth:`ResultStore.check`)."""
     if out.exists() and not out.is_dir():
         raise RunDirectoryError(f"--out {out} is a file; pass a directory path")
-    if (out / DB_NAME).exists():
-        ResultStore.check(out / DB_NAME)  # a file of that name is no pass: another program's is refused
-    is_run = (out / DB_NAME).is_file() and (out / DB_NAME).stat().st_size > 0  # 0 bytes: no database
-    is_run = is_run or any((out / ANALYSIS_DIR).glob("*.npz"))
-    if out.is_dir() and not is_run and any(p.name != LOCK_NAME for p in out.iterdir()):
+    db = out / DB_NAME
+    if db.exists():
+        ResultStore.check(db)  # a file of that name is no pass: another program's is refused
+    is_run = (db.is_file() and db.stat().st_size > 0) or any((out / ANALYSIS_DIR).glob("*.npz"))
+    # tidal's lock and temporary files, and a 0-byte results.sqlite (no database yet), leave a directory empty
+    if out.is_dir() and not is_run and not all(is_tidal_leftover(p.name) or p == db for p in out.iterdir()):
         raise RunDirectoryError(f"--out {out} exists and is not a tidal run directory; pass a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)
 

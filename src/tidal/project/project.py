@@ -21,6 +21,7 @@ from typing import Any
 
 from tidal.errors import DatasetError, RunDirectoryError
 from tidal.project.store import DB_NAME, ProjectStore
+from tidal.rundir import is_tidal_leftover
 
 __all__ = ["InitResult", "SKIPPED_NAME", "check_project_dir", "init_project", "open_project"]
 
@@ -69,8 +70,9 @@ def open_project(project: Path, create: bool = False) -> Iterator[tuple[ProjectS
     project.mkdir(parents=True, exist_ok=True)
 
     def say_waiting(holder: str) -> None:
-        print(f"tidal: project {project} is in use by another tidal process ({holder[:200]}); waiting up to "
-              f"{LOCK_WAIT_S:g} s for it", file=sys.stderr, flush=True)
+        who = f" ({holder[:200]})" if holder else ""
+        print(f"tidal: project {project} is in use by another tidal process{who}; waiting up to {LOCK_WAIT_S:g} s "
+              "for it", file=sys.stderr, flush=True)
 
     try:
         lock = RunDirLock(project, wait=LOCK_WAIT_S, on_wait=say_waiting)
@@ -219,7 +221,8 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
         raise ValueError(f"--seed {seed} must be >= 0")
     check_project_dir(project, must_exist=False)
     exists = (project / DB_NAME).is_file() and (project / DB_NAME).stat().st_size > 0  # 0 bytes: no database
-    if project.is_dir() and not exists and any(p.name != ".tidal.lock" for p in project.iterdir()):
+    if project.is_dir() and not exists and not all(is_tidal_leftover(p.name) or p.name == DB_NAME
+                                                   for p in project.iterdir()):
         raise RunDirectoryError(f"{project} exists and is not a tidal project; pass a new or empty directory")
 
     # Read and check everything before the project is created or changed.
