@@ -213,9 +213,9 @@ def _add_project_parsers(sub: argparse._SubParsersAction) -> None:
 
     lab = sub.add_parser(
         "label", help="import labels (CSV id,label or path,label, or a Label Studio export) into a project",
-        description="Import answers into PROJECT: a CSV with a header naming id (or path) and label (a round's "
-                    "to_label.csv with its label column filled in is one), or a Label Studio export (JSON, JSON-MIN "
-                    "or CSV). Every answer is checked before anything is stored; importing a file twice changes "
+        description="Import answers into PROJECT: a UTF-8 CSV (or TSV) with a header naming id (or path) and label "
+                    "(a round's to_label.csv with its label column filled in is one), or a Label Studio export (JSON, "
+                    "JSON-MIN, CSV or TSV). Every answer is checked before anything is stored; importing a file twice changes "
                     "nothing.")
     lab.add_argument("project", metavar="PROJECT", help="the project directory")
     lab.add_argument("file", metavar="FILE", help="the labels file")

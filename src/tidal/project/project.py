@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -141,11 +142,24 @@ def _holdout(spec: str, classes: list[str]) -> list[tuple[str, int, tuple[int, i
     return out
 
 
-def _read_table(path: Path) -> list[dict[str, Any]]:
-    """A CSV as ``[header dict, row dicts...]`` keyed by the lower-cased header names
-    (BOM and Windows line ends accepted, extra columns kept)."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
+def _read_utf8(path: Path) -> str:
+    """The text of ``path`` (UTF-8, a BOM dropped); ``ValueError`` naming the file, line and byte otherwise."""
+    raw = path.read_bytes()
+    raw = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw  # the BOM some editors write
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}, e.g. Latin-1 or Windows "
+                         "text); save the file as UTF-8 (a spreadsheet's 'CSV UTF-8') and try again") from None
+
+
+def _read_table(path: Path, delimiter: str = ",") -> list[dict[str, Any]]:
+    """A CSV (or, with ``delimiter="\\t"``, a TSV) as ``[header dict, row dicts...]`` keyed by the
+    lower-cased header names (UTF-8; BOM and Windows line ends accepted, extra columns kept).
+    Raises ``ValueError`` naming the file and line for text that is not UTF-8 or not a table."""
+    reader = csv.reader(io.StringIO(_read_utf8(path), newline=""), delimiter=delimiter)
+    try:
         header = next(reader, None)
         if header is None:
             return []
@@ -155,6 +169,10 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
             row = {n: (cells[i].strip() if i < len(cells) else "") for i, n in enumerate(names)}
             row["_cells"] = [c for c in cells if c.strip()]
             out.append(row)
+    except csv.Error as exc:
+        fix = ("a cell this long is no id, path or class name: is it the right file?"
+               if "field limit" in str(exc) else "fix the quoting of that line")
+        raise ValueError(f"{path}:{reader.line_num}: unreadable CSV ({exc}); {fix}") from None
     return out
 
 
