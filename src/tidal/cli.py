@@ -203,9 +203,10 @@ def _add_project_parsers(sub: argparse._SubParsersAction) -> None:
                       help="resize and centre-crop every image to N x N pixels (needed when sizes differ)")
     init.add_argument("--image-url", metavar="TEMPLATE",
                       help="the image reference of a Label Studio task, with {path} (relative to the pool folder), "
-                           "{abspath} or {pool} (the pool folder's name), URL-quoted (default: "
-                           "/data/local-files/?d={pool}/{path}: Label Studio's local files with the pool's parent "
-                           "folder as document root; docs/labelstudio.md)")
+                           "{abspath} or {pool} (the pool folder's name), URL-quoted; no other field, a literal brace "
+                           "written {{ or }} (default: /data/local-files/?d={pool}/{path}: Label Studio's local files "
+                           "with the pool's parent folder as document root; docs/labelstudio.md). Given again on an "
+                           "existing project, it replaces the template of later rounds")
     g = init.add_argument_group("training and strategy settings (quick preset values unless given)")
     for flag in config_flags():
         if flag.section in _PROJECT_SECTIONS:

@@ -85,6 +85,12 @@ def test_an_npz_pool_with_some_labels_and_its_test_split_as_holdout(tmp_path, cl
     (dict(classes=["a", "a"]), "repeats a"), (dict(classes=["a", " b"]), "spaces around"),
     (dict(classes=["a/b", "c"]), "slash"), (dict(data="imagenet"), "unknown dataset"),
     (dict(model="resnet81"), "unknown model spec"), (dict(image_url="http://x/"), "names no {path}"),
+    (dict(image_url="http://x/{nope}/{path}"), r"names \{nope\}; the only fields are \{path\}, \{abspath\}, \{pool\}"),
+    (dict(image_url="http://x/{}/{path}"), r"names \{\}; the only fields are"),
+    (dict(image_url="http://x/{path.upper}"), r"names \{path.upper\}; the only fields are"),
+    (dict(image_url="http://x/{path"), r"is not a valid template .*literal brace is written \{\{"),
+    (dict(image_url="http://x/{path!x}"), r"is not a valid template"),
+    (dict(image_url="http://x/{path:d}"), r"is not a valid template"),
     (dict(seed=-1), "must be >= 0"),
 ])
 def test_bad_settings_are_refused_before_anything_is_made(tmp_path, write_images, classes, fast, kwargs, match):
@@ -136,3 +142,25 @@ def test_a_pool_too_large_for_memory_is_decoded_from_disk(tmp_path, write_images
     import_labels(tmp_path / "p", answer(round_dir(tmp_path / "p", 1) / "to_label.csv", truth, tmp_path / "a.csv"))
     _, result, _ = query_project(tmp_path / "p", 4, device="cpu")
     assert not result.random and result.accuracy is not None and len(result.ids) == 4
+
+
+def test_an_image_url_template_is_checked_before_training_and_can_be_replaced(tmp_path, write_images, classes, fast,
+                                                                              monkeypatch):
+    """Issue 21, case 5: a bad template stored by an older tidal stops the query before it trains; `tidal init
+    --image-url` on the project replaces it (literal braces doubled)."""
+    import json
+
+    import tidal.project.query
+
+    write_images(tmp_path / "pool", 6)
+    data = f"folder:{tmp_path / 'pool'}"
+    init_project(tmp_path / "p", data, classes, **fast)
+    with ProjectStore(tmp_path / "p" / DB_NAME) as s:
+        s.set_meta(settings={**s.meta("settings"), "image_url": "http://x/{nope}/{path}"})
+    monkeypatch.setattr(tidal.project.query, "query", lambda *a, **k: pytest.fail("trained before the check"))
+    with pytest.raises(ValueError, match=r"names \{nope\}.*--image-url TEMPLATE"):
+        query_project(tmp_path / "p", 2, device="cpu")
+    monkeypatch.undo()
+    init_project(tmp_path / "p", data, classes, image_url="http://x/{{a}}/{path}", **fast)
+    _, _, out = query_project(tmp_path / "p", 2, device="cpu")
+    assert all(t["data"]["image"].startswith("http://x/{a}/img%20") for t in json.loads((out / "tasks.json").read_text()))

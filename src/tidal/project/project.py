@@ -21,12 +21,14 @@ from typing import Any
 from tidal.errors import DatasetError, RunDirectoryError
 from tidal.project.store import DB_NAME, ProjectStore
 
-__all__ = ["InitResult", "SKIPPED_NAME", "check_project_dir", "init_project", "open_project"]
+__all__ = ["IMAGE_URL_FIELDS", "InitResult", "SKIPPED_NAME", "check_image_url", "check_project_dir", "init_project",
+           "open_project"]
 
 SKIPPED_NAME = "skipped.txt"  # the pool files init skipped, one "path<TAB>why" a line
 # Label Studio's local-files URL of a pool image, with the pool's parent folder as the document root
 # (Label Studio serves files only from a storage under the root, never the root itself: docs/labelstudio.md)
 DEFAULT_IMAGE_URL = "/data/local-files/?d={pool}/{path}"
+IMAGE_URL_FIELDS = ("path", "abspath", "pool")  # the fields an --image-url template may name
 
 
 @dataclass
@@ -40,6 +42,32 @@ class InitResult:
     labeled: int  # labels stored in all
     holdout: int  # holdout samples
     skipped: list[tuple[str, str]] = field(default_factory=list)  # pool files skipped: (path, why)
+
+
+def check_image_url(template: str) -> str:
+    """``template`` if it is a valid ``--image-url``: fields only among :data:`IMAGE_URL_FIELDS`, at
+    least ``{path}`` or ``{abspath}``, literal braces doubled; else a one-line ``ValueError``."""
+    import string
+
+    allowed = ", ".join("{" + f + "}" for f in IMAGE_URL_FIELDS)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"--image-url {template!r} is not a valid template ({exc}); its fields are {allowed}, and "
+                         "a literal brace is written {{ or }}") from None
+    bad = [f for f in fields if f not in IMAGE_URL_FIELDS]
+    if bad:
+        raise ValueError(f"--image-url {template!r} names {{{bad[0]}}}; the only fields are {allowed} (a literal "
+                         "brace is written {{ or }})")
+    if "path" not in fields and "abspath" not in fields:
+        raise ValueError(f"--image-url {template!r} names no {{path}} or {{abspath}}; e.g. "
+                         "/data/local-files/?d=pool/{path}")
+    try:
+        template.format(path="a.png", abspath="/pool/a.png", pool="pool")
+    except ValueError as exc:  # a bad conversion (!x) or format spec (:d)
+        raise ValueError(f"--image-url {template!r} is not a valid template ({exc}); write the fields plainly, "
+                         f"e.g. {{path}}") from None
+    return template
 
 
 def check_project_dir(project: Path, must_exist: bool) -> None:
@@ -192,9 +220,11 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
         image_size: resize and centre-crop every image to this many pixels square (needed when
             the pool's images differ in size).
         image_url: the image reference of a Label Studio task, with ``{path}`` (relative to the
-            pool root, URL-quoted), ``{abspath}`` or ``{pool}`` (the pool folder's name); default
-            ``/data/local-files/?d={pool}/{path}``: Label Studio's local files with the pool's
-            parent folder as document root (docs/labelstudio.md).
+            pool root, URL-quoted), ``{abspath}`` or ``{pool}`` (the pool folder's name) and no
+            other field (:func:`check_image_url`); default ``/data/local-files/?d={pool}/{path}``:
+            Label Studio's local files with the pool's parent folder as document root
+            (docs/labelstudio.md). Given on an existing project, it replaces the template of
+            later rounds (the only setting a rescan changes).
         train, strategy: fields of :class:`TrainConfig` / :class:`StrategyConfig` overriding
             the quick preset's.
     Raises:
@@ -218,10 +248,8 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
     check_model_spec(train_cfg.model)
     if image_size is not None and image_size < 8:
         raise ValueError(f"--image-size {image_size} is too small; use at least 8 pixels")
-    image_url = DEFAULT_IMAGE_URL if image_url is None else image_url
-    if "{path}" not in image_url and "{abspath}" not in image_url:
-        raise ValueError(f"--image-url {image_url!r} names no {{path}} or {{abspath}}; e.g. "
-                         "/data/local-files/?d=pool/{path}")
+    url_given = image_url is not None
+    image_url = check_image_url(DEFAULT_IMAGE_URL if image_url is None else image_url)
     if seed < 0:
         raise ValueError(f"--seed {seed} must be >= 0")
     check_project_dir(project, must_exist=False)
@@ -277,6 +305,9 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
             if store.meta("source") != data:
                 raise RunDirectoryError(f"project {project} was made from {store.meta('source')}, not {data}; start "
                                         "a new project for another pool")
+            settings = store.meta("settings")
+            if url_given and settings.get("image_url") != image_url:  # the only setting a rescan changes
+                store.set_meta(settings={**settings, "image_url": image_url})
         else:
             wh = next(iter(sizes)) if pool_root and len(sizes) == 1 else None
             store.set_meta(classes=classes, source=data, pool_root=pool_root, image_size=image_size, image_wh=wh,

@@ -229,7 +229,7 @@ def query_project(project: str | Path, k: int, method: str | None = None, subset
     """
     from tidal.io import atomic_path, atomic_write_text
     from tidal.project.labelstudio import TaskRow, write_tasks
-    from tidal.project.project import open_project
+    from tidal.project.project import check_image_url, open_project
     from tidal.project.store import RoundRecord, Selection
     from tidal.runs import resolve_device, set_deterministic
     from tidal.strategies import strategy_class
@@ -238,6 +238,11 @@ def query_project(project: str | Path, k: int, method: str | None = None, subset
     dev = resolve_device(device)
     with open_project(project) as (store, _lock):
         settings = store.meta("settings")
+        try:  # a project made before templates were checked: refuse before training, not after
+            check_image_url(settings["image_url"])
+        except ValueError as exc:
+            raise ValueError(f"project {project}: {exc}; set a valid one with `tidal init {project} --data "
+                             f"{store.meta('source')} --classes {' '.join(store.classes)} --image-url TEMPLATE`") from None
         method = method or settings["method"]
         strategy_class(method)
         seed = settings["seed"] if seed is None else seed
