@@ -42,6 +42,7 @@ class InitResult:
     labeled: int  # labels stored in all
     holdout: int  # holdout samples
     skipped: list[tuple[str, str]] = field(default_factory=list)  # pool files skipped: (path, why)
+    missing: list[tuple[str, bool]] = field(default_factory=list)  # samples whose file is gone: (path, labelled?)
 
 
 def check_image_url(template: str) -> str:
@@ -208,7 +209,7 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
                  method: str = "tidal-entropy", holdout: str | None = None, seed: int = 0,
                  image_size: int | None = None, image_url: str | None = None,
                  train: dict[str, Any] | None = None, strategy: dict[str, Any] | None = None,
-                 data_dir: str | None = None) -> InitResult:
+                 data_dir: str | None = None, moved: bool = False) -> InitResult:
     """Create ``project`` over the pool ``data`` (or rescan the pool of an existing project).
 
     Args:
@@ -227,6 +228,13 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
             later rounds (the only setting a rescan changes).
         train, strategy: fields of :class:`TrainConfig` / :class:`StrategyConfig` overriding
             the quick preset's.
+        moved: the existing project's pool folder (or npz file) moved to ``data``: point the
+            project at it (samples keep their ids by their paths inside the folder; ``holdout``,
+            when given, replaces the stored holdout). Without it another path is refused
+            (paths are compared after resolving, so ``pool/`` and ``$PWD/pool`` are one folder).
+
+    A rescan lists the samples whose file is gone (:attr:`InitResult.missing`); they stay in the
+    project with their labels, and queries leave them out while they are gone.
     Raises:
         ValueError, DatasetError, RunDirectoryError: one line saying what to fix.
     """
@@ -254,6 +262,11 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
         raise ValueError(f"--seed {seed} must be >= 0")
     check_project_dir(project, must_exist=False)
     exists = (project / DB_NAME).is_file()
+    if moved and not exists:
+        raise ValueError(f"--moved points an existing project at its moved pool, but {project} is no project yet; "
+                         "leave --moved out to create it")
+    if data.startswith("npz:"):  # stored resolved: a later query may run from another folder
+        data = f"npz:{Path(data[len('npz:'):]).expanduser().resolve()}"
     if project.is_dir() and not exists and any(p.name != ".tidal.lock" for p in project.iterdir()):
         raise RunDirectoryError(f"{project} exists and is not a tidal project; pass a new or empty directory")
 
@@ -302,9 +315,13 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
             if old != classes:
                 raise RunDirectoryError(f"project {project} has the classes {old}; given {classes}: classes cannot "
                                         "change between rounds; start a new project for other classes")
-            if store.meta("source") != data:
-                raise RunDirectoryError(f"project {project} was made from {store.meta('source')}, not {data}; start "
-                                        "a new project for another pool")
+            if not _same_pool(store, data, pool_root):
+                if not moved:
+                    raise RunDirectoryError(_another_pool(store, project, data, pool_root))
+                _check_moved(store, project, data, paths)
+                store.set_meta(source=data, pool_root=pool_root)
+            if moved and hold:  # the holdout moved (with the pool or alone)
+                store.set_holdout([(p, c) for p, c, _ in hold])
             settings = store.meta("settings")
             if url_given and settings.get("image_url") != image_url:  # the only setting a rescan changes
                 store.set_meta(settings={**settings, "image_url": image_url})
@@ -327,8 +344,61 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
 
         if skipped:
             atomic_write_text(project / SKIPPED_NAME, "".join(f"{p}\t{why}\n" for p, why in skipped))
-        return InitResult(project, not exists, store.num_samples(), len(new_ids), len(store.labels()),
-                          len(store.holdout()) if pool_root else (len(test) if test is not None else 0), skipped)
+        labels = store.labels()
+        root = Path(pool_root) if pool_root else None
+        missing = [] if root is None else [(p, i in labels) for i, p in enumerate(store.paths())
+                                           if not (root / p).is_file()]
+        return InitResult(project, not exists, store.num_samples(), len(new_ids), len(labels),
+                          len(store.holdout()) if pool_root else (len(test) if test is not None else 0), skipped,
+                          missing)
+
+
+def _pool_path(store: ProjectStore) -> Path | None:
+    """The stored pool's folder or npz file, resolved (None for a named source)."""
+    source = store.meta("source")
+    if source.startswith("folder:"):
+        return Path(store.meta("pool_root"))
+    return Path(source[len("npz:"):]).expanduser().resolve() if source.startswith("npz:") else None
+
+
+def _same_pool(store: ProjectStore, data: str, pool_root: str | None) -> bool:
+    """Whether ``data`` names the project's pool: paths compared after resolving (``pool/``,
+    ``./pool`` and ``$PWD/pool`` are one folder)."""
+    old = store.meta("source")
+    kind = data.split(":", 1)[0] if data.startswith(("folder:", "npz:")) else None
+    if kind is None or not old.startswith(kind + ":"):
+        return old == data
+    new = Path(pool_root) if kind == "folder" else Path(data[len("npz:"):]).expanduser().resolve()
+    return _pool_path(store) == new
+
+
+def _another_pool(store: ProjectStore, project: Path, data: str, pool_root: str | None) -> str:
+    """Why ``data`` is refused as the pool of ``project``, and the fixes."""
+    old = _pool_path(store)
+    new = pool_root if pool_root is not None else data.split(":", 1)[1]
+    if old is None or not data.startswith(("folder:", "npz:")):
+        return (f"project {project} was made from {store.meta('source')}, not {data}; start a new project for "
+                "another pool")
+    gone = "" if old.exists() else " (now gone)"
+    return (f"project {project} was made from the pool {old}{gone}, not {new}; if this is the project's pool moved "
+            f"here, add --moved to point the project at it; else start a new project for another pool")
+
+
+def _check_moved(store: ProjectStore, project: Path, data: str, paths: list[str]) -> None:
+    """Refuse ``--moved`` to a pool that cannot be the project's pool moved."""
+    old = store.meta("source")
+    if _pool_path(store) is None or not data.startswith(old.split(":", 1)[0] + ":"):
+        raise ValueError(f"--moved points a project at its moved pool folder or npz file; project {project} was made "
+                         f"from {old}, and {data} is another kind of pool: start a new project for it")
+    stored = store.paths()
+    if old.startswith("npz:"):
+        if len(paths) != len(stored):
+            raise ValueError(f"--moved: {data} holds {len(paths)} samples, the project's pool {len(stored)}; it is "
+                             "not the same pool: start a new project for it")
+        return
+    if not set(stored) & set(paths):
+        raise ValueError(f"--moved: none of the project's {len(stored)} images (e.g. {stored[0]!r}) is in {data}; "
+                         "give the folder the pool moved to (the images keep their paths inside it)")
 
 
 def _source_classes(data: str, data_dir: str | None) -> Sequence[str] | None:
