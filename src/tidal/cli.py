@@ -222,8 +222,8 @@ def _add_project_parsers(sub: argparse._SubParsersAction) -> None:
         "label", help="import labels (CSV id,label or path,label, or a Label Studio export) into a project",
         description="Import answers into PROJECT: a UTF-8 CSV (or TSV) with a header naming id (or path) and label "
                     "(a round's to_label.csv with its label column filled in is one), or a Label Studio export (JSON, "
-                    "JSON-MIN, CSV or TSV). Every answer is checked before anything is stored; importing a file twice changes "
-                    "nothing.")
+                    "JSON-MIN, CSV or TSV). Every answer is checked before anything is stored; importing a file twice "
+                    "changes nothing.")
     lab.add_argument("project", metavar="PROJECT", help="the project directory")
     lab.add_argument("file", metavar="FILE", help="the labels file")
     lab.add_argument("--relabel", action="store_true", help="let the file change labels stored before")
@@ -270,8 +270,8 @@ def _project_command(args: argparse.Namespace) -> int:
                   f"is in {Path(args.project) / SKIPPED_NAME}", file=sys.stderr)
         if r.missing:
             labelled = sum(1 for _, had in r.missing if had)
-            kept = f"; {labelled} of them labelled: the labels stay stored, not trained on while the files are " \
-                   "gone" if labelled else ""
+            kept = (f"; {labelled} of them labelled: the labels stay stored, not trained on while the files are "
+                    "gone") if labelled else ""
             print(f"warning: {len(r.missing)} of the project's images are gone from the pool folder "
                   f"({', '.join(repr(p) for p, _ in r.missing[:3])}{' ...' if len(r.missing) > 3 else ''}): queries "
                   f"leave them out{kept}; restore them, or if the pool moved, run this with its new path and --moved",

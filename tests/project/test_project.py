@@ -163,7 +163,8 @@ def test_an_image_url_template_is_checked_before_training_and_can_be_replaced(tm
     monkeypatch.undo()
     init_project(tmp_path / "p", data, classes, image_url="http://x/{{a}}/{path}", **fast)
     _, _, out = query_project(tmp_path / "p", 2, device="cpu")
-    assert all(t["data"]["image"].startswith("http://x/{a}/img%20") for t in json.loads((out / "tasks.json").read_text()))
+    tasks = json.loads((out / "tasks.json").read_text())
+    assert all(t["data"]["image"].startswith("http://x/{a}/img%20") for t in tasks)
 
 
 # --- a moved pool (issue 21, case 4) ---------------------------------------------------------------
@@ -229,6 +230,8 @@ def test_a_moved_npz_pool(tmp_path, classes, fast, monkeypatch):
     init_project(tmp_path / "p", "npz:d.npz", classes, **fast)
     assert init_project(tmp_path / "p", f"npz:{tmp_path / 'd.npz'}", classes, **fast).samples == 12
     (tmp_path / "d.npz").rename(tmp_path / "e.npz")
+    with pytest.raises(DatasetError, match=r"pool file .*d.npz of project .* is gone; .*--data npz:NEWPATH .*--moved"):
+        query_project(tmp_path / "p", 3, device="cpu")
     with pytest.raises(RunDirectoryError, match=r"d.npz \(now gone\), not .*/e.npz; .*add --moved"):
         init_project(tmp_path / "p", "npz:e.npz", classes, **fast)
     with pytest.raises(ValueError, match="small.npz holds 5 samples, the project's pool 12"):

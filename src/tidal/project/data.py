@@ -89,9 +89,9 @@ def array_pool(spec: str, data_dir: str | None = None):
     return s.train, torch.full((len(s.train),), -1, dtype=torch.int64), s.test
 
 
-def _moved_fix(store) -> str:
+def _moved_fix(store, kind: str = "folder") -> str:
     project = store.path.parent
-    return (f"if you moved it, point the project at its new place: `tidal init {project} --data folder:NEWPATH "
+    return (f"if you moved it, point the project at its new place: `tidal init {project} --data {kind}:NEWPATH "
             f"--classes {' '.join(store.classes)} --moved`")
 
 
@@ -99,10 +99,14 @@ def missing_samples(store) -> list[int]:
     """The sample ids of a ``folder:`` pool whose file is gone, sorted (``[]`` for other pools).
 
     Raises:
-        DatasetError: the pool folder itself is gone (the message says how to point the
-            project at a moved pool).
+        DatasetError: the pool folder (or an ``npz:`` pool's file) itself is gone (the message
+            says how to point the project at a moved pool).
     """
-    if not store.meta("source").startswith("folder:"):
+    source = store.meta("source")
+    if source.startswith("npz:") and not Path(source[len("npz:"):]).expanduser().is_file():
+        raise DatasetError(f"the pool file {source[len('npz:'):]} of project {store.path.parent} is gone; "
+                           f"{_moved_fix(store, 'npz')}")
+    if not source.startswith("folder:"):
         return []
     root = Path(store.meta("pool_root"))
     if not root.is_dir():

@@ -261,7 +261,8 @@ def query_project(project: str | Path, k: int, method: str | None = None, subset
             check_image_url(settings["image_url"])
         except ValueError as exc:
             raise ValueError(f"project {project}: {exc}; set a valid one with `tidal init {project} --data "
-                             f"{store.meta('source')} --classes {' '.join(store.classes)} --image-url TEMPLATE`") from None
+                             f"{store.meta('source')} --classes {' '.join(store.classes)} --image-url TEMPLATE`"
+                             ) from None
         method = method or settings["method"]
         strategy_class(method)
         seed = settings["seed"] if seed is None else seed
