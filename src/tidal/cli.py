@@ -187,8 +187,9 @@ def _add_project_parsers(sub: argparse._SubParsersAction) -> None:
         "init", help="create a labelling project over a pool of your images",
         description="Create PROJECT (a new or empty directory) over a pool of samples: a folder of images (any tree; "
                     "an image under a subfolder named like a class counts as labelled), an npz file or a named "
-                    "dataset. Running it again on the same project rescans the pool and adds new images. Training "
-                    "flags start from the quick preset.")
+                    "dataset. Running it again on the same project rescans the pool, adds new images and lists the "
+                    "ones that are gone (queries leave them out; their labels stay stored); --moved points it at its "
+                    "pool's new place. Training flags start from the quick preset.")
     init.add_argument("project", metavar="PROJECT", help="the project directory")
     init.add_argument("--data", required=True, metavar="SOURCE",
                       help="the pool: folder:PATH (a tree of images), npz:PATH, or a dataset name (`tidal datasets`)")
@@ -203,9 +204,15 @@ def _add_project_parsers(sub: argparse._SubParsersAction) -> None:
                       help="resize and centre-crop every image to N x N pixels (needed when sizes differ)")
     init.add_argument("--image-url", metavar="TEMPLATE",
                       help="the image reference of a Label Studio task, with {path} (relative to the pool folder), "
-                           "{abspath} or {pool} (the pool folder's name), URL-quoted (default: "
-                           "/data/local-files/?d={pool}/{path}: Label Studio's local files with the pool's parent "
-                           "folder as document root; docs/labelstudio.md)")
+                           "{abspath} or {pool} (the pool folder's name), URL-quoted; no other field, a literal brace "
+                           "written {{ or }} (default: /data/local-files/?d={pool}/{path}: Label Studio's local files "
+                           "with the pool's parent folder as document root; docs/labelstudio.md). Given again on an "
+                           "existing project, it replaces the template of later rounds")
+    init.add_argument("--moved", action="store_true",
+                      help="the project's pool folder (or npz file) moved to --data's path: point the project at it "
+                           "(images keep their ids by their paths inside the folder; --holdout, when given, replaces "
+                           "the holdout). Without it another path is refused; the same folder written another way "
+                           "(pool/, ./pool, $PWD/pool) is the same pool")
     g = init.add_argument_group("training and strategy settings (quick preset values unless given)")
     for flag in config_flags():
         if flag.section in _PROJECT_SECTIONS:
@@ -213,10 +220,10 @@ def _add_project_parsers(sub: argparse._SubParsersAction) -> None:
 
     lab = sub.add_parser(
         "label", help="import labels (CSV id,label or path,label, or a Label Studio export) into a project",
-        description="Import answers into PROJECT: a CSV with a header naming id (or path) and label (a round's "
-                    "to_label.csv with its label column filled in is one), or a Label Studio export (JSON, JSON-MIN "
-                    "or CSV). Every answer is checked before anything is stored; importing a file twice changes "
-                    "nothing.")
+        description="Import answers into PROJECT: a UTF-8 CSV (or TSV) with a header naming id (or path) and label "
+                    "(a round's to_label.csv with its label column filled in is one), or a Label Studio export (JSON, "
+                    "JSON-MIN, CSV or TSV). Every answer is checked before anything is stored; importing a file twice "
+                    "changes nothing.")
     lab.add_argument("project", metavar="PROJECT", help="the project directory")
     lab.add_argument("file", metavar="FILE", help="the labels file")
     lab.add_argument("--relabel", action="store_true", help="let the file change labels stored before")
@@ -226,7 +233,8 @@ def _add_project_parsers(sub: argparse._SubParsersAction) -> None:
         description="Run the next round of PROJECT: train on every label so far (the first round, with no labels, "
                     "draws k at random), score the unlabeled pool with the strategy and write "
                     "PROJECT/rounds/NNN/to_label.csv and tasks.json (Label Studio). The same labels and seed give "
-                    "the same round; a killed query stores nothing.")
+                    "the same round; a killed query stores nothing. Pool files deleted since init are left out (never "
+                    "selected; labelled ones not trained on, their labels kept) and listed in rounds/NNN/missing.txt.")
     q.add_argument("project", metavar="PROJECT", help="the project directory")
     q.add_argument("-k", type=int, required=True, help="samples to ask labels for")
     q.add_argument("--method", help="strategy of this round (default: the project's)")
@@ -256,12 +264,21 @@ def _project_command(args: argparse.Namespace) -> int:
                 sections[flag.section][flag.name] = tuple(value) if isinstance(value, list) else value
         r = init_project(args.project, args.data, args.classes, method=args.method, holdout=args.holdout,
                          seed=args.seed, image_size=args.image_size, image_url=args.image_url,
-                         train=sections["train"], strategy=sections["strategy"])
+                         train=sections["train"], strategy=sections["strategy"], moved=args.moved)
         if r.skipped:
             print(f"warning: {len(r.skipped)} files in the pool are not readable images and were skipped; the list "
                   f"is in {Path(args.project) / SKIPPED_NAME}", file=sys.stderr)
+        if r.missing:
+            labelled = sum(1 for _, had in r.missing if had)
+            kept = (f"; {labelled} of them labelled: the labels stay stored, not trained on while the files are "
+                    "gone") if labelled else ""
+            print(f"warning: {len(r.missing)} of the project's images are gone from the pool folder "
+                  f"({', '.join(repr(p) for p, _ in r.missing[:3])}{' ...' if len(r.missing) > 3 else ''}): queries "
+                  f"leave them out{kept}; restore them, or if the pool moved, run this with its new path and --moved",
+                  file=sys.stderr)
         what = "created" if r.created else f"rescanned ({r.new_samples} new samples)"
-        print(f"project {args.project} {what}: {r.samples} samples, {r.labeled} labelled, holdout {r.holdout}")
+        gone = f", {len(r.missing)} missing" if r.missing else ""
+        print(f"project {args.project} {what}: {r.samples} samples{gone}, {r.labeled} labelled, holdout {r.holdout}")
         print(f"next: tidal query {args.project} -k 100")
         return 0
     if args.command == "label":
@@ -283,6 +300,14 @@ def _project_command(args: argparse.Namespace) -> int:
         rnd, result, out = query_project(args.project, args.k, method=args.method, subset=args.subset, seed=args.seed,
                                          retrain=args.retrain, device=args.device, progress=not args.quiet,
                                          data_dir=args.data_dir)
+        if len(result.excluded):
+            from tidal.project.query import MISSING_NAME
+
+            labelled = (f"; {result.excluded_labeled} of them labelled: the labels stay stored but were not trained "
+                        "on") if result.excluded_labeled else ""
+            print(f"warning: {len(result.excluded)} pool files are gone and were left out (listed in "
+                  f"{out / MISSING_NAME}){labelled}; restore them, or if the pool moved: `tidal init {args.project} "
+                  "--data folder:NEWPATH --classes ... --moved`", file=sys.stderr)
         if result.random:
             print(f"round {rnd}: fewer than 2 labels, so no model to train: drew {len(result.ids)} samples at random")
         else:

@@ -88,6 +88,42 @@ def test_a_missing_file_is_refused(project, tmp_path):
         import_labels(project[0], tmp_path / "nope.csv")
 
 
+def test_a_directory_is_called_a_directory(project, tmp_path):
+    """Issue 21, case 18."""
+    (tmp_path / "answers").mkdir()
+    with pytest.raises(ValueError, match="answers is a directory, not a file; give the labels file itself"):
+        import_labels(project[0], tmp_path / "answers")
+    _write(tmp_path / "answers" / "round1.csv", "id,label\n0,red\n")
+    with pytest.raises(ValueError, match=r"is a directory, not a file; .*e\.g\. .*answers/round1\.csv"):
+        import_labels(project[0], tmp_path / "answers")
+
+
+@pytest.mark.parametrize("text,encoding,match", [
+    ("id,label\n1,green\n0,r\xe9d\n", "latin-1", r"bad\.csv:3: not UTF-8 text \(byte 0xe9.*save the file as UTF-8"),
+    ("id,label\n1,green\n0,r\xe9d\n", "cp1252", r"bad\.csv:3: not UTF-8 text"),
+    ("id,label\n0," + "x" * 200_000 + "\n", "utf-8", r"bad\.csv:2: unreadable CSV \(field larger than field limit"),
+])
+def test_unreadable_csv_files_name_the_file_and_line(project, tmp_path, text, encoding, match):
+    """Issue 21, cases 10 and 13: a Latin-1 file, a 200,000-character cell (no bare codec or _csv.Error)."""
+    with pytest.raises(ValueError, match=match) as info:
+        import_labels(project[0], _write(tmp_path / "bad.csv", text, encoding=encoding))
+    assert "\n" not in str(info.value) and str(tmp_path / "bad.csv") in str(info.value)
+    assert _labels(project[0]) == {}
+
+
+def test_tab_separated_files(project, tmp_path):
+    """Issue 21, case 10: Label Studio's TSV export (and a plain id/label TSV) are read like their CSVs."""
+    proj, _, _ = project
+    tsv = ("annotation_id\tannotator\tcreated_at\tid\timage\tlabel\tlead_time\tpath\ttidal_id\tupdated_at\n"
+           "3\t1\t2026-11-26T20:41:39Z\t11\t/data/local-files/?d=pool/img%20003.png\tgreen\t2.1\timg 003.png\t3\t"
+           "2026-11-26T20:41:39Z\n")
+    r = import_labels(proj, _write(tmp_path / "project-1.tsv", tsv))
+    assert (r.new, r.format) == (1, "Label Studio TSV")
+    r = import_labels(proj, _write(tmp_path / "plain.tsv", "id\tlabel\n4\tblue\n5\tred\n"))
+    assert (r.new, r.format) == (2, "csv")
+    assert _labels(proj) == {3: 1, 4: 2, 5: 0}
+
+
 def test_changing_a_stored_label_needs_relabel(project, tmp_path):
     proj, _, _ = project
     import_labels(proj, _write(tmp_path / "a.csv", "id,label\n0,red\n1,green\n"))

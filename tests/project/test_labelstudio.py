@@ -345,9 +345,33 @@ def test_unreadable_exports(tmp_path: Path, content: bytes, error: type, message
     assert str(path) in str(exc.value) and "\n" not in str(exc.value)
 
 
+@pytest.mark.parametrize("content, message", [
+    ("[" * 100_000 + "]" * 100_000, r"export.json: JSON nested too deeply to read"),
+    ('[{"id": 1' + "1" * 5000 + ', "tidal_id": 0, "label": "cat"}]', r"export.json: unreadable JSON \(Exceeds"),
+    ([{"id": [1, 2], "tidal_id": 0, "label": "cat"}], r"export.json:item 1: the task id \[1, 2\] is a list"),
+    ([{"id": {"a": 1}, "tidal_id": 0, "label": "cat"}], r"export.json:item 1: the task id \{\"a\": 1\} is an object"),
+    ([{"id": [1], "data": {"tidal_id": 0}, "annotations": []}], r"export.json:item 1: the task id \[1\] is a list"),
+    ("tidal_id,label\n0,\"" + '{""a"":' * 20_000 + "1" + "}" * 20_000 + '"\n',
+     r"export.json:line 2: the label is JSON nested too deeply"),
+])
+def test_hostile_exports_are_refused_in_one_line(tmp_path: Path, content, message: str) -> None:
+    """Issue 21, case 10: deep nesting, huge numbers and list or object task ids (no RecursionError, TypeError)."""
+    with pytest.raises(ValueError, match=message) as exc:
+        read_export(_write(tmp_path, "export.json", content))
+    assert "\n" not in str(exc.value) and len(str(exc.value)) < 400
+
+
+def test_a_tsv_export_with_annotation_columns(tmp_path: Path) -> None:
+    tsv = CSV.replace('","', "\t").replace(",", "\t").replace('"', "")
+    answers = read_export(_write(tmp_path, "export.tsv", tsv))
+    assert answers.format == "TSV" and _labels(answers) == _labels(read_export(_write(tmp_path, "e.csv", CSV)))
+
+
 def test_missing_export(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_export(tmp_path / "nope.json")
+    with pytest.raises(ValueError, match="is a directory, not a file"):
+        read_export(tmp_path)
 
 
 def test_an_empty_export_has_no_answers(tmp_path: Path) -> None:

@@ -85,6 +85,12 @@ def test_an_npz_pool_with_some_labels_and_its_test_split_as_holdout(tmp_path, cl
     (dict(classes=["a", "a"]), "repeats a"), (dict(classes=["a", " b"]), "spaces around"),
     (dict(classes=["a/b", "c"]), "slash"), (dict(data="imagenet"), "unknown dataset"),
     (dict(model="resnet81"), "unknown model spec"), (dict(image_url="http://x/"), "names no {path}"),
+    (dict(image_url="http://x/{nope}/{path}"), r"names \{nope\}; the only fields are \{path\}, \{abspath\}, \{pool\}"),
+    (dict(image_url="http://x/{}/{path}"), r"names \{\}; the only fields are"),
+    (dict(image_url="http://x/{path.upper}"), r"names \{path.upper\}; the only fields are"),
+    (dict(image_url="http://x/{path"), r"is not a valid template .*literal brace is written \{\{"),
+    (dict(image_url="http://x/{path!x}"), r"is not a valid template"),
+    (dict(image_url="http://x/{path:d}"), r"is not a valid template"),
     (dict(seed=-1), "must be >= 0"),
 ])
 def test_bad_settings_are_refused_before_anything_is_made(tmp_path, write_images, classes, fast, kwargs, match):
@@ -100,7 +106,7 @@ def test_another_pool_for_the_same_project_is_refused(tmp_path, write_images, cl
     write_images(tmp_path / "a", 3)
     write_images(tmp_path / "b", 3)
     init_project(tmp_path / "p", f"folder:{tmp_path / 'a'}", classes, **fast)
-    with pytest.raises(RunDirectoryError, match="was made from folder:"):
+    with pytest.raises(RunDirectoryError, match="was made from the pool .*a, not .*b; .*add --moved"):
         init_project(tmp_path / "p", f"folder:{tmp_path / 'b'}", classes, **fast)
 
 
@@ -171,3 +177,101 @@ def test_label_commands_started_together_wait_for_the_lock_in_turn(tmp_path, poo
                for t in texts), texts
     with _store(project) as store:
         assert len(store.labels()) == 12
+
+
+def test_an_image_url_template_is_checked_before_training_and_can_be_replaced(tmp_path, write_images, classes, fast,
+                                                                              monkeypatch):
+    """Issue 21, case 5: a bad template stored by an older tidal stops the query before it trains; `tidal init
+    --image-url` on the project replaces it (literal braces doubled)."""
+    import json
+
+    import tidal.project.query
+
+    write_images(tmp_path / "pool", 6)
+    data = f"folder:{tmp_path / 'pool'}"
+    init_project(tmp_path / "p", data, classes, **fast)
+    with ProjectStore(tmp_path / "p" / DB_NAME) as s:
+        s.set_meta(settings={**s.meta("settings"), "image_url": "http://x/{nope}/{path}"})
+    monkeypatch.setattr(tidal.project.query, "query", lambda *a, **k: pytest.fail("trained before the check"))
+    with pytest.raises(ValueError, match=r"names \{nope\}.*--image-url TEMPLATE"):
+        query_project(tmp_path / "p", 2, device="cpu")
+    monkeypatch.undo()
+    init_project(tmp_path / "p", data, classes, image_url="http://x/{{a}}/{path}", **fast)
+    _, _, out = query_project(tmp_path / "p", 2, device="cpu")
+    tasks = json.loads((out / "tasks.json").read_text())
+    assert all(t["data"]["image"].startswith("http://x/{a}/img%20") for t in tasks)
+
+
+# --- a moved pool (issue 21, case 4) ---------------------------------------------------------------
+
+def test_the_same_folder_written_another_way_is_the_same_pool(tmp_path, write_images, classes, fast, monkeypatch):
+    write_images(tmp_path / "mypool", 6)
+    monkeypatch.chdir(tmp_path)
+    init_project(tmp_path / "p", "folder:mypool", classes, **fast)
+    for spec in (f"folder:{tmp_path / 'mypool'}", "folder:mypool/", "folder:./mypool", f"folder:{tmp_path}//mypool"):
+        assert init_project(tmp_path / "p", spec, classes, **fast).samples == 6
+
+
+def test_a_moved_pool_is_refused_without_moved_and_repointed_with_it(tmp_path, write_images, classes, fast):
+    from tidal.project.answers import import_labels
+
+    write_images(tmp_path / "pool", 9)
+    write_images(tmp_path / "held", 3, seed=5, by_class=True)
+    init_project(tmp_path / "p", f"folder:{tmp_path / 'pool'}", classes, holdout=str(tmp_path / "held"), **fast)
+    (tmp_path / "a.csv").write_text("id,label\n0,red\n1,green\n2,blue\n")
+    import_labels(tmp_path / "p", tmp_path / "a.csv")
+    with _store(tmp_path / "p") as s:
+        before = (s.paths(), s.labels())
+    (tmp_path / "new").mkdir()
+    (tmp_path / "pool").rename(tmp_path / "new" / "pool")
+    (tmp_path / "held").rename(tmp_path / "new" / "held")
+    moved = f"folder:{tmp_path / 'new' / 'pool'}"
+    with pytest.raises(RunDirectoryError, match=r"made from the pool .*pool \(now gone\), not .*new/pool; if this is "
+                                                r"the project's pool moved here, add --moved"):
+        init_project(tmp_path / "p", moved, classes, **fast)
+    write_images(tmp_path / "new" / "pool", 1, names="extra {i}.png")
+    r = init_project(tmp_path / "p", moved, classes, moved=True, **fast)
+    assert (r.samples, r.new_samples, r.labeled, r.holdout, r.missing) == (10, 1, 3, 3, [])
+    with pytest.raises(DatasetError, match=r"3 of the 3 holdout images are gone .*--holdout NEWPATH --moved"):
+        query_project(tmp_path / "p", 2, device="cpu")
+    init_project(tmp_path / "p", moved, classes, holdout=str(tmp_path / "new" / "held"), moved=True, **fast)
+    with _store(tmp_path / "p") as s:
+        assert (s.paths()[:9], s.labels()) == before
+        assert s.meta("pool_root") == str((tmp_path / "new" / "pool").resolve()) and s.meta("source") == moved
+        assert all(p.startswith(str(tmp_path / "new" / "held")) for p, _ in s.holdout())
+    _, result, _ = query_project(tmp_path / "p", 2, device="cpu")
+    assert result.n_labeled == 3 and result.accuracy is not None
+
+
+def test_moved_refuses_what_cannot_be_the_same_pool(tmp_path, write_images, classes, fast):
+    write_images(tmp_path / "pool", 4)
+    write_images(tmp_path / "other", 4, names="photo {i}.png")
+    with pytest.raises(ValueError, match="no project yet; leave --moved out"):
+        init_project(tmp_path / "p", f"folder:{tmp_path / 'pool'}", classes, moved=True, **fast)
+    init_project(tmp_path / "p", f"folder:{tmp_path / 'pool'}", classes, **fast)
+    with pytest.raises(ValueError, match=r"--moved: none of the project's 4 images \(e.g. 'img 000.png'\) is in"):
+        init_project(tmp_path / "p", f"folder:{tmp_path / 'other'}", classes, moved=True, **fast)
+    with pytest.raises(RunDirectoryError, match="not .*other; if this is the project's pool moved here, add --moved"):
+        init_project(tmp_path / "p", f"folder:{tmp_path / 'other'}", classes, **fast)
+
+
+def test_a_moved_npz_pool(tmp_path, classes, fast, monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (12, 10, 10, 3), dtype=np.uint8)
+    test = dict(x_test=x[:3], y_test=np.arange(3))
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.full(12, -1), **test)
+    np.savez(tmp_path / "small.npz", x_train=x[:5], y_train=np.full(5, -1), **test)
+    monkeypatch.chdir(tmp_path)
+    init_project(tmp_path / "p", "npz:d.npz", classes, **fast)
+    assert init_project(tmp_path / "p", f"npz:{tmp_path / 'd.npz'}", classes, **fast).samples == 12
+    (tmp_path / "d.npz").rename(tmp_path / "e.npz")
+    with pytest.raises(DatasetError, match=r"pool file .*d.npz of project .* is gone; .*--data npz:NEWPATH .*--moved"):
+        query_project(tmp_path / "p", 3, device="cpu")
+    with pytest.raises(RunDirectoryError, match=r"d.npz \(now gone\), not .*/e.npz; .*add --moved"):
+        init_project(tmp_path / "p", "npz:e.npz", classes, **fast)
+    with pytest.raises(ValueError, match="small.npz holds 5 samples, the project's pool 12"):
+        init_project(tmp_path / "p", "npz:small.npz", classes, moved=True, **fast)
+    init_project(tmp_path / "p", "npz:e.npz", classes, moved=True, **fast)
+    monkeypatch.chdir(tmp_path / "p")  # the stored path is absolute: a query runs from anywhere
+    _, result, _ = query_project(tmp_path / "p", 3, device="cpu")
+    assert len(result.ids) == 3

@@ -202,3 +202,110 @@ def test_a_query_killed_by_sigkill_mid_training_gives_the_same_round_when_run_ag
     subprocess.run(cmd + [str(killed)], env=env, check=True, capture_output=True)
     assert (round_dir(killed, 2) / "to_label.csv").read_bytes() == (round_dir(twin, 2) / "to_label.csv").read_bytes()
     assert not list(killed.glob("rounds/*/.*.tmp"))
+
+
+# --- pool files that vanish after init (issue 21, case 3) ----------------------------------------
+
+def test_excluded_ids_are_never_selected_nor_trained_on(tiny_splits):
+    labeled = list(range(0, 40))
+    labels = tiny_splits.train.labels[:40].tolist()
+    exclude = [0, 1, 50, 51, 52]
+    r = query("auto", tiny_splits.train, labeled, labels, 8, "entropy", train_config=TINY, exclude=exclude)
+    assert not set(r.ids.tolist()) & set(exclude) and r.n_labeled == 38
+    assert r.excluded.tolist() == exclude and r.excluded_labeled == 2
+    draw = query("auto", tiny_splits.train, [], [], 230, exclude=exclude[2:])  # a random round too
+    assert not set(draw.ids.tolist()) & set(exclude[2:]) and len(draw.ids) == 230
+    with pytest.raises(ValueError, match=r"k=238 is larger than the 237 unlabeled samples \(3 excluded\)"):
+        query("auto", tiny_splits.train, [], [], 238, exclude=exclude[2:])
+    with pytest.raises(ValueError, match="excluded id 999 is outside"):
+        query("auto", tiny_splits.train, [], [], 3, exclude=[999])
+
+
+def test_without_exclusions_a_round_is_unchanged(tiny_splits):
+    labeled = list(range(0, 40))
+    labels = tiny_splits.train.labels[:40].tolist()
+    a = query("auto", tiny_splits.train, labeled, labels, 8, "entropy", train_config=TINY)
+    b = query("auto", tiny_splits.train, labeled, labels, 8, "entropy", train_config=TINY, exclude=[])
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.scores, b.scores) and len(b.excluded) == 0
+
+
+def test_deleted_pool_files_are_left_out_listed_and_their_labels_kept(labelled, pool, classes, fast):
+    """A pool image deleted after init (labelled or not) no longer blocks the project: the rescan and the next
+    rounds list it, it is never selected, a labelled one is not trained on, and its label stays stored."""
+    root, _ = pool
+    project = labelled("proj")
+    with ProjectStore(project / DB_NAME) as store:
+        labels, paths = store.labels(), store.paths()
+    gone_labelled = sorted(labels)[0]
+    gone_unlabelled = next(i for i in range(len(paths)) if i not in labels)
+    for i in (gone_labelled, gone_unlabelled):
+        (root / paths[i]).unlink()
+    r = init_project(project, f"folder:{root}", classes, **fast)  # the rescan lists them
+    assert sorted(r.missing) == sorted([(paths[gone_labelled], True), (paths[gone_unlabelled], False)])
+    assert (r.samples, r.labeled) == (45, 9)
+    rnd, result, out = query_project(project, 6, device="cpu")
+    assert rnd == 2 and not result.random and result.n_labeled == 8 and result.excluded_labeled == 1
+    assert not {gone_labelled, gone_unlabelled} & set(result.ids.tolist())
+    listed = (out / "missing.txt").read_text(encoding="utf-8").splitlines()
+    assert sorted(listed) == sorted([f"{gone_labelled}\t{paths[gone_labelled]}\t{classes[labels[gone_labelled]]}",
+                                     f"{gone_unlabelled}\t{paths[gone_unlabelled]}\t"])
+    with ProjectStore(project / DB_NAME) as store:
+        assert store.labels() == labels and store.rounds()[-1].n_labeled == 8
+    with pytest.raises(ValueError, match=r"-k 36 is larger than what is unlabeled \(35 of 45 samples, 2 files missing"):
+        query_project(project, 36, device="cpu")
+
+
+def test_a_random_first_round_skips_deleted_files(tmp_path, pool, classes, fast):
+    root, _ = pool
+    init_project(tmp_path / "p", f"folder:{root}", classes, **fast)
+    (root / "img 007.png").unlink()
+    _, result, out = query_project(tmp_path / "p", 44, device="cpu")
+    assert result.random and 7 not in result.ids.tolist() and len(result.ids) == 44
+    assert (out / "missing.txt").read_text(encoding="utf-8") == "7\timg 007.png\t\n"
+
+
+def test_a_labelled_file_deleted_on_the_on_disk_pool(labelled, pool, monkeypatch):
+    import tidal.project.data
+
+    root, _ = pool
+    project = labelled("proj")
+    with ProjectStore(project / DB_NAME) as store:
+        gone = sorted(store.labels())[0]
+        (root / store.paths()[gone]).unlink()
+    monkeypatch.setattr(tidal.project.data, "IN_MEMORY_BYTES", 1)
+    _, result, _ = query_project(project, 4, device="cpu")
+    assert result.n_labeled == 8 and gone not in result.ids.tolist()
+
+
+def test_a_vanished_pool_folder_says_how_to_point_the_project_at_it(labelled, pool):
+    from tidal.errors import DatasetError
+
+    root, _ = pool
+    project = labelled("proj")
+    root.rename(root.with_name("moved"))
+    with pytest.raises(DatasetError, match=r"the pool folder .*pool of project .*proj is gone; .*`tidal init .*proj "
+                                           r"--data folder:NEWPATH --classes red green blue --moved`"):
+        query_project(project, 4, device="cpu")
+    for p in root.with_name("moved").iterdir():
+        p.unlink()
+    root.with_name("moved").rename(root)
+    with pytest.raises(DatasetError, match=r"all 45 pool files of project .* are gone"):
+        query_project(project, 4, device="cpu")
+
+
+def test_the_command_line_lists_what_is_gone(labelled, pool, classes, capsys):
+    from tidal.cli import main
+
+    root, _ = pool
+    project = labelled("proj")
+    with ProjectStore(project / DB_NAME) as store:
+        gone = store.paths()[sorted(store.labels())[0]]
+    (root / gone).unlink()
+    assert main(["init", str(project), "--data", f"folder:{root}", "--classes", *classes]) == 0
+    out, err = capsys.readouterr()
+    assert "45 samples, 1 missing, 9 labelled" in out
+    assert f"1 of the project's images are gone from the pool folder ({gone!r})" in err and "--moved" in err
+    assert main(["query", str(project), "-k", "3", "--device", "cpu", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "round 2: trained on 8 labels" in out
+    assert "1 pool files are gone and were left out (listed in" in err and "1 of them labelled" in err

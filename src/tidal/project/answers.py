@@ -2,9 +2,10 @@
 
 Formats, told apart by their content:
 
-* a plain CSV with a header naming ``id`` or ``path``, and ``label`` (other columns are
-  ignored, so a round's ``to_label.csv`` with its ``label`` column filled in is one); a BOM
-  and Windows line ends are accepted; rows with an empty label are skipped (not answered);
+* a plain CSV (or TSV: tabs in the header) with a header naming ``id`` or ``path``, and
+  ``label`` (other columns are ignored, so a round's ``to_label.csv`` with its ``label``
+  column filled in is one); UTF-8, a BOM and Windows line ends are accepted; rows with an
+  empty label are skipped (not answered);
 * a Label Studio export: JSON, JSON-MIN (a ``.json`` file, or text starting with ``[``) or
   CSV/TSV (a header with ``tidal_id`` or ``annotation_id``), read by
   :func:`tidal.project.labelstudio.read_export`; tasks without an answer count as blank.
@@ -46,16 +47,21 @@ def _examples(items: list[str], n: int = 3) -> str:
 def _raw_answers(path: Path) -> tuple[list[tuple[int | None, str | None, str, str]], int, str]:
     """``([(id, path, label, where)], blank rows, format)`` from any supported file."""
     from tidal.project.labelstudio import read_export
-    from tidal.project.project import _read_table
+    from tidal.project.project import _read_table, _read_utf8
 
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".csv", ".tsv", ".json"))
+        raise AnswerError(f"labels file {path} is a directory, not a file; give the labels file itself"
+                          + (f", e.g. {path / inside[0]}" if inside else " (a CSV id,label or a Label Studio export)"))
     if not path.is_file():
         raise FileNotFoundError(f"labels file {path} does not exist")
-    raw = path.read_bytes()
-    text = raw.decode("utf-8-sig", errors="replace").strip()
+    text = _read_utf8(path).strip()
     if not text:
         raise AnswerError(f"labels file {path} is empty; write a CSV with a header id,label (or path,label) and one "
                           "row per image")
-    rows = [] if path.suffix.lower() == ".json" or text[0] in "[{" else _read_table(path)
+    first = text.split("\n", 1)[0]
+    delimiter = "\t" if first.count("\t") > first.count(",") else ","  # a TSV (Label Studio offers one)
+    rows = [] if path.suffix.lower() == ".json" or text[0] in "[{" else _read_table(path, delimiter)
     if not rows or "tidal_id" in rows[0] or "annotation_id" in rows[0]:  # a Label Studio export
         answers = read_export(path)
         return ([(a.tidal_id, a.path, a.label, a.where) for a in answers], answers.skipped,
@@ -63,7 +69,7 @@ def _raw_answers(path: Path) -> tuple[list[tuple[int | None, str | None, str, st
     header = rows[0]
     if "label" not in header or not ({"id", "path"} & set(header)):
         raise AnswerError(f"{path}: the first line must be a header naming id (or path) and label, e.g. id,label; "
-                          f"it is {','.join(h for h in header)!r}")
+                          f"it is {delimiter.join(h for h in header)!r}")
     out, blank = [], 0
     for line, row in enumerate(rows[1:], start=2):
         if not row["_cells"]:

@@ -11,10 +11,15 @@ in the simulation. Pools come from a data source spec:
                  the holdout; sample paths are ``x_train/<index>``
 a named source   (``fashion-mnist``, ``cifar10``, ...): the training split with its labels
                  hidden is the pool, the test split the holdout; paths ``train/<index>``
+
+A folder pool's file that was deleted after ``init`` is *missing* (:func:`missing_samples`):
+the pool keeps its id (with a blank image that nothing reads: a query neither trains on it nor
+selects it) and its stored label, so it is back in the pool as soon as the file is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +29,7 @@ from tidal.data.checks import channel_stats
 from tidal.data.dataset import ImageDataset, Split
 from tidal.errors import DatasetError
 
-__all__ = ["IN_MEMORY_BYTES", "PoolData", "array_pool", "decode_images", "load_pool"]
+__all__ = ["IN_MEMORY_BYTES", "PoolData", "array_pool", "decode_images", "load_pool", "missing_samples"]
 
 IN_MEMORY_BYTES = 1 << 30  # decoded uint8 size below which a folder pool is held in memory (1 GiB)
 STATS_SAMPLE = 2000  # pool images used for the per-channel mean and std
@@ -84,8 +89,48 @@ def array_pool(spec: str, data_dir: str | None = None):
     return s.train, torch.full((len(s.train),), -1, dtype=torch.int64), s.test
 
 
-def load_pool(store, device: torch.device | str = "cpu", data_dir: str | None = None) -> PoolData:
-    """The project's pool and holdout on ``device`` (see the module docstring)."""
+def _moved_fix(store, kind: str = "folder") -> str:
+    project = store.path.parent
+    return (f"if you moved it, point the project at its new place: `tidal init {project} --data {kind}:NEWPATH "
+            f"--classes {' '.join(store.classes)} --moved`")
+
+
+def missing_samples(store) -> list[int]:
+    """The sample ids of a ``folder:`` pool whose file is gone, sorted (``[]`` for other pools).
+
+    Raises:
+        DatasetError: the pool folder (or an ``npz:`` pool's file) itself is gone (the message
+            says how to point the project at a moved pool).
+    """
+    source = store.meta("source")
+    if source.startswith("npz:") and not Path(source[len("npz:"):]).expanduser().is_file():
+        raise DatasetError(f"the pool file {source[len('npz:'):]} of project {store.path.parent} is gone; "
+                           f"{_moved_fix(store, 'npz')}")
+    if not source.startswith("folder:"):
+        return []
+    root = Path(store.meta("pool_root"))
+    if not root.is_dir():
+        raise DatasetError(f"the pool folder {root} of project {store.path.parent} is gone; {_moved_fix(store)}")
+    return [i for i, p in enumerate(store.paths()) if not (root / p).is_file()]
+
+
+def _check_holdout(store) -> list[tuple[str, int]]:
+    items = store.holdout()
+    gone = [p for p, _ in items if not Path(p).is_file()]
+    if gone:
+        raise DatasetError(f"{len(gone)} of the {len(items)} holdout images are gone (e.g. {gone[0]}); restore them, "
+                           f"or if the holdout moved: `tidal init {store.path.parent} --data {store.meta('source')} "
+                           f"--classes {' '.join(store.classes)} --holdout NEWPATH --moved`")
+    return items
+
+
+def load_pool(store, device: torch.device | str = "cpu", data_dir: str | None = None,
+              skip: Sequence[int] = ()) -> PoolData:
+    """The project's pool and holdout on ``device`` (see the module docstring).
+
+    ``skip``: sample ids not to read (missing files, :func:`missing_samples`): blank images in
+    the pool, left out of the normalisation statistics.
+    """
     spec = store.meta("source")
     labels = store.labels()
     n = store.num_samples()
@@ -94,13 +139,19 @@ def load_pool(store, device: torch.device | str = "cpu", data_dir: str | None = 
     if spec.startswith("folder:"):
         root = Path(store.meta("pool_root"))
         paths = [root / p for p in store.paths()]
+        skipped = set(skip)
+        present = [i for i in range(n) if i not in skipped]
         w, h = (image_size, image_size) if image_size else store.meta("image_wh", (0, 0))
         if n * 3 * w * h >= IN_MEMORY_BYTES:
-            return _on_disk(store, paths, labels, len(classes), w, h, device)
-        images = decode_images(paths, image_size)
+            return _on_disk(store, paths, present, labels, len(classes), w, h, device)
+        images = decode_images([paths[i] for i in present], image_size)
         mean, std = _stats(images)
+        if skipped:  # blank images hold the missing samples' ids; nothing reads them
+            full = torch.zeros((n, *images.shape[1:]), dtype=images.dtype)
+            full[torch.tensor(present, dtype=torch.int64)] = images
+            images = full
         pool: Split = ImageDataset(images, _labels_tensor(n, labels), len(classes), mean, std)
-        holdout_items = store.holdout()
+        holdout_items = _check_holdout(store)
         holdout = None
         if holdout_items:
             hx = decode_images([Path(p) for p, _ in holdout_items], image_size)
@@ -125,20 +176,21 @@ def _relabel(split: Split, labels: torch.Tensor) -> Split:
     return dataclasses.replace(split, labels=labels)
 
 
-def _on_disk(store, paths: list[Path], labels: dict[int, int], num_classes: int, w: int, h: int,
-             device: torch.device | str) -> PoolData:
-    """A pool too large for memory: decoded from disk on demand (:class:`tidal.data.files.FileDataset`)."""
+def _on_disk(store, paths: list[Path], present: list[int], labels: dict[int, int], num_classes: int, w: int,
+             h: int, device: torch.device | str) -> PoolData:
+    """A pool too large for memory: decoded from disk on demand (:class:`tidal.data.files.FileDataset`);
+    the statistics come from ``present`` samples only."""
     from tidal.data.files import FileDataset
 
     if w != h:
         raise DatasetError(f"the pool's images are {w}x{h} (not square) and too many to hold in memory; create the "
                            "project with --image-size N to crop them to N x N")
-    ids = torch.linspace(0, len(paths) - 1, min(len(paths), 500)).round().long().unique().tolist()
-    mean, std = _stats(decode_images([paths[i] for i in ids], store.meta("image_size")))
+    ids = torch.linspace(0, len(present) - 1, min(len(present), 500)).round().long().unique().tolist()
+    mean, std = _stats(decode_images([paths[present[i]] for i in ids], store.meta("image_size")))
     pool = FileDataset(paths, _labels_tensor(len(paths), labels), num_classes, w, mean, std, resize_eval=False)
     holdout = None
     if store.holdout():
-        items = store.holdout()
+        items = _check_holdout(store)
         holdout = FileDataset([p for p, _ in items], torch.tensor([c for _, c in items], dtype=torch.int64),
                               num_classes, w, mean, std, resize_eval=False)
     return PoolData(pool.to(device), holdout.to(device) if holdout is not None else None)

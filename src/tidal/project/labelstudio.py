@@ -213,7 +213,10 @@ def _choices(value: object, where: str) -> list[str]:
         if value.lstrip().startswith("{"):
             try:
                 value = json.loads(value)
-            except json.JSONDecodeError:
+            except RecursionError:
+                raise ValueError(f"{where}: the label is JSON nested too deeply to read, not a class name; export "
+                                 "the project from Label Studio again") from None
+            except ValueError:  # not JSON after all: a class name starting with "{"
                 return [value]
         else:
             return [value] if value.strip() else []
@@ -306,6 +309,16 @@ def _latest(rows: list[tuple[object, Answer | None, float]]) -> ExportAnswers:
     return ExportAnswers([best[k][0] for k in tasks if k in best], skipped=sum(k not in best for k in tasks))
 
 
+def _task_id(value: object, where: str) -> object:
+    """A task's Label Studio ``id`` (a number or text), which groups the rows of one task."""
+    if isinstance(value, (list, dict)):
+        text = json.dumps(value)
+        raise ValueError(f"{where}: the task id {text[:40] + ('...' if len(text) > 40 else '')} is "
+                         f"{'a list' if isinstance(value, list) else 'an object'}, not a number; export the project "
+                         "from Label Studio again")
+    return value
+
+
 def _read_json(path: Path, items: object) -> ExportAnswers:
     if not isinstance(items, list):
         raise ValueError(f"{path} holds a JSON {type(items).__name__}, not a list of tasks; export the project from "
@@ -320,13 +333,13 @@ def _read_json(path: Path, items: object) -> ExportAnswers:
         if "annotations" in item:
             full += 1
             answer, when = _from_json_task(item, where)
-            rows.append((("task", item.get("id", n)), answer, when))
+            rows.append((("task", _task_id(item.get("id", n), where)), answer, when))
         elif isinstance(item.get("data"), dict):
             raise ValueError(f"{where} is a task without annotations: this is a tasks file (like tasks.json), not "
                              "an export; export the project from Label Studio after labelling")
         else:
             answer, when = _from_row(item, where)
-            rows.append((("task", item["id"]) if "id" in item else ("row", n), answer, when))
+            rows.append((("task", _task_id(item["id"], where)) if "id" in item else ("row", n), answer, when))
     answers = _latest(rows)
     answers.format = "JSON" if full else "JSON-MIN"
     return answers
@@ -375,6 +388,8 @@ def read_export(path: Path) -> ExportAnswers:
     ``FileNotFoundError`` when the file is missing.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"Label Studio export {path} is a directory, not a file; give the exported file itself")
     if not path.is_file():
         raise FileNotFoundError(f"Label Studio export {path} does not exist; export the project (JSON) and give its path")
     try:
@@ -390,6 +405,12 @@ def read_export(path: Path) -> ExportAnswers:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:line {exc.lineno}: invalid JSON ({exc.msg}), not a Label Studio export; "
                              "export the project again") from None
+        except RecursionError:
+            raise ValueError(f"{path}: JSON nested too deeply to read, not a Label Studio export (a list of flat "
+                             "tasks); export the project again") from None
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            raise ValueError(f"{path}: unreadable JSON ({exc}), not a Label Studio export; export the project "
+                             "again") from None
         return _read_json(path, items)
     return _read_table(path, text)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -23,13 +24,15 @@ from tidal.errors import DatasetError, RunDirectoryError
 from tidal.project.store import DB_NAME, ProjectStore
 from tidal.rundir import is_tidal_leftover
 
-__all__ = ["InitResult", "SKIPPED_NAME", "check_project_dir", "init_project", "open_project"]
+__all__ = ["IMAGE_URL_FIELDS", "InitResult", "SKIPPED_NAME", "check_image_url", "check_project_dir", "init_project",
+           "open_project"]
 
 LOCK_WAIT_S = 10.0  # seconds a project command waits for the lock another tidal process holds, then refuses
 SKIPPED_NAME = "skipped.txt"  # the pool files init skipped, one "path<TAB>why" a line
 # Label Studio's local-files URL of a pool image, with the pool's parent folder as the document root
 # (Label Studio serves files only from a storage under the root, never the root itself: docs/labelstudio.md)
 DEFAULT_IMAGE_URL = "/data/local-files/?d={pool}/{path}"
+IMAGE_URL_FIELDS = ("path", "abspath", "pool")  # the fields an --image-url template may name
 
 
 @dataclass
@@ -43,6 +46,33 @@ class InitResult:
     labeled: int  # labels stored in all
     holdout: int  # holdout samples
     skipped: list[tuple[str, str]] = field(default_factory=list)  # pool files skipped: (path, why)
+    missing: list[tuple[str, bool]] = field(default_factory=list)  # samples whose file is gone: (path, labelled?)
+
+
+def check_image_url(template: str) -> str:
+    """``template`` if it is a valid ``--image-url``: fields only among :data:`IMAGE_URL_FIELDS`, at
+    least ``{path}`` or ``{abspath}``, literal braces doubled; else a one-line ``ValueError``."""
+    import string
+
+    allowed = ", ".join("{" + f + "}" for f in IMAGE_URL_FIELDS)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"--image-url {template!r} is not a valid template ({exc}); its fields are {allowed}, and "
+                         "a literal brace is written {{ or }}") from None
+    bad = [f for f in fields if f not in IMAGE_URL_FIELDS]
+    if bad:
+        raise ValueError(f"--image-url {template!r} names {{{bad[0]}}}; the only fields are {allowed} (a literal "
+                         "brace is written {{ or }})")
+    if "path" not in fields and "abspath" not in fields:
+        raise ValueError(f"--image-url {template!r} names no {{path}} or {{abspath}}; e.g. "
+                         "/data/local-files/?d=pool/{path}")
+    try:
+        template.format(path="a.png", abspath="/pool/a.png", pool="pool")
+    except ValueError as exc:  # a bad conversion (!x) or format spec (:d)
+        raise ValueError(f"--image-url {template!r} is not a valid template ({exc}); write the fields plainly, "
+                         f"e.g. {{path}}") from None
+    return template
 
 
 def check_project_dir(project: Path, must_exist: bool) -> None:
@@ -154,11 +184,24 @@ def _holdout(spec: str, classes: list[str]) -> list[tuple[str, int, tuple[int, i
     return out
 
 
-def _read_table(path: Path) -> list[dict[str, Any]]:
-    """A CSV as ``[header dict, row dicts...]`` keyed by the lower-cased header names
-    (BOM and Windows line ends accepted, extra columns kept)."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
+def _read_utf8(path: Path) -> str:
+    """The text of ``path`` (UTF-8, a BOM dropped); ``ValueError`` naming the file, line and byte otherwise."""
+    raw = path.read_bytes()
+    raw = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw  # the BOM some editors write
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}, e.g. Latin-1 or Windows "
+                         "text); save the file as UTF-8 (a spreadsheet's 'CSV UTF-8') and try again") from None
+
+
+def _read_table(path: Path, delimiter: str = ",") -> list[dict[str, Any]]:
+    """A CSV (or, with ``delimiter="\\t"``, a TSV) as ``[header dict, row dicts...]`` keyed by the
+    lower-cased header names (UTF-8; BOM and Windows line ends accepted, extra columns kept).
+    Raises ``ValueError`` naming the file and line for text that is not UTF-8 or not a table."""
+    reader = csv.reader(io.StringIO(_read_utf8(path), newline=""), delimiter=delimiter)
+    try:
         header = next(reader, None)
         if header is None:
             return []
@@ -168,6 +211,10 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
             row = {n: (cells[i].strip() if i < len(cells) else "") for i, n in enumerate(names)}
             row["_cells"] = [c for c in cells if c.strip()]
             out.append(row)
+    except csv.Error as exc:
+        fix = ("a cell this long is no id, path or class name: is it the right file?"
+               if "field limit" in str(exc) else "fix the quoting of that line")
+        raise ValueError(f"{path}:{reader.line_num}: unreadable CSV ({exc}); {fix}") from None
     return out
 
 
@@ -175,7 +222,7 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
                  method: str = "tidal-entropy", holdout: str | None = None, seed: int = 0,
                  image_size: int | None = None, image_url: str | None = None,
                  train: dict[str, Any] | None = None, strategy: dict[str, Any] | None = None,
-                 data_dir: str | None = None) -> InitResult:
+                 data_dir: str | None = None, moved: bool = False) -> InitResult:
     """Create ``project`` over the pool ``data`` (or rescan the pool of an existing project).
 
     Args:
@@ -187,11 +234,20 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
         image_size: resize and centre-crop every image to this many pixels square (needed when
             the pool's images differ in size).
         image_url: the image reference of a Label Studio task, with ``{path}`` (relative to the
-            pool root, URL-quoted), ``{abspath}`` or ``{pool}`` (the pool folder's name); default
-            ``/data/local-files/?d={pool}/{path}``: Label Studio's local files with the pool's
-            parent folder as document root (docs/labelstudio.md).
+            pool root, URL-quoted), ``{abspath}`` or ``{pool}`` (the pool folder's name) and no
+            other field (:func:`check_image_url`); default ``/data/local-files/?d={pool}/{path}``:
+            Label Studio's local files with the pool's parent folder as document root
+            (docs/labelstudio.md). Given on an existing project, it replaces the template of
+            later rounds (the only setting a rescan changes).
         train, strategy: fields of :class:`TrainConfig` / :class:`StrategyConfig` overriding
             the quick preset's.
+        moved: the existing project's pool folder (or npz file) moved to ``data``: point the
+            project at it (samples keep their ids by their paths inside the folder; ``holdout``,
+            when given, replaces the stored holdout). Without it another path is refused
+            (paths are compared after resolving, so ``pool/`` and ``$PWD/pool`` are one folder).
+
+    A rescan lists the samples whose file is gone (:attr:`InitResult.missing`); they stay in the
+    project with their labels, and queries leave them out while they are gone.
     Raises:
         ValueError, DatasetError, RunDirectoryError: one line saying what to fix.
     """
@@ -213,14 +269,17 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
     check_model_spec(train_cfg.model)
     if image_size is not None and image_size < 8:
         raise ValueError(f"--image-size {image_size} is too small; use at least 8 pixels")
-    image_url = DEFAULT_IMAGE_URL if image_url is None else image_url
-    if "{path}" not in image_url and "{abspath}" not in image_url:
-        raise ValueError(f"--image-url {image_url!r} names no {{path}} or {{abspath}}; e.g. "
-                         "/data/local-files/?d=pool/{path}")
+    url_given = image_url is not None
+    image_url = check_image_url(DEFAULT_IMAGE_URL if image_url is None else image_url)
     if seed < 0:
         raise ValueError(f"--seed {seed} must be >= 0")
     check_project_dir(project, must_exist=False)
     exists = (project / DB_NAME).is_file() and (project / DB_NAME).stat().st_size > 0  # 0 bytes: no database
+    if moved and not exists:
+        raise ValueError(f"--moved points an existing project at its moved pool, but {project} is no project yet; "
+                         "leave --moved out to create it")
+    if data.startswith("npz:"):  # stored resolved: a later query may run from another folder
+        data = f"npz:{Path(data[len('npz:'):]).expanduser().resolve()}"
     if project.is_dir() and not exists and not all(is_tidal_leftover(p.name) or p.name == DB_NAME
                                                    for p in project.iterdir()):
         raise RunDirectoryError(f"{project} exists and is not a tidal project; pass a new or empty directory")
@@ -270,9 +329,16 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
             if old != classes:
                 raise RunDirectoryError(f"project {project} has the classes {old}; given {classes}: classes cannot "
                                         "change between rounds; start a new project for other classes")
-            if store.meta("source") != data:
-                raise RunDirectoryError(f"project {project} was made from {store.meta('source')}, not {data}; start "
-                                        "a new project for another pool")
+            if not _same_pool(store, data, pool_root):
+                if not moved:
+                    raise RunDirectoryError(_another_pool(store, project, data, pool_root))
+                _check_moved(store, project, data, paths)
+                store.set_meta(source=data, pool_root=pool_root)
+            if moved and hold:  # the holdout moved (with the pool or alone)
+                store.set_holdout([(p, c) for p, c, _ in hold])
+            settings = store.meta("settings")
+            if url_given and settings.get("image_url") != image_url:  # the only setting a rescan changes
+                store.set_meta(settings={**settings, "image_url": image_url})
         else:
             wh = next(iter(sizes)) if pool_root and len(sizes) == 1 else None
             store.set_meta(classes=classes, source=data, pool_root=pool_root, image_size=image_size, image_wh=wh,
@@ -292,8 +358,61 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
 
         if skipped:
             atomic_write_text(project / SKIPPED_NAME, "".join(f"{p}\t{why}\n" for p, why in skipped))
-        return InitResult(project, not exists, store.num_samples(), len(new_ids), len(store.labels()),
-                          len(store.holdout()) if pool_root else (len(test) if test is not None else 0), skipped)
+        labels = store.labels()
+        root = Path(pool_root) if pool_root else None
+        missing = [] if root is None else [(p, i in labels) for i, p in enumerate(store.paths())
+                                           if not (root / p).is_file()]
+        return InitResult(project, not exists, store.num_samples(), len(new_ids), len(labels),
+                          len(store.holdout()) if pool_root else (len(test) if test is not None else 0), skipped,
+                          missing)
+
+
+def _pool_path(store: ProjectStore) -> Path | None:
+    """The stored pool's folder or npz file, resolved (None for a named source)."""
+    source = store.meta("source")
+    if source.startswith("folder:"):
+        return Path(store.meta("pool_root"))
+    return Path(source[len("npz:"):]).expanduser().resolve() if source.startswith("npz:") else None
+
+
+def _same_pool(store: ProjectStore, data: str, pool_root: str | None) -> bool:
+    """Whether ``data`` names the project's pool: paths compared after resolving (``pool/``,
+    ``./pool`` and ``$PWD/pool`` are one folder)."""
+    old = store.meta("source")
+    kind = data.split(":", 1)[0] if data.startswith(("folder:", "npz:")) else None
+    if kind is None or not old.startswith(kind + ":"):
+        return old == data
+    new = Path(pool_root) if kind == "folder" else Path(data[len("npz:"):]).expanduser().resolve()
+    return _pool_path(store) == new
+
+
+def _another_pool(store: ProjectStore, project: Path, data: str, pool_root: str | None) -> str:
+    """Why ``data`` is refused as the pool of ``project``, and the fixes."""
+    old = _pool_path(store)
+    new = pool_root if pool_root is not None else data.split(":", 1)[1]
+    if old is None or not data.startswith(("folder:", "npz:")):
+        return (f"project {project} was made from {store.meta('source')}, not {data}; start a new project for "
+                "another pool")
+    gone = "" if old.exists() else " (now gone)"
+    return (f"project {project} was made from the pool {old}{gone}, not {new}; if this is the project's pool moved "
+            f"here, add --moved to point the project at it; else start a new project for another pool")
+
+
+def _check_moved(store: ProjectStore, project: Path, data: str, paths: list[str]) -> None:
+    """Refuse ``--moved`` to a pool that cannot be the project's pool moved."""
+    old = store.meta("source")
+    if _pool_path(store) is None or not data.startswith(old.split(":", 1)[0] + ":"):
+        raise ValueError(f"--moved points a project at its moved pool folder or npz file; project {project} was made "
+                         f"from {old}, and {data} is another kind of pool: start a new project for it")
+    stored = store.paths()
+    if old.startswith("npz:"):
+        if len(paths) != len(stored):
+            raise ValueError(f"--moved: {data} holds {len(paths)} samples, the project's pool {len(stored)}; it is "
+                             "not the same pool: start a new project for it")
+        return
+    if not set(stored) & set(paths):
+        raise ValueError(f"--moved: none of the project's {len(stored)} images (e.g. {stored[0]!r}) is in {data}; "
+                         "give the folder the pool moved to (the images keep their paths inside it)")
 
 
 def _source_classes(data: str, data_dir: str | None) -> Sequence[str] | None:

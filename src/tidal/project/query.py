@@ -19,7 +19,7 @@ import io
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,12 @@ from torch import nn
 
 from tidal.config import ALConfig, StrategyConfig, TrainConfig
 from tidal.data.dataset import DatasetSplits, Split
-from tidal.errors import RunDirectoryError
+from tidal.errors import DatasetError, RunDirectoryError
 
-__all__ = ["QueryResult", "query", "query_project", "round_dir"]
+__all__ = ["MISSING_NAME", "QueryResult", "query", "query_project", "round_dir"]
 
 _RANDOM_STREAM = 4_000_037  # stream id of a random round's draw (distinct from the cycle streams)
+MISSING_NAME = "missing.txt"  # a round's pool files that were gone: "id<TAB>path<TAB>stored label (or empty)" a line
 
 
 @dataclass
@@ -51,6 +52,8 @@ class QueryResult:
     score_seconds: float
     model: nn.Module | None  # the trained model (None in a random round)
     objective_state: dict[str, torch.Tensor] | None = None  # the objective's carried module (retrain="continue")
+    excluded: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))  # ids left out, [m]
+    excluded_labeled: int = 0  # of them, labelled ones (given labels not trained on)
 
 
 def _with_labels(split: Split, labels: torch.Tensor) -> Split:
@@ -84,6 +87,7 @@ def query(
     objective_state: dict[str, torch.Tensor] | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    exclude: Sequence[int] | torch.Tensor = (),
 ) -> QueryResult:
     """Train on ``labels`` of ``labeled_ids`` and select the ``k`` most informative other samples.
 
@@ -101,6 +105,8 @@ def query(
         train_config, strategy_config: training and strategy settings (default: the quick preset's).
         retrain: ``"scratch"`` (the paper) or ``"continue"`` from ``model_state`` (and the
             objective's carried module from ``objective_state``) when given.
+        exclude: ids left out of the round (e.g. samples whose file is gone): never selected,
+            and not trained on when labelled; the result counts them.
     Returns:
         :class:`QueryResult`: ``ids`` and ``scores`` best first, with the predicted classes.
         With fewer than 2 labels nothing can be trained: the round draws ``k`` at random.
@@ -133,11 +139,21 @@ def query(
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= c):
         raise ValueError(f"label {int(y.max()) if int(y.max()) >= c else int(y.min())} is outside the class "
                          f"indices 0..{c - 1}")
-    unlabeled_n = n - len(ids)
+    out = torch.as_tensor(exclude, dtype=torch.int64).flatten().cpu().unique()
+    if len(out) and (int(out.min()) < 0 or int(out.max()) >= n):
+        raise ValueError(f"excluded id {int(out.max()) if int(out.max()) >= n else int(out.min())} is outside the "
+                         f"pool's ids 0..{n - 1}")
+    usable = torch.ones(n, dtype=torch.bool)
+    usable[out] = False
+    excluded_labeled = int((~usable[ids]).sum())
+    ids, y = ids[usable[ids]], y[usable[ids]]  # labelled but excluded: not trained on
+    unlabeled_n = int(usable.sum()) - len(ids)
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k={k!r} must be an integer >= 1")
     if k > unlabeled_n:
-        raise ValueError(f"k={k} is larger than the {unlabeled_n} unlabeled samples; ask for at most {unlabeled_n}")
+        left = f" ({len(out)} excluded)" if len(out) else ""
+        raise ValueError(f"k={k} is larger than the {unlabeled_n} unlabeled samples{left}; ask for at most "
+                         f"{unlabeled_n}")
     subset = unlabeled_n if subset is None else subset
     if subset < k:
         raise ValueError(f"subset={subset} must be >= k={k}: the top k are taken from the subset")
@@ -145,7 +161,7 @@ def query(
     full = torch.full((n,), -1, dtype=torch.int64)
     full[ids] = y
     pool = _with_labels(dataset, full).to(device)
-    state = LabelPool(torch.arange(n))
+    state = LabelPool(torch.arange(n)[usable])  # excluded ids are never candidates
     if len(ids):
         state.label(ids, round=0)
     counts = torch.bincount(y, minlength=c).tolist()
@@ -155,7 +171,7 @@ def query(
         chosen = unlabeled[torch.randperm(len(unlabeled), generator=g)[:k]]
         nan = torch.full((k,), float("nan"))
         return QueryResult(chosen, nan, torch.full((k,), -1, dtype=torch.int64), nan.clone(), True, None, len(ids),
-                           counts, 0.0, 0.0, None)
+                           counts, 0.0, 0.0, None, excluded=out, excluded_labeled=excluded_labeled)
     strategy = create_strategy(method, strategy_config)
     factory = configured_model(train_config, model)
     al = ALConfig(initial=len(ids), budget=k, cycles=round + 2, subset=subset, retrain=retrain)
@@ -174,7 +190,8 @@ def query(
     predicted, probability = _predictions(trained, pool, result.selected, train_config.eval_batch_size)
     return QueryResult(result.selected, result.scores.float(), predicted, probability, False,
                        result.accuracy if holdout is not None else None, len(ids), counts, result.train_seconds,
-                       result.score_seconds, trained, result.objective_state)
+                       result.score_seconds, trained, result.objective_state, excluded=out,
+                       excluded_labeled=excluded_labeled)
 
 
 def _predictions(model: nn.Module, pool: Split, ids: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,10 +243,12 @@ def query_project(project: str | Path, k: int, method: str | None = None, subset
 
     Holds the project's lock; writes ``rounds/NNN/to_label.csv``, ``tasks.json`` and the
     round's weights (``model.pt``, the latest round's only) atomically, then stores the round.
+    Pool files deleted since ``init`` are left out (not selected; labelled ones not trained on,
+    their labels kept) and listed in ``rounds/NNN/missing.txt``.
     """
     from tidal.io import atomic_path, atomic_write_text
     from tidal.project.labelstudio import TaskRow, write_tasks
-    from tidal.project.project import open_project
+    from tidal.project.project import check_image_url, open_project
     from tidal.project.store import RoundRecord, Selection
     from tidal.runs import resolve_device, set_deterministic
     from tidal.strategies import strategy_class
@@ -238,6 +257,12 @@ def query_project(project: str | Path, k: int, method: str | None = None, subset
     dev = resolve_device(device)
     with open_project(project) as (store, _lock):
         settings = store.meta("settings")
+        try:  # a project made before templates were checked: refuse before training, not after
+            check_image_url(settings["image_url"])
+        except ValueError as exc:
+            raise ValueError(f"project {project}: {exc}; set a valid one with `tidal init {project} --data "
+                             f"{store.meta('source')} --classes {' '.join(store.classes)} --image-url TEMPLATE`"
+                             ) from None
         method = method or settings["method"]
         strategy_class(method)
         seed = settings["seed"] if seed is None else seed
@@ -251,20 +276,27 @@ def query_project(project: str | Path, k: int, method: str | None = None, subset
                                     "created: start a new project for new classes")
         labels = store.labels()
         n = store.num_samples()
-        unlabeled = n - len(labels)
+        from tidal.project.data import load_pool, missing_samples
+
+        missing = missing_samples(store)  # files gone since init: left out of the round, labels kept
+        if len(missing) == n:
+            raise DatasetError(f"all {n} pool files of project {project} are gone from {store.meta('pool_root')}; "
+                               f"restore them, or if the pool moved: `tidal init {project} --data folder:NEWPATH "
+                               f"--classes {' '.join(classes)} --moved`")
+        unlabeled = n - len(labels) - sum(1 for i in missing if i not in labels)
         if k < 1:
             raise ValueError(f"-k {k} must be >= 1")
         if k > unlabeled:
-            raise ValueError(f"-k {k} is larger than what is unlabeled ({unlabeled} of {n} samples); ask for at most "
-                             f"{unlabeled}")
+            gone = f", {len(missing)} files missing" if missing else ""
+            raise ValueError(f"-k {k} is larger than what is unlabeled ({unlabeled} of {n} samples{gone}); ask for "
+                             f"at most {unlabeled}")
         if subset is not None and not k <= subset:
             raise ValueError(f"--subset {subset} must be >= -k {k}: the top k are taken from the subset")
         rnd = len(rounds) + 1
-        from tidal.project.data import load_pool
 
         t0 = time.perf_counter()
         set_deterministic(dev)
-        data = load_pool(store, dev, data_dir)
+        data = load_pool(store, dev, data_dir, skip=missing)
         model_state = objective_state = None
         if retrain == "continue" and rounds:
             path = _model_path(project, rounds[-1].round)
@@ -278,11 +310,15 @@ def query_project(project: str | Path, k: int, method: str | None = None, subset
                        list(labels), list(labels.values()), k, method, subset=subset, seed=seed, round=rnd,
                        holdout=data.holdout, train_config=train_config,
                        strategy_config=StrategyConfig(**settings["strategy"]), retrain=retrain,
-                       model_state=model_state, objective_state=objective_state, device=dev, progress=progress)
+                       model_state=model_state, objective_state=objective_state, device=dev, progress=progress,
+                       exclude=missing)
         total = time.perf_counter() - t0
         out = round_dir(project, rnd)
         out.mkdir(parents=True, exist_ok=True)
         paths = store.paths()
+        if missing:
+            atomic_write_text(out / MISSING_NAME, "".join(
+                f"{i}\t{paths[i]}\t{classes[labels[i]] if i in labels else ''}\n" for i in missing))
         rows = []
         for rank, (i, s, p, q) in enumerate(zip(result.ids.tolist(), result.scores.tolist(),
                                                  result.predicted.tolist(), result.probability.tolist()), start=1):
