@@ -86,7 +86,9 @@ def test_shared_checks_apply():
     assert "3x12x12 but test inputs are 3x16x16" in _err(x_test=_imgs(3, h=16, w=16, c=3))
     assert "smaller than 8x8" in _err(x_train=_imgs(6, 4, 4, c=3), x_test=_imgs(3, 4, 4, c=3))
     assert "at least 2 classes" in _err(y_train=np.zeros(6, dtype=np.int64), y_test=np.zeros(3, dtype=np.int64))
-    assert "label 5 at index 1 is outside 0..2" in _err(y_test=np.array([0, 5, 1]), class_names=["a", "b", "c"])
+    msg = _err(y_test=np.array([0, 5, 1]), class_names=["a", "b", "c"])
+    assert "y_test label 5 at index 1 has no class name" in msg
+    assert "train label -2 at index 5 is outside 0..2" in _err(y_train=np.array([0, 1, 2, 0, 1, -2]))
 
 
 def test_unlabelled_samples_only_when_allowed():
@@ -127,7 +129,66 @@ def test_npz_problems_name_the_file(tmp_path):
         load_npz(f)
     assert str(f) in str(err.value) and "\n" not in str(err.value)
     f.write_bytes(b"garbage" * 100)
-    with pytest.raises(DatasetError, match="truncated or not an .npz") as err:
+    with pytest.raises(DatasetError, match="not an .npz archive") as err:
         load_npz(f)
     with pytest.raises(DatasetError, match="no such file"):
         load_npz(tmp_path / "missing.npz")
+
+
+def _save(path, **kw):
+    arrays = {"x_train": _imgs(6, c=3), "y_train": _labels(6), "x_test": _imgs(3, c=3), "y_test": _labels(3)}
+    arrays.update(kw)
+    np.savez(path, **arrays)
+    return path
+
+
+def _npz_err(path) -> str:
+    with pytest.raises(DatasetError) as err:
+        load_npz(path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path.name) in msg and "fix" in msg, msg
+    return msg
+
+
+def test_huge_label_is_refused_before_building_class_names(tmp_path):
+    """issue 21 case 9: one label of 2**40 built 1.1e12 class names (13 GiB, minutes, no output)."""
+    msg = _npz_err(_save(tmp_path / "d.npz", y_train=np.array([0, 1, 2, 0, 1, 10**6])))
+    assert "label 1000000 at index 5" in msg
+    assert "at most 100,000" in msg
+    msg = _npz_err(_save(tmp_path / "d.npz", y_test=np.array([0, 1, 2**40])))
+    assert "y_test holds label 1099511627776 at index 2" in msg and "renumber" in msg
+    assert len(from_arrays(_imgs(6, c=3), _labels(6), _imgs(3, c=3), np.array([0, 1, 99_999])).class_names) == 100_000
+
+
+def test_npy_under_an_npz_name_and_text_file(tmp_path):
+    """issue 21 cases 11 and 14: a .npy saved as .npz gave a TypeError; a text file passed on
+    numpy's advice to load it unsafely with pickle."""
+    f = tmp_path / "d.npz"
+    with open(f, "wb") as fh:
+        np.save(fh, _imgs(6))
+    assert "single array written by np.save, not an .npz archive" in _npz_err(f)
+    f.write_text("x_train,y_train\n1,2\n")
+    msg = _npz_err(f)
+    assert "is not an .npz archive" in msg and "pickle" not in msg and "allow_pickle" not in msg
+
+
+def test_object_arrays_are_named_as_such(tmp_path):
+    """issue 21 case 14: an object array was called 'truncated or not an .npz archive'."""
+    f = _save(tmp_path / "d.npz", y_train=np.array([0, 1, 2, 0, 1, 2], dtype=object))
+    msg = _npz_err(f)
+    assert "'y_train' holds Python objects (dtype object)" in msg and "refuses" in msg and "uint8 images" in msg
+    assert "truncated" not in msg
+    f = _save(tmp_path / "d.npz", class_names=np.array(["a", "b", "c"], dtype=object))
+    assert "'class_names' holds Python objects" in _npz_err(f) and "dtype=str" in _npz_err(f)
+
+
+def test_label_beyond_int64_and_too_few_class_names(tmp_path):
+    """issue 21 case 15: 2**64-1 was reported as "-1 (unlabelled)"; a label without a class
+    name as out of range, not naming the class-name list."""
+    msg = _npz_err(_save(tmp_path / "d.npz", y_train=np.array([0, 1, 2, 0, 1, 2**64 - 1], dtype=np.uint64)))
+    assert "label 18446744073709551615 at index 5" in msg and "unlabelled" not in msg
+    msg = _err(y_train=torch.tensor([0, 1, 2, 0, 1, 2**64 - 1], dtype=torch.uint64))
+    assert "label 18446744073709551615" in msg
+    msg = _npz_err(_save(tmp_path / "d.npz", class_names=np.array(["a", "b"])))
+    assert "y_train label 2 at index 2 has no class name" in msg and "class_names array of d.npz lists 2 names" in msg
+    assert "class_names lists 2 names ['a', 'b']" in _err(class_names=["a", "b"])

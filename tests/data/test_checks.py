@@ -82,3 +82,16 @@ def test_channel_stats_match_a_direct_computation():
     ref = x.double().div(255).permute(1, 0, 2, 3).reshape(3, -1)
     assert torch.allclose(torch.tensor(mean, dtype=torch.float64), ref.mean(1))
     assert torch.allclose(torch.tensor(std, dtype=torch.float64), ref.std(1, unbiased=False))
+
+
+def test_train_split_needs_samples_of_two_classes():
+    """issue 21 case 7: a training split of one class trained and stored 100% (or 33.3%)."""
+    msg = _check(_img(labels=[0, 0, 0]), _img(labels=[0, 1, 2]))
+    assert "samples of 1 of its 3 classes" in msg and "[3, 0, 0]" in msg and "fix:" in msg
+    assert "[0, 2]" in _check(_img(classes=2, labels=[1, 1]), _img(classes=2, labels=[0, 1]), names=("a", "b"))
+    names = tuple(f"c{k}" for k in range(30))
+    wide = _check(_img(classes=30, labels=[7, 7]), _img(classes=30, labels=[0]), names=names)
+    assert "{7: 2} of 30 classes" in wide
+    # a labelling project may start with labels of one class (or none)
+    s = DatasetSplits("d", _img(labels=[0, -1, -1]), _img(), ("a", "b", "c"))
+    assert check_splits(s, "SRC", allow_unlabeled=True) is s

@@ -172,3 +172,18 @@ def test_download_of_the_tarball_is_checked(tmp_path, writers):
     with pytest.raises(DatasetError, match="MD5 .* the file was deleted"):
         load_cifar(bad, tmp_path / "dl2", download=True)
     assert list((tmp_path / "dl2").iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", [CIFAR10, CIFAR100])
+def test_undecodable_class_name_names_the_meta_file(tmp_path, writers, fmt):
+    """issue 21 case 13: a latin-1 class name gave a bare "'utf-8' codec can't decode byte 0xe9"."""
+    writers["cifar"](tmp_path, fmt, as_tar=False, per_file=2)
+    f = tmp_path / fmt.folder / fmt.meta_member
+    meta = pickle.loads(f.read_bytes(), encoding="bytes")
+    meta[fmt.names_key][3] = "caf\xe9".encode("latin-1")
+    f.write_bytes(writers["py2_pickle"](meta))
+    with pytest.raises(DatasetError) as err:
+        load_cifar(fmt, tmp_path, download=False)
+    msg = _one_line(err)
+    assert str(f) in msg and "class name 3" in msg and "b'caf\\xe9'" in msg and "not UTF-8" in msg
+    assert "download the dataset again" in msg

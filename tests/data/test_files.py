@@ -130,3 +130,18 @@ def test_mismatched_labels_are_refused(tmp_path):
     paths, _ = _write(tmp_path, n=3)
     with pytest.raises(ValueError, match="3 paths but 2 labels"):
         FileDataset(paths, torch.zeros(2, dtype=torch.long), 2, 8, MEAN, STD)
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path):
+    """issue 21 case 8: 16-bit PNGs decoded 32768 as 255 (clipped), so a set trained as near-white images."""
+    values = np.array([[0, 255, 256, 1000, 32768, 40000, 65279, 65535]] * 8, dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    img = Image.open(tmp_path / "g16.png")
+    assert img.mode == "I;16"
+    got = _split([tmp_path / "g16.png"], size=8).decode(torch.tensor([0]), None)[0]
+    want = torch.tensor([0, 1, 1, 4, 128, 156, 254, 255], dtype=torch.uint8)  # round(v * 255 / 65535)
+    assert torch.equal(got[:, 0], want.expand(3, 8)) and torch.equal(got[0], got[2])
+    # mode "I" (how older Pillow versions open them) is read the same way
+    from tidal.data.files import _grey16_to_8
+
+    assert np.asarray(_grey16_to_8(Image.fromarray(values.astype(np.int32))))[0].tolist() == want.tolist()

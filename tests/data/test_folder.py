@@ -155,3 +155,18 @@ def test_test_folder_with_unknown_class_is_refused(tmp_path):
     with pytest.raises(DatasetError) as err:
         load_folder(tmp_path, workers=0)
     _one_line(err, "cow")
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_16_bit_pngs_are_scaled_to_8_bits(tmp_path, in_memory):
+    """issue 21 case 8: value 32768 of a 16-bit PNG decoded to 255 (clipped), not 128."""
+    for c, name in enumerate(("dark", "mid")):
+        for i in range(3):
+            (tmp_path / name).mkdir(exist_ok=True)
+            Image.fromarray(np.full((12, 12), 1000 + 31768 * c, dtype=np.uint16)).save(tmp_path / name / f"{i}.png")
+    assert Image.open(tmp_path / "mid" / "0.png").mode == "I;16"
+    s = load_folder(tmp_path, workers=0, in_memory=in_memory)
+    ids = torch.arange(len(s.train))
+    x = s.train.images if in_memory else s.train.decode(ids, None)
+    want = torch.where(s.train.labels == 1, 128, 4).to(torch.uint8)  # round(v * 255 / 65535)
+    assert torch.equal(x[:, :, 5, 5], want[:, None].expand(-1, 3))

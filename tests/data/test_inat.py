@@ -105,3 +105,27 @@ def test_unannotated_image_is_refused(tmp_path, no_cache):
     (tmp_path / "val2018.json").write_text(json.dumps(data))
     with pytest.raises(DatasetError, match="image id 8"):
         inat.load_inat2018(tmp_path)
+
+
+def test_json_that_is_a_list_is_one_line(tmp_path, no_cache):
+    """issue 21 case 11: a train2018.json holding a JSON list gave an AttributeError."""
+    _write(tmp_path)
+    (tmp_path / "train2018.json").write_text(json.dumps([{"id": 1}]))
+    with pytest.raises(DatasetError) as err:
+        inat.load_inat2018(tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(tmp_path / "train2018.json") in msg and "JSON list" in msg and "fix:" in msg
+
+
+def test_explicit_data_dir_is_the_only_folder_searched_and_listed(tmp_path, no_cache, monkeypatch):
+    """issue 21 case 28: the error listed ~/.cache/tidal/inat2018 although only --data-dir was searched."""
+    monkeypatch.setenv("TIDAL_DATA", str(tmp_path / "env"))
+    _write(tmp_path / "cache" / "tidal" / "inat2018")  # files in the cache are not used either
+    given = tmp_path / "given"
+    given.mkdir()
+    with pytest.raises(DatasetError) as err:
+        inat.load_inat2018(given)
+    msg = str(err.value)
+    assert f"not found in {given}, {given / 'inat2018'};" in msg
+    assert "cache" not in msg and str(tmp_path / "env") not in msg and "--data-dir" not in msg
+    assert inat.find_inat2018(None) == tmp_path / "cache" / "tidal" / "inat2018"  # without data_dir: searched

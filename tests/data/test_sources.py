@@ -59,14 +59,75 @@ def test_image_size_is_refused_for_fixed_size_sources(tmp_path, writers):
 
 
 def test_disk_sources_are_passed_their_arguments(monkeypatch, tmp_path):
+    from tidal.data.dataset import DatasetSplits, ImageDataset
+
     calls = []
+    split = ImageDataset(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]), 2, (0.5,) * 3, (0.2,) * 3)
+    good = DatasetSplits("d", split, split, ("a", "b"))  # what the stubs return (load_source checks it)
     folder = types.ModuleType("tidal.data.folder")
-    folder.load_folder = lambda path, image_size=None, workers=2: calls.append(("folder", path, image_size, workers))
+    folder.load_folder = lambda path, image_size=None, workers=2: (
+        calls.append(("folder", path, image_size, workers)), good)[1]
     inat = types.ModuleType("tidal.data.inat")
-    inat.load_inat2018 = lambda data_dir, download, image_size=None, workers=2: calls.append(
-        ("inat", data_dir, download, image_size, workers))
+    inat.load_inat2018 = lambda data_dir, download, image_size=None, workers=2: (
+        calls.append(("inat", data_dir, download, image_size, workers)), good)[1]
     monkeypatch.setitem(sys.modules, "tidal.data.folder", folder)
     monkeypatch.setitem(sys.modules, "tidal.data.inat", inat)
     load_source(f"folder:{tmp_path}", image_size=64, workers=3)
     load_source("inat2018", data_dir=tmp_path, download=False, image_size=224, workers=4)
     assert calls == [("folder", tmp_path, 64, 3), ("inat", tmp_path, False, 224, 4)]
+
+
+def _one_class_train(name, root, writers):
+    """Official files of ``name`` whose training labels all name one class (issue 21 case 7)."""
+    import json
+
+    import numpy as np
+    import scipy.io
+    from PIL import Image
+
+    if name == "svhn":
+        writers["svhn"](root, n_train=8, n_test=4)
+        mat = scipy.io.loadmat(root / "train_32x32.mat")
+        scipy.io.savemat(root / "train_32x32.mat", {"X": mat["X"], "y": np.ones_like(mat["y"])})  # all "1"
+        return "svhn", [0, 8, 0, 0, 0, 0, 0, 0, 0, 0], root / "train_32x32.mat"
+    if name == "npz":
+        x = np.zeros((40, 8, 8), np.uint8)
+        np.savez(root / "d.npz", x_train=x, y_train=np.zeros(40, int), x_test=x[:3], y_test=np.array([0, 1, 2]))
+        return f"npz:{root / 'd.npz'}", [40, 0, 0], root / "d.npz"
+    # inat2018: one category in both JSON files
+    for split in ("train2018.json", "val2018.json"):
+        images = []
+        for i in range(3):
+            rel = f"train_val2018/Plantae/7/{split[:3]}{i}.jpg"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((16, 16, 3), 9 * i, np.uint8)).save(root / rel)
+            images.append({"id": i, "file_name": rel, "width": 16, "height": 16})
+        (root / split).write_text(json.dumps({"images": images, "categories": [{"id": 7, "name": "Quercus"}],
+                                              "annotations": [{"id": i, "image_id": i, "category_id": 7}
+                                                              for i in range(3)]}))
+    return "inat2018", [3], root / "train2018.json"
+
+
+@pytest.mark.parametrize("name", ["svhn", "npz", "inat2018"])
+def test_every_source_refuses_a_training_split_of_one_class(name, tmp_path, writers):
+    """issue 21 case 7: these trained and stored 100% (SVHN, iNat) or 33.3% (npz)."""
+    from tidal.errors import DatasetError
+
+    spec, counts, file = _one_class_train(name, tmp_path, writers)
+    with pytest.raises(DatasetError) as err:
+        load_source(spec, data_dir=tmp_path, download=False, image_size=16 if name == "inat2018" else None)
+    msg = str(err.value)
+    assert "\n" not in msg and str(counts) in msg and "fix:" in msg and str(file) in msg, msg
+
+
+def test_load_source_checks_every_source(monkeypatch, tmp_path):
+    """The one check runs centrally, also for a source whose loader did not run it."""
+    from tidal.data import folder
+    from tidal.data.dataset import DatasetSplits, ImageDataset
+    from tidal.errors import DatasetError
+
+    one = ImageDataset(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64), 2,
+                       (0.5,) * 3, (0.2,) * 3)
+    monkeypatch.setattr(folder, "load_folder", lambda *a, **k: DatasetSplits("f", one, one, ("a", "b")))
+    with pytest.raises(DatasetError, match=r"folder:x: the train split holds samples of 1 of its 2 classes"):
+        load_source("folder:x")

@@ -18,7 +18,9 @@ The layout rule (one rule, no guessing from sizes):
 Images are normalised by the per-channel mean/std of the training images.
 
 An ``.npz`` file (``np.savez``) holds ``x_train``, ``y_train``, ``x_test``, ``y_test`` and
-optionally ``class_names`` (strings); its arrays follow the numpy rule above.
+optionally ``class_names`` (strings); its arrays follow the numpy rule above. An array of
+dtype ``object`` is refused (loading it would unpickle), and so is any file that is not an
+``.npz`` archive (a single ``np.save`` array, a text file, a pickle).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ from tidal.errors import DatasetError
 __all__ = ["NPZ_KEYS", "from_arrays", "load_npz"]
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+MAX_IMPLIED_CLASSES = 100_000  # classes implied by labels without class names (largest label + 1); iNat 2018: 8,142
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # what np.load reads as an .npz archive (a zip, or an empty one)
+_NPY_MAGIC = b"\x93NUMPY"  # a single array written by np.save
+_ACCEPTED = ("x_train/x_test as uint8 images or float features, y_train/y_test as integer labels, class_names as "
+             "strings (np.array(names, dtype=str))")
 
 
 def _images_or_features(x: Any, part: str, source: str) -> torch.Tensor:
@@ -78,7 +85,16 @@ def _images_or_features(x: Any, part: str, source: str) -> torch.Tensor:
 
 def _labels(y: Any, part: str, source: str) -> torch.Tensor:
     """int64 ``[N]`` from integer ``[N]`` or ``[N, 1]``."""
-    t = y.detach().cpu() if isinstance(y, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(y)))
+    if isinstance(y, torch.Tensor) and y.dtype in (torch.uint32, torch.uint64):
+        y = y.detach().cpu().numpy()  # compared below before any cast to int64 can wrap it round
+    if not isinstance(y, torch.Tensor):
+        y = np.asarray(y)
+        if y.dtype.kind == "u" and y.size and int(y.max()) > np.iinfo(np.int64).max:
+            i = int(np.argmax(y.reshape(-1)))
+            raise DatasetError(f"{source}: {part} holds label {int(y.reshape(-1)[i])} at index {i}, beyond any class "
+                               "index; labels must be class indices 0..C-1; fix: correct the label (or renumber the "
+                               "labels with np.unique(y, return_inverse=True))")
+    t = y.detach().cpu() if isinstance(y, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(y))
     if t.dim() == 2 and t.shape[1] == 1:
         t = t[:, 0]
     if t.dim() != 1 or t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
@@ -91,7 +107,8 @@ def from_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, class_name
                 name: str = "custom", allow_unlabeled: bool = False) -> DatasetSplits:
     """Splits from in-memory arrays (numpy or torch); the layout rule is in the module docstring.
 
-    ``class_names`` default to ``"0".."C-1"`` with ``C`` = the largest label + 1. Images give
+    ``class_names`` default to ``"0".."C-1"`` with ``C`` = the largest label + 1 (at most
+    ``MAX_IMPLIED_CLASSES``; given, they need one name per label value). Images give
     :class:`ImageDataset` splits (uint8 ``[N, C, H, W]``, normalised by the training images'
     per-channel statistics); 2-D float arrays give :class:`FeatureDataset` splits. Every
     problem raises a one-line ``DatasetError`` naming ``name``.
@@ -100,7 +117,7 @@ def from_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, class_name
 
 
 def _build(x_train: Any, y_train: Any, x_test: Any, y_test: Any, class_names: Sequence[str] | None, name: str,
-           allow_unlabeled: bool, source: str) -> DatasetSplits:
+           allow_unlabeled: bool, source: str, names_from: str = "class_names") -> DatasetSplits:
     xs = {p: _images_or_features(x, f"x_{p}", source) for p, x in (("train", x_train), ("test", x_test))}
     ys = {p: _labels(y, f"y_{p}", source) for p, y in (("train", y_train), ("test", y_test))}
     if xs["train"].dim() != xs["test"].dim():
@@ -111,9 +128,24 @@ def _build(x_train: Any, y_train: Any, x_test: Any, y_test: Any, class_names: Se
             raise DatasetError(f"{source}: x_{p} has {len(xs[p])} samples but y_{p} has {len(ys[p])} labels; "
                                "give one label per sample")
     if class_names is None:
-        top = max((int(y.max()) for y in ys.values() if len(y)), default=-1)
+        # C = the largest label + 1: check it before building C names from it
+        top, part = max(((int(y.max()), p) for p, y in ys.items() if len(y)), default=(-1, "train"))
+        if top >= MAX_IMPLIED_CLASSES:
+            i = int(torch.argmax(ys[part]))
+            raise DatasetError(f"{source}: y_{part} holds label {top} at index {i}, which would make {top + 1:,} "
+                               f"classes (at most {MAX_IMPLIED_CLASSES:,} without class names); labels must be class "
+                               "indices 0..C-1; fix: renumber them (np.unique(y, return_inverse=True)) or correct "
+                               "the label")
         class_names = tuple(str(c) for c in range(top + 1))
-    class_names = tuple(str(c) for c in class_names)
+    else:
+        class_names = tuple(str(c) for c in class_names)
+        for p, y in ys.items():
+            if len(y) and int(y.max()) >= len(class_names):
+                i = int(torch.argmax(y))
+                listed = f"{list(class_names)[:5]}{'...' if len(class_names) > 5 else ''}"
+                raise DatasetError(f"{source}: y_{p} label {int(y[i])} at index {i} has no class name: "
+                                   f"{names_from} lists {len(class_names)} names {listed} (label k is name k); fix: "
+                                   f"give one name per class in {names_from}, or correct the label")
     c = len(class_names)
     split: dict[str, ImageDataset | FeatureDataset] = {}
     if xs["train"].dim() == 2:
@@ -136,20 +168,51 @@ def load_npz(path: str | Path, allow_unlabeled: bool = False) -> DatasetSplits:
     if not path.is_file():
         raise DatasetError(f"npz:{path}: no such file; write one with np.savez(PATH, x_train=..., y_train=..., "
                            "x_test=..., y_test=...)")
+    save = "np.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...)"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_NPY_MAGIC))
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path} ({exc.__class__.__name__}: {exc}); fix: check the file") from None
+    # np.load would read anything else as a pickle (refused), or a single array: say what the file is instead
+    if head.startswith(_NPY_MAGIC):
+        raise DatasetError(f"{path} is a single array written by np.save, not an .npz archive of the four arrays; "
+                           f"fix: write it with {save}")
+    if not head.startswith(_ZIP_MAGIC):
+        raise DatasetError(f"{path} is not an .npz archive (it starts with {head!r}, not a zip signature); "
+                           f"fix: write it with {save}")
     try:
         with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise ValueError("a single .npy array, not an .npz archive")
             missing = [k for k in NPZ_KEYS if k not in f.files]
             if missing:
-                raise DatasetError(f"{path} lacks {missing} (it holds {sorted(f.files)}); save it with "
-                                   "np.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...)")
+                raise DatasetError(f"{path} lacks {missing} (it holds {sorted(f.files)}); save it with {save}")
+            keys = (*NPZ_KEYS, "class_names") if "class_names" in f.files else NPZ_KEYS
+            for k in keys:
+                if _holds_objects(f, k):
+                    raise DatasetError(f"{path}: array {k!r} holds Python objects (dtype object), which tidal "
+                                       f"refuses to load for safety (unpickling can run code); fix: save {_ACCEPTED}")
             arrays = {k: f[k] for k in NPZ_KEYS}
             names = [str(n) for n in f["class_names"].tolist()] if "class_names" in f.files else None
     except DatasetError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
-        raise DatasetError(f"cannot read {path} ({exc.__class__.__name__}: {exc}); it is truncated or not an .npz "
-                           "archive: write it again with np.savez") from None
+        # numpy's own text may advise loading the file unsafely (allow_pickle, pickle.load): never pass that on
+        why = "it holds pickled objects" if "pickle" in str(exc) else f"{exc.__class__.__name__}: {exc}"
+        raise DatasetError(f"cannot read {path} ({why}); it is truncated or not an .npz archive of arrays: write it "
+                           f"again with {save}") from None
     return _build(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], names, path.stem,
-                  allow_unlabeled, source=str(path))
+                  allow_unlabeled, source=str(path), names_from=f"the class_names array of {path.name}")
+
+
+def _holds_objects(f: np.lib.npyio.NpzFile, key: str) -> bool:
+    """Whether the member ``key`` of an open ``.npz`` has an object dtype, from its header alone."""
+    fmt = np.lib.format
+    if f"{key}.npy" not in f.zip.namelist():
+        return False
+    with f.zip.open(f"{key}.npy") as fp:
+        version = fmt.read_magic(fp)
+        read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        if read_header is None:  # a rarer header version: np.load's own refusal is caught by the caller
+            return False
+        _, _, dtype = read_header(fp)
+    return bool(dtype.hasobject)

@@ -63,8 +63,10 @@ def check_splits(splits: DatasetSplits, source: str, allow_unlabeled: bool = Fal
     Checks: both splits hold samples; one label per sample; train and test have the same
     input shape and number of classes; images are at least ``MIN_IMAGE_SIZE`` pixels high
     and wide; there are at least 2 classes and one name per class; every label lies in
-    ``0..C-1``. ``-1`` (not labelled yet) is accepted in the training split only when
-    ``allow_unlabeled`` is set; the test split must always be fully labelled. Feature
+    ``0..C-1``; the training split holds samples of at least 2 classes (unless
+    ``allow_unlabeled``: a labelling project may start with few labels). ``-1`` (not
+    labelled yet) is accepted in the training split only when ``allow_unlabeled`` is set;
+    the test split must always be fully labelled. Feature
     vectors must be finite. Raises ``DatasetError`` naming ``source``.
     """
     train, test = splits.train, splits.test
@@ -91,7 +93,9 @@ def check_splits(splits: DatasetSplits, source: str, allow_unlabeled: bool = Fal
     if test.num_classes != c:
         raise DatasetError(f"{source}: train has {c} classes but test has {test.num_classes}; use one class list")
     if c < 2:
-        raise DatasetError(f"{source}: {c} class(es) found; a classifier needs at least 2 classes")
+        raise DatasetError(f"{source}: {c} class(es) found (train class counts {_counts(train.labels, c)}); a "
+                           "classifier needs at least 2 classes; fix: add samples of at least one more class, "
+                           "and its name")
     if len(splits.class_names) != c:
         raise DatasetError(f"{source}: {c} classes but {len(splits.class_names)} class names "
                            f"{list(splits.class_names)[:5]}...; give one name per class")
@@ -105,7 +109,23 @@ def check_splits(splits: DatasetSplits, source: str, allow_unlabeled: bool = Fal
                 if int(labels[i]) == -1 else ""
             raise DatasetError(f"{source}: {part} label {int(labels[i])} at index {i} is outside 0..{c - 1}{hint}; "
                                f"labels must be class indices 0..{c - 1}")
+    present = int((torch.bincount(train.labels[train.labels >= 0].cpu(), minlength=c) > 0).sum())
+    if present < 2 and not allow_unlabeled:  # a labelling project may start with few (or no) labels
+        raise DatasetError(f"{source}: the train split holds samples of {present} of its {c} classes (train class "
+                           f"counts {_counts(train.labels, c)}); a classifier needs training samples of at least 2 "
+                           "classes; fix: add training samples of the other classes (or check the train labels)")
     return splits
+
+
+def _counts(labels: torch.Tensor, c: int) -> str:
+    """Samples per class of ``labels`` (those in ``0..c-1``): the whole list for up to 20
+    classes, else ``{class: count}`` of the classes present."""
+    labels = labels.cpu()
+    counts = torch.bincount(labels[(labels >= 0) & (labels < c)], minlength=max(c, 0)).tolist()
+    if c <= 20:
+        return str(counts)
+    present = {k: n for k, n in enumerate(counts) if n}
+    return f"{present} of {c} classes, the others 0"
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -197,7 +197,15 @@ def _class_names(obj: Any, where: str, names_key: bytes) -> tuple[str, ...]:
     names = obj.get(names_key) if isinstance(obj, dict) else None
     if not isinstance(names, list) or not all(isinstance(n, (bytes, str)) for n in names):
         raise DatasetError(f"{where}: expected a list of class names under {names_key!r}; download the dataset again")
-    return tuple(n.decode("utf-8") if isinstance(n, bytes) else n for n in names)
+    out = []
+    for k, n in enumerate(names):
+        try:
+            out.append(n.decode("utf-8") if isinstance(n, bytes) else n)
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{where}: class name {k} under {names_key!r} is not UTF-8 text ({n[:40]!r}: "
+                               f"{exc.reason} at byte {exc.start}); the official names are ASCII: download the "
+                               "dataset again") from None
+    return tuple(out)
 
 
 def load_cifar(fmt: CifarFormat, data_dir: str | Path | None = None, download: bool = True) -> DatasetSplits:

@@ -21,8 +21,9 @@ Transforms (no torchvision needed):
   32 px images) resize the shorter side to ``size`` and centre-crop, which is "just resize"
   for square images.
 
-Every image is converted to RGB (grayscale is replicated, palette expanded, alpha dropped),
-so ``input_shape`` is always ``(3, size, size)``, whatever the files hold. Normalisation
+Every image is converted to RGB (grayscale is replicated, palette expanded, alpha dropped;
+16-bit greyscale is first scaled to 8 bits, ``round(v * 255 / 65535)``), so ``input_shape`` is
+always ``(3, size, size)``, whatever the files hold. Normalisation
 ``(x / 255 - mean) / std`` happens on the split's device, so workers ship uint8 batches.
 
 A file that cannot be decoded raises :class:`~tidal.errors.DatasetError` naming the file, in
@@ -96,7 +97,19 @@ def open_rgb(path: str, draft: int | None = None):
         if draft is not None and img.format == "JPEG":
             img.draft("RGB", (draft, draft))
         img.load()
+        if img.mode in _GREY16:
+            img = _grey16_to_8(img)
         return img.convert("RGB")  # L/LA/P/RGBA/CMYK -> RGB; alpha is dropped
+
+
+# Pillow's modes of 16-bit greyscale PNGs ("I" in older versions); its convert("RGB") clips them at 255
+_GREY16 = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _grey16_to_8(img):
+    """A 16-bit greyscale image as 8-bit ``L``, scaled: ``round(v * 255 / 65535)`` (32768 -> 128)."""
+    v = np.clip(np.asarray(img).astype(np.int64), 0, 65535)  # mode "I" is int32: clip to the 16-bit range
+    return _pil().fromarray(((v * 255 + 32767) // 65535).astype(np.uint8))
 
 
 def resize_center_crop(img, side: int, crop: int):

@@ -16,7 +16,8 @@ most ``n - 1`` for a class of ``n >= 2`` images) is held out as the test split: 
 of a class are ranked by the CRC-32 of their relative path and the first ones are taken. The
 choice is fixed (no seed to pass) and adding files to a class moves no other file.
 
-Images are decoded as RGB (3 channels, whatever the files hold). They must all share one
+Images are decoded as RGB (3 channels, whatever the files hold; 16-bit greyscale is scaled
+to 8 bits, see :mod:`tidal.data.files`). They must all share one
 size unless ``image_size`` is given; then each is resized (shorter side to ``image_size``,
 bilinear) and centre-cropped to ``image_size x image_size``. A dataset whose decoded size
 ``N * 3 * H * W`` bytes is under 1 GiB is loaded into an in-memory

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from tidal.data.checks import check_splits
 from tidal.data.dataset import DatasetSplits
 from tidal.data.files import FileDataset
 from tidal.errors import DatasetError
@@ -53,9 +54,11 @@ CHECK_FIRST = 5  # image files per split checked to exist at load time
 
 
 def _candidates(data_dir: str | Path | None) -> list[Path]:
-    dirs: list[Path] = []
+    """The folders searched: an explicit ``data_dir`` alone (it and its ``inat2018/``), as for
+    every source (:mod:`tidal.data.download`); else ``$TIDAL_DATA/inat2018``, then the user cache."""
     if data_dir is not None:
-        dirs += [Path(data_dir), Path(data_dir) / "inat2018"]
+        return [Path(data_dir), Path(data_dir) / "inat2018"]
+    dirs: list[Path] = []
     if os.environ.get("TIDAL_DATA"):
         dirs += [Path(os.environ["TIDAL_DATA"]) / "inat2018"]
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -75,7 +78,8 @@ def find_inat2018(data_dir: str | Path | None = None, download: bool = False) ->
     urls = ", ".join(f"{BASE_URL}{name} (md5 {md5})" for name, md5 in ARCHIVES.items())
     raise DatasetError(f"iNaturalist 2018 files {' and '.join(SPLIT_FILES)} not found in "
                        f"{', '.join(str(d) for d in tried)}; {why}. Fix: download {urls}, check them with "
-                       f"`md5sum`, and extract all three with `tar xzf` into {where} (or pass --data-dir)")
+                       f"`md5sum`, and extract all three with `tar xzf` into {where}"
+                       f"{' (or pass --data-dir)' if data_dir is None else ''}")
 
 
 def _read(path: Path) -> dict:
@@ -84,6 +88,10 @@ def _read(path: Path) -> dict:
     except (OSError, ValueError) as exc:
         raise DatasetError(f"cannot read {path} ({exc.__class__.__name__}: {exc}); fix: extract it again "
                            f"from {path.name}.tar.gz") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path} holds a JSON {type(data).__name__}, not the object with lists 'images', "
+                           f"'annotations' and 'categories' of the iNaturalist/COCO format; fix: use the official "
+                           f"{path.name} (extract it again from {path.name}.tar.gz)")
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
     if missing:
         raise DatasetError(f"{path} lacks the list(s) {', '.join(missing)} of the iNaturalist/COCO format; "
@@ -113,21 +121,23 @@ def load_inat2018(data_dir: str | Path | None = None, download: bool = False, *,
 
     Args:
         data_dir: folder holding ``train2018.json``, ``val2018.json`` and ``train_val2018/``
-            (also searched: ``data_dir/inat2018``, ``$TIDAL_DATA/inat2018``,
-            ``~/.cache/tidal/inat2018``).
+            (also searched: ``data_dir/inat2018``; nothing else when ``data_dir`` is given;
+            without it: ``$TIDAL_DATA/inat2018``, then ``~/.cache/tidal/inat2018``).
         download: only changes the message when files are missing (nothing is downloaded).
         image_size: side of the square model input in pixels.
         workers: decoding processes per split.
     Raises:
-        DatasetError: missing or malformed JSON, unannotated images, missing image files.
+        DatasetError: missing or malformed JSON, unannotated images, missing image files,
+            fewer than 2 categories with training images (:func:`~tidal.data.checks.check_splits`).
     """
     root = find_inat2018(data_dir, download)
     train_json, val_json = (_read(root / f) for f in SPLIT_FILES)
     try:
-        return _load(root, train_json, val_json, image_size, workers)
+        splits = _load(root, train_json, val_json, image_size, workers)
     except (KeyError, TypeError) as exc:
         raise DatasetError(f"an entry of {root / SPLIT_FILES[0]} or {root / SPLIT_FILES[1]} is malformed "
                            f"({exc.__class__.__name__}: {exc}); fix: use the official JSON files") from None
+    return check_splits(splits, f"{root / SPLIT_FILES[0]} and {SPLIT_FILES[1]}")
 
 
 def _load(root: Path, train_json: dict, val_json: dict, image_size: int, workers: int) -> DatasetSplits:

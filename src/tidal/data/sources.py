@@ -18,6 +18,7 @@ import difflib
 from collections.abc import Callable
 from pathlib import Path
 
+from tidal.data.checks import check_splits
 from tidal.data.dataset import DatasetSplits
 
 __all__ = ["NAMED_SOURCES", "PATH_PREFIXES", "check_source_spec", "is_source", "list_sources", "load_source"]
@@ -112,25 +113,31 @@ def load_source(spec: str, data_dir: str | Path | None = None, download: bool = 
     only place searched). ``image_size`` (pixels, square) and ``workers`` (decoding
     processes) apply to the disk-backed sources ``folder:`` and ``inat2018``; the in-memory
     sources keep their native size, and an ``image_size`` that differs from it is refused.
-    Unknown specs raise ``ValueError`` listing the valid ones.
+    Unknown specs raise ``ValueError`` listing the valid ones. Every source's splits pass
+    :func:`~tidal.data.checks.check_splits` (a ``DatasetError`` otherwise).
     """
     check_source_spec(spec)
     if spec.startswith("folder:"):
         from tidal.data.folder import load_folder
 
-        return load_folder(Path(spec[len("folder:"):]).expanduser(), image_size=image_size, workers=workers)
-    if spec == "inat2018":
+        splits = load_folder(Path(spec[len("folder:"):]).expanduser(), image_size=image_size, workers=workers)
+    elif spec == "inat2018":
         from tidal.data.inat import load_inat2018
 
-        return load_inat2018(data_dir, download, image_size=224 if image_size is None else image_size, workers=workers)
-    if spec.startswith("npz:"):
-        from tidal.data.arrays import load_npz
-
-        splits = load_npz(spec[len("npz:"):])
+        splits = load_inat2018(data_dir, download, image_size=224 if image_size is None else image_size,
+                               workers=workers)
     else:
-        splits = NAMED_SOURCES[spec](data_dir, download)
-    shape = splits.train.input_shape
-    if image_size is not None and (len(shape) != 3 or shape[1:] != (image_size, image_size)):
-        raise ValueError(f"image_size={image_size} does not apply to {spec!r}, whose inputs are "
-                         f"{'x'.join(map(str, shape))}; leave image_size unset (it resizes folder: and inat2018 only)")
-    return splits
+        if spec.startswith("npz:"):
+            from tidal.data.arrays import load_npz
+
+            splits = load_npz(spec[len("npz:"):])
+        else:
+            splits = NAMED_SOURCES[spec](data_dir, download)
+        shape = splits.train.input_shape
+        if image_size is not None and (len(shape) != 3 or shape[1:] != (image_size, image_size)):
+            raise ValueError(f"image_size={image_size} does not apply to {spec!r}, whose inputs are "
+                             f"{'x'.join(map(str, shape))}; leave image_size unset (it resizes folder: and inat2018 "
+                             "only)")
+    # One check for every source (labels in range, at least 2 classes with training samples, ...):
+    # the loaders that know their files ran it already, naming the file; this names the spec.
+    return check_splits(splits, spec)

@@ -76,4 +76,5 @@ def load_svhn(data_dir: str | Path | None = None, download: bool = True) -> Data
     for split, r in RESOURCES.items():
         x, y = read_svhn_mat(root / r.filename)
         parts[split] = image_split(torch.from_numpy(x), torch.from_numpy(y), 10, MEAN, STD, str(root / r.filename))
-    return check_splits(DatasetSplits("svhn", parts["train"], parts["test"], CLASS_NAMES), str(root))
+    source = f"{root / RESOURCES['train'].filename} and {RESOURCES['test'].filename}"
+    return check_splits(DatasetSplits("svhn", parts["train"], parts["test"], CLASS_NAMES), source)
