@@ -260,10 +260,50 @@ PRESETS: dict[str, ExperimentConfig] = {
 
 
 def preset(name: str, **overrides: Any) -> ExperimentConfig:
-    """A preset with top-level fields replaced, e.g. ``preset("quick", seeds=(0, 1))``."""
+    """A preset with fields replaced, e.g. ``preset("quick", seeds=(0, 1), train={"epochs": 15})``.
+
+    Top-level fields (``datasets``, ``imbalances``, ``methods``, ``seeds``) replace the preset's.
+    A section (``data``, ``train``, ``al``, ``strategy``) takes a dict of field overrides merged
+    onto the preset's section (``train={"epochs": 15}`` keeps the quick preset's width 8), or a
+    whole section dataclass, used as it is: every field it does not set is that class's default,
+    not the preset's, so ``train=TrainConfig(epochs=15)`` warns about the preset values it
+    resets (e.g. width 8 -> 64). Anything else raises ``TypeError``; unknown names ``ValueError``.
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return dataclasses.replace(PRESETS[name], **overrides)
+    base = PRESETS[name]
+    valid = [f.name for f in dataclasses.fields(ExperimentConfig)]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"preset({name!r}): unknown field(s) {unknown}; valid: {', '.join(valid)}")
+    fields: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in _SECTIONS:
+            fields[key] = value
+            continue
+        cls, current = _SECTIONS[key], getattr(base, key)
+        if isinstance(value, dict):
+            names = {f.name for f in dataclasses.fields(cls)}
+            bad = sorted(map(str, set(value) - names))
+            if bad:
+                raise ValueError(f"preset({name!r}, {key}=...): unknown field(s) {bad} of {cls.__name__}; "
+                                 f"valid: {', '.join(sorted(names))}")
+            fields[key] = dataclasses.replace(current, **value)
+        elif isinstance(value, cls):
+            reset = [f"{f.name}={getattr(value, f.name)!r} (the {cls.__name__} default) replaces the preset's "
+                     f"{getattr(current, f.name)!r}" for f in dataclasses.fields(cls)
+                     if getattr(value, f.name) == getattr(cls(), f.name) != getattr(current, f.name)]
+            if reset:
+                import warnings
+
+                warnings.warn(f"preset({name!r}, {key}={cls.__name__}(...)): {'; '.join(reset)}; pass {key}=dict(...) "
+                              "to change only the fields you name", UserWarning, stacklevel=2)
+            fields[key] = value
+        else:
+            raise TypeError(f"preset({name!r}, {key}={value!r}): {key} must be a dict of {cls.__name__} fields "
+                            f"(merged onto the preset's, e.g. {key}={{...}}) or a {cls.__name__}, not a "
+                            f"{type(value).__name__}")
+    return dataclasses.replace(base, **fields)
 
 
 _SECTIONS = {"data": DataConfig, "train": TrainConfig, "al": ALConfig, "strategy": StrategyConfig}
@@ -312,7 +352,13 @@ def load_config_file(path: str) -> ExperimentConfig:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config file {path!r} does not exist")
-    text = p.read_text()
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ValueError(f"config file {path}: byte 0x{raw[exc.start]:02x} on line {line} is not UTF-8 text; "
+                         "save the file as UTF-8") from None
     if p.suffix == ".toml":
         try:
             import tomllib  # Python >= 3.11
