@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["TidalError", "DatasetError", "TrainingDivergedError", "RunDirectoryError", "did_you_mean"]
+__all__ = ["TidalError", "DatasetError", "ModelError", "NonFiniteError", "TrainingDivergedError", "RunDirectoryError",
+           "did_you_mean"]
 
 
 class TidalError(Exception):
@@ -22,6 +23,16 @@ class DatasetError(TidalError, FileNotFoundError):
 
 class TrainingDivergedError(TidalError, RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class ModelError(TidalError, ValueError):
+    """A user's model failed when tidal built or called it; the message has the model's own
+    message and what tidal passed it (the traceback is chained, ``TIDAL_DEBUG=1`` shows it)."""
+
+
+class NonFiniteError(TidalError, ArithmeticError):
+    """A cycle's evaluation logits or selection scores are NaN or infinite; the message names
+    the cause found (the data, the starting weights, or training) and what to change."""
 
 
 class RunDirectoryError(TidalError, ValueError):

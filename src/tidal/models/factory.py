@@ -32,7 +32,8 @@ from pathlib import Path
 
 from torch import nn
 
-from tidal.models.hooks import HookedModel, probe_forward
+from tidal.errors import ModelError
+from tidal.models.hooks import _PROBE_BATCH, HookedModel, probe_forward
 from tidal.models.mlp import MLP
 from tidal.models.resnet import ModelOutput, ResNet18
 from tidal.models.resnet50 import ResNet50, load_weights
@@ -109,7 +110,8 @@ def model_name(spec: ModelSpec, input_shape: Sequence[int] | None = None) -> str
     return f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', type(target).__qualname__)}"
 
 
-def _call_user(fn: Callable[..., nn.Module], num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+def _call_user(fn: Callable[..., nn.Module], num_classes: int, input_shape: tuple[int, ...],
+               label: str | None = None) -> nn.Module:
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # builtins without a signature: call with num_classes only
@@ -119,7 +121,14 @@ def _call_user(fn: Callable[..., nn.Module], num_classes: int, input_shape: tupl
         kwargs["input_shape"] = input_shape
     if "in_channels" in params and len(input_shape) == 3:  # images only: a vector has no channels
         kwargs["in_channels"] = input_shape[0]
-    model = fn(num_classes, **kwargs)
+    try:
+        model = fn(num_classes, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user's code: any failure is reported as the model's
+        call = ", ".join([str(num_classes), *(f"{k}={v!r}" for k, v in kwargs.items())])
+        raise ModelError(f"model {label or model_name(fn)!r} failed when tidal built it as "
+                         f"{getattr(fn, '__name__', 'model')}"
+                         f"({call}) ({num_classes} classes, inputs of shape {input_shape}): {_message(exc)}; it must "
+                         "take num_classes (and may take input_shape=, in_channels=) and return an nn.Module") from exc
     if not isinstance(model, nn.Module):
         raise ValueError(f"model function {model_name(fn)} returned a {type(model).__name__}, not an nn.Module; "
                          "make it return the network")
@@ -134,9 +143,33 @@ def _reinitialised(module: nn.Module) -> nn.Module:
     return model
 
 
-def _contract(model: nn.Module, num_classes: int, input_shape: tuple[int, ...], dropout: float) -> nn.Module:
-    """Use ``model`` as it is when it returns ModelOutput, else wrap it in HookedModel."""
-    if isinstance(probe_forward(model, input_shape), ModelOutput):
+def _message(exc: BaseException) -> str:
+    """``Type: message`` of an exception, on one line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _model_failed(model: nn.Module, num_classes: int, input_shape: tuple[int, ...], exc: Exception,
+                  label: str | None) -> ModelError:
+    channels = ""
+    if len(input_shape) == 3 and "channel" in str(exc):
+        channels = (f"; the data has {input_shape[0]} channel(s): give the model in_channels={input_shape[0]} "
+                    "(a function taking in_channels= gets it)")
+    name = f"{label!r} ({type(model).__name__})" if label else type(model).__name__
+    return ModelError(f"model {name} failed when tidal ran it on a batch of {_PROBE_BATCH} zero inputs "
+                      f"of shape {input_shape} ({num_classes} classes): {_message(exc)}{channels}; make its forward "
+                      "take such a batch and return logits [batch, classes] (TIDAL_DEBUG=1 shows the traceback)")
+
+
+def _contract(model: nn.Module, num_classes: int, input_shape: tuple[int, ...], dropout: float,
+              label: str | None = None) -> nn.Module:
+    """Use ``model`` as it is when it returns ModelOutput, else wrap it in HookedModel. The
+    user's forward failing on the probe batch is a :class:`~tidal.errors.ModelError`."""
+    try:
+        out = probe_forward(model, input_shape)
+    except Exception as exc:  # noqa: BLE001 - the user's code: any failure is reported as the model's
+        raise _model_failed(model, num_classes, input_shape, exc, label) from exc
+    if isinstance(out, ModelOutput):
         if dropout > 0 and not any(isinstance(m, nn.Dropout) for m in model.modules()):
             raise ValueError(f"dropout={dropout}: {type(model).__name__} returns ModelOutput itself, so no dropout can "
                              "be inserted and it has no nn.Dropout; add one before its classifier or pass dropout=0")
@@ -183,8 +216,9 @@ def build_model(spec: ModelSpec, num_classes: int, input_shape: Sequence[int], d
     if isinstance(spec, nn.Module):
         model = _reinitialised(spec)
     else:
-        model = _call_user(_resolve(spec) if isinstance(spec, str) else spec, num_classes, input_shape)
-    return _contract(model, num_classes, input_shape, dropout)
+        model = _call_user(_resolve(spec) if isinstance(spec, str) else spec, num_classes, input_shape,
+                           spec if isinstance(spec, str) else None)
+    return _contract(model, num_classes, input_shape, dropout, spec if isinstance(spec, str) else None)
 
 
 def model_capabilities(model: nn.Module) -> set[str]:
