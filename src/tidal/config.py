@@ -56,6 +56,8 @@ class TrainConfig:
     flip: bool = True  # random horizontal flips
     eval_batch_size: int = 1024  # batch size for evaluation and scoring, in images
     amp: str = "off"  # mixed precision of the training step: off (float32, the paper's numbers) or bf16 (bfloat16 autocast on the training device, CPU or CUDA; evaluation and scoring stay float32)
+    feature_layers: tuple[str, ...] | None = None  # a model of yours: names (as in model.named_modules()) of the layers whose outputs TiDAL's and Learning Loss's modules read, shallow to deep (none: found by the hooks, see README)
+    embedding_layer: str | None = None  # a model of yours: name of the layer whose output is the embedding Core-Set, BADGE and CAL use (none: the input of the last nn.Linear with one output per class)
     channels_last: bool = False  # also put the model's weights and each training batch in channels-last (NHWC) memory format; the built-in ResNets keep NHWC weights either way (benchmarks/channels_last.py)
 
 
@@ -153,6 +155,10 @@ class ExperimentConfig:
         need(t.width >= 1, f"width={t.width} must be >= 1 channel")
         need(t.crop_padding >= 0, f"crop_padding={t.crop_padding} must be >= 0 pixels")
         need(t.eval_batch_size >= 1, f"eval_batch_size={t.eval_batch_size} must be >= 1")
+        need(t.feature_layers is None or (len(t.feature_layers) > 0 and all(t.feature_layers)),
+             f"feature_layers={t.feature_layers!r} must name at least one layer (or be unset: found automatically)")
+        need(t.embedding_layer is None or t.embedding_layer != "",
+             "embedding_layer='' must name a layer (or be unset: the classifier's input)")
         need(t.amp in AMP_MODES, f"amp={t.amp!r} must be one of {', '.join(AMP_MODES)} (bf16: bfloat16 autocast)")
         need(d.pool_limit is None or d.pool_limit >= 2, f"pool_limit={d.pool_limit} must be >= 2 or unset")
         need(d.test_limit is None or d.test_limit >= 1, f"test_limit={d.test_limit} must be >= 1 or unset")

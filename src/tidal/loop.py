@@ -46,12 +46,13 @@ ModelFactory = Callable[[int, tuple[int, ...], float], nn.Module]
 
 def configured_model(train_config: TrainConfig, model: object = None) -> ModelFactory:
     """The factory for ``model`` (a spec string, a callable ``f(num_classes)`` or an ``nn.Module``;
-    None: ``train_config.model``) with the configured width and weights file
+    None: ``train_config.model``) with the configured width, weights file and hooked layers
     (:func:`tidal.models.build_model`)."""
     from tidal.models.factory import build_model
 
     spec = train_config.model if model is None else model
-    return partial(build_model, spec, width=train_config.width, weights=train_config.weights)
+    return partial(build_model, spec, width=train_config.width, weights=train_config.weights,
+                   feature_layers=train_config.feature_layers, embedding_layer=train_config.embedding_layer)
 
 
 @dataclass

@@ -38,7 +38,7 @@ from tidal.models.mlp import MLP
 from tidal.models.resnet import ModelOutput, ResNet18
 from tidal.models.resnet50 import ResNet50, load_weights
 
-__all__ = ["BUILTIN_MODELS", "build_model", "check_model_spec", "model_capabilities", "model_name"]
+__all__ = ["BUILTIN_MODELS", "build_model", "check_model_spec", "describe_layers", "model_capabilities", "model_name"]
 
 BUILTIN_MODELS = ("resnet18", "resnet50", "mlp")
 _AUTO = "auto"
@@ -162,23 +162,36 @@ def _model_failed(model: nn.Module, num_classes: int, input_shape: tuple[int, ..
 
 
 def _contract(model: nn.Module, num_classes: int, input_shape: tuple[int, ...], dropout: float,
-              label: str | None = None) -> nn.Module:
-    """Use ``model`` as it is when it returns ModelOutput, else wrap it in HookedModel. The
-    user's forward failing on the probe batch is a :class:`~tidal.errors.ModelError`."""
+              label: str | None = None, feature_layers: Sequence[str] | None = None,
+              embedding_layer: str | None = None) -> nn.Module:
+    """Use ``model`` as it is when it returns ModelOutput, else wrap it in HookedModel (which
+    requires nothing: what it cannot find is refused per method by the experiment). The user's
+    forward failing on the probe batch is a :class:`~tidal.errors.ModelError`."""
     try:
         out = probe_forward(model, input_shape)
     except Exception as exc:  # noqa: BLE001 - the user's code: any failure is reported as the model's
         raise _model_failed(model, num_classes, input_shape, exc, label) from exc
     if isinstance(out, ModelOutput):
+        if feature_layers is not None or embedding_layer is not None:
+            raise ValueError(f"feature_layers / embedding_layer name layers for TiDAL's hooks, but model "
+                             f"{label or type(model).__name__!r} returns ModelOutput itself (its own features and "
+                             "embedding); drop --feature-layers / --embedding-layer")
         if dropout > 0 and not any(isinstance(m, nn.Dropout) for m in model.modules()):
             raise ValueError(f"dropout={dropout}: {type(model).__name__} returns ModelOutput itself, so no dropout can "
                              "be inserted and it has no nn.Dropout; add one before its classifier or pass dropout=0")
         return model
-    return HookedModel(model, dropout=dropout, probe_shape=input_shape, num_classes=num_classes)
+    try:
+        return HookedModel(model, feature_layers=feature_layers, embedding_layer=embedding_layer, dropout=dropout,
+                           probe_shape=input_shape, num_classes=num_classes, required=())
+    except (ValueError, ModelError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's forward failed under the hooks' probe
+        raise _model_failed(model, num_classes, input_shape, exc, label) from exc
 
 
 def build_model(spec: ModelSpec, num_classes: int, input_shape: Sequence[int], dropout: float = 0.0,
-                width: int = 64, weights: str | Path | None = None) -> nn.Module:
+                width: int = 64, weights: str | Path | None = None, feature_layers: Sequence[str] | None = None,
+                embedding_layer: str | None = None) -> nn.Module:
     """Build the model ``spec`` names (module docstring) for ``num_classes`` and one input of ``input_shape``.
 
     Args:
@@ -188,6 +201,9 @@ def build_model(spec: ModelSpec, num_classes: int, input_shape: Sequence[int], d
         dropout: dropout before the classifier (BALD's MC dropout); inserted by hooks for user models.
         width: first-stage width of ``resnet18`` (64 in the paper); ignored by the others.
         weights: checkpoint file for ``resnet50`` (torchvision/timm names); an error for the others.
+        feature_layers, embedding_layer: for a model of yours, the layers TiDAL's hooks read
+            (:class:`~tidal.models.HookedModel`; None: found automatically); an error for the
+            built-ins, which give their own.
 
     Returns an ``nn.Module`` whose forward gives ``ModelOutput`` and which has
     ``feature_channels`` and ``embedding_dim``.
@@ -195,6 +211,10 @@ def build_model(spec: ModelSpec, num_classes: int, input_shape: Sequence[int], d
     check_model_spec(spec)
     input_shape = tuple(int(s) for s in input_shape)
     name = _auto(input_shape) if spec == _AUTO else spec
+    if (feature_layers is not None or embedding_layer is not None) and name in BUILTIN_MODELS:
+        raise ValueError(f"feature_layers / embedding_layer name layers of a model of yours (--model "
+                         f"package.module:function); the built-in {name!r} gives its own features and embedding: "
+                         "drop --feature-layers / --embedding-layer")
     if weights is not None and name != "resnet50":
         raise ValueError(f"weights={str(weights)!r} is only for model 'resnet50', not {model_name(spec)!r}; "
                          "load other weights inside your model function")
@@ -218,7 +238,14 @@ def build_model(spec: ModelSpec, num_classes: int, input_shape: Sequence[int], d
     else:
         model = _call_user(_resolve(spec) if isinstance(spec, str) else spec, num_classes, input_shape,
                            spec if isinstance(spec, str) else None)
-    return _contract(model, num_classes, input_shape, dropout, spec if isinstance(spec, str) else None)
+    return _contract(model, num_classes, input_shape, dropout, spec if isinstance(spec, str) else None,
+                     feature_layers, embedding_layer)
+
+
+def describe_layers(model: nn.Module) -> str | None:
+    """The layers TiDAL's hooks read from a model of yours, in words (None for a model that
+    gives ``ModelOutput`` itself, such as the built-ins)."""
+    return model.describe() if isinstance(model, HookedModel) else None
 
 
 def model_capabilities(model: nn.Module) -> set[str]:
