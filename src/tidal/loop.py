@@ -24,8 +24,9 @@ from torch import nn
 
 from tidal.config import ALConfig, TrainConfig
 from tidal.data.dataset import Split
-from tidal.errors import TrainingDivergedError
+from tidal.errors import NonFiniteError, TrainingDivergedError
 from tidal.embedstore import StoreSpec
+from tidal.finite import check_weights, diagnose, input_problem
 from tidal.gather import select
 from tidal.inference import evaluate
 from tidal.pool import LabelPool
@@ -147,6 +148,9 @@ def active_learning(
         ValueError: the initial set or the budget does not fit the pool; ``model_state`` or
             ``objective_state`` does not fit this run's networks.
         TrainingDivergedError: NaN loss; the message names the cycle and the seed.
+        NonFiniteError: the starting weights, the test logits or the selection scores are NaN or
+            infinite (or the loss is, because of the data); the message names the method, seed
+            and cycle and the cause :mod:`tidal.finite` found. Nothing of that cycle is yielded.
     """
     device = torch.device(device)
     check_pool_fits(al, len(pool))
@@ -230,24 +234,48 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
     model.to(device)
     if objective is not None:
         objective.to(device)
+    where = f"{strategy.name}, seed {seed}, cycle {cycle + 1}"
+    bs = train_config.eval_batch_size
+    try:  # NaN weights, or a batch-norm variance below 0, give NaN logits whatever training does
+        check_weights(model, f"from --weights {train_config.weights}" if train_config.weights else
+                      "carried from the previous cycle" if keep and cycle > 0 else "as the model built them")
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"{where}: {exc}") from exc
     try:
         stats = train_model(model, objective, train, lab, train_config, g, progress,
                             desc=desc or f"{strategy.name} seed {seed} cycle {cycle + 1}/{al.cycles}",
                             epoch_hook=epoch_hook,
                             ranks=ranks)
     except TrainingDivergedError as exc:
-        raise TrainingDivergedError(f"{strategy.name}, seed {seed}, cycle {cycle + 1}: {exc}") from exc
+        data = input_problem(train, lab.to(device), bs, "training")
+        if data is not None:  # the data, not the learning rate: say so
+            raise NonFiniteError(f"{where}: {str(exc).split('; lower the learning rate')[0]}: {data}") from exc
+        raise TrainingDivergedError(f"{where}: {exc}") from exc
     t0 = time.perf_counter()
-    accuracy = (evaluate if ranks is None else ranks.evaluate)(model, test, train_config.eval_batch_size)
+    try:
+        accuracy = (evaluate if ranks is None else ranks.evaluate)(model, test, bs)
+    except NonFiniteError as exc:
+        cause = diagnose(model, [(test, torch.arange(len(test)), "test"), (train, lab, "training")], bs,
+                         train_config.lr)
+        raise NonFiniteError(f"{where}: {exc}: {cause}; nothing of this cycle was stored") from exc
     eval_seconds = time.perf_counter() - t0
     selected = torch.zeros(0, dtype=torch.int64)
     scores = torch.zeros(0)
     t0 = time.perf_counter()
     if selects:
         store = StoreSpec(al.embedding_store, al.embedding_dtype, al.store_dir)
-        selected, scores = (select if ranks is None else ranks.select)(
-            strategy, model, objective, train, candidates.to(device), lab.to(device), al.budget, g,
-            train_config.eval_batch_size, chunk_size, store=store)
+        try:
+            selected, scores = (select if ranks is None else ranks.select)(
+                strategy, model, objective, train, candidates.to(device), lab.to(device), al.budget, g,
+                train_config.eval_batch_size, chunk_size, store=store)
+            if not bool(torch.isfinite(scores).all()):  # under torchrun: the selection every rank got
+                raise NonFiniteError(f"{int((~torch.isfinite(scores)).sum())} of the {len(scores)} selected "
+                                     f"candidates got NaN or infinite {strategy.name} scores")
+        except NonFiniteError as exc:
+            cause = ("" if "a bug of the strategy" in str(exc) else
+                     ": " + diagnose(model, [(train, candidates, "candidate"), (train, lab, "training")], bs,
+                                     train_config.lr))
+            raise NonFiniteError(f"{where}: {exc}{cause}; nothing of this cycle was stored") from exc
         state.label(selected, round=cycle + 1)
     score_seconds = time.perf_counter() - t0
     counts = torch.bincount(train.labels[lab.to(device)].cpu(), minlength=train.num_classes).tolist()
