@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tidal", description="TiDAL: Training Dynamics for Active Learning (ICCV 2023).")
     p.add_argument("--version", action="version", version=f"tidal {__version__}")
     p.add_argument("--debug", action="store_true",
-                   help="show the full traceback of an error instead of one line (also: TIDAL_DEBUG=1); give it "
-                        "before the command: tidal --debug run ...")
+                   help="show the full traceback of an error instead of one line (also after the command, "
+                        "`tidal run ... --debug`, or TIDAL_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run an active-learning experiment and store its results",
