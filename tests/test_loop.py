@@ -192,9 +192,28 @@ def test_a_checkpoint_with_negative_batch_norm_variance_is_refused_before_traini
                           model_factory=factory)
     with pytest.raises(NonFiniteError, match=r"random, seed 0, cycle 1: the model's weights before training \(as the "
                                              r"model built them\) hold negative batch-norm variances in "
-                                             r"'bn1.running_var'; the checkpoint is corrupt"):
+                                             r"'bn1.running_var'; fix how the model initialises"):
         next(gen)
     assert not trained
+
+
+def test_a_weights_file_with_nan_is_named_as_the_cause_before_training(tiny_splits, monkeypatch, tmp_path):
+    import tidal.loop as loop_module
+    from tidal.errors import NonFiniteError
+    from tidal.loop import configured_model
+    from tidal.models import ResNet50
+
+    state = ResNet50(4, 1, 0.0).state_dict()
+    state["fc.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    tc = TrainConfig(epochs=1, batch_size=16, eval_batch_size=64, model="resnet50", weights=str(tmp_path / "nan.pth"))
+    monkeypatch.setattr(loop_module, "train_model", lambda *a, **k: pytest.fail("trained on NaN weights"))
+    gen = active_learning(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), AL, tc, 0,
+                          model_factory=configured_model(tc))
+    with pytest.raises(NonFiniteError, match=r"random, seed 0, cycle 1: the model's weights before training \(from "
+                                             r"--weights \S+nan.pth\) hold NaN or infinite values in 'fc.weight'; the "
+                                             r"checkpoint is corrupt or not for this model: use another weights file"):
+        next(gen)
 
 
 def test_huge_training_features_are_named_as_the_cause_not_the_learning_rate():

@@ -62,8 +62,9 @@ def check_weights(model: nn.Module, source: str) -> None:
     (:func:`weight_problem`); ``source`` says where they came from (e.g. ``--weights FILE``)."""
     problem = weight_problem(model)
     if problem is not None:
-        raise NonFiniteError(f"the model's weights before training ({source}) hold {problem}; the checkpoint is "
-                             "corrupt or not for this model: use another weights file")
+        fix = ("the checkpoint is corrupt or not for this model: use another weights file" if "--weights" in source
+               else "fix how the model initialises (or loads) its weights")
+        raise NonFiniteError(f"the model's weights before training ({source}) hold {problem}; {fix}")
 
 
 def input_problem(split: Split, indices: torch.Tensor, batch_size: int, what: str) -> str | None:
