@@ -241,3 +241,41 @@ def test_nan_entropy_scores_of_candidates_are_an_error_and_the_cycle_is_not_yiel
     assert re.search(r"entropy, seed 0, cycle 1: \d+ candidates \(in a chunk of \d+\) got NaN or infinite entropy scores \(first: "
                      r"sample 1\d\d\); the model's probs for them are NaN or infinite: the candidate inputs reach "
                      r"\|x\| = \S+ \(sample 1\d\d\).*; nothing of this cycle was stored", str(info.value))
+
+
+class _FailsOnBigBatches(torch.nn.Module):
+    """Passes tidal's probe (2 inputs) but not training: the user's own error (issue 21, case 12)."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.fc = torch.nn.Linear(144, num_classes)
+
+    def forward(self, x):
+        if x.shape[0] > 2:
+            raise RuntimeError(f"cannot take a batch of {x.shape[0]}")
+        return self.fc(x.flatten(1))
+
+
+def test_a_user_model_failing_in_training_is_a_model_error_and_tidal_errors_pass_through(tiny_splits, monkeypatch):
+    import functools
+
+    import tidal.loop as loop_module
+    from tidal.errors import ModelError
+    from tidal.models import build_model
+    from tidal.strategies.base import select_top_k
+
+    def factory(num_classes, input_shape, dropout):
+        return build_model(_FailsOnBigBatches, num_classes, input_shape, dropout)
+
+    gen = active_learning(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), AL, TC, 0,
+                          model_factory=factory)
+    with pytest.raises(ModelError, match=r"^random, seed 0, cycle 1: your code \(the model, or a strategy of yours\) "
+                                         r"failed while tidal trained, evaluated or scored it on inputs of shape "
+                                         r"\(1, 12, 12\) in batches of up to 16 \(training\) / 64 \(inference\), 4 "
+                                         r"classes: RuntimeError: cannot take a batch of 16 \(TIDAL_DEBUG=1"):
+        next(gen)
+    # an error raised in tidal's own code (here: a call with the wrong arguments) is not blamed on the user
+    monkeypatch.setattr(loop_module, "evaluate", functools.partial(select_top_k, torch.zeros(2), torch.zeros(3)))
+    with pytest.raises(TypeError):
+        next(active_learning(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), AL,
+                             TC, 0))

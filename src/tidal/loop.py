@@ -24,7 +24,7 @@ from torch import nn
 
 from tidal.config import ALConfig, TrainConfig
 from tidal.data.dataset import Split
-from tidal.errors import NonFiniteError, TrainingDivergedError
+from tidal.errors import ModelError, NonFiniteError, TidalError, TrainingDivergedError
 from tidal.embedstore import StoreSpec
 from tidal.finite import check_weights, diagnose, input_problem
 from tidal.gather import select
@@ -189,8 +189,21 @@ def run_cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, a
     # by (seed, cycle), so a cycle's numbers do not depend on what ran before it in the process.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(derive_seed(seed, cycle, 3))
-        return _cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model, factory, progress,
-                      epoch_hook, carried, chunk_size, ranks, desc)
+        try:
+            return _cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model, factory,
+                          progress, epoch_hook, carried, chunk_size, ranks, desc)
+        except Exception as exc:
+            from tidal.models.factory import raised_in_user_code
+
+            if isinstance(exc, TidalError) or not raised_in_user_code(exc):
+                raise
+            text = " ".join(str(exc).split())
+            raise ModelError(f"{strategy.name}, seed {seed}, cycle {cycle + 1}: your code (the model, or a strategy of "
+                             f"yours) failed while tidal trained, evaluated or scored it on inputs of shape "
+                             f"{tuple(train.input_shape)} in batches of up to {train_config.batch_size} (training) / "
+                             f"{train_config.eval_batch_size} (inference), {train.num_classes} classes: "
+                             f"{type(exc).__name__}{': ' + text if text else ''} (TIDAL_DEBUG=1 shows the traceback)"
+                             ) from exc
 
 
 def _load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

@@ -38,7 +38,8 @@ from tidal.models.mlp import MLP
 from tidal.models.resnet import ModelOutput, ResNet18
 from tidal.models.resnet50 import ResNet50, load_weights
 
-__all__ = ["BUILTIN_MODELS", "build_model", "check_model_spec", "describe_layers", "model_capabilities", "model_name"]
+__all__ = ["BUILTIN_MODELS", "build_model", "check_model_spec", "describe_layers", "model_capabilities", "model_name",
+           "raised_in_user_code"]
 
 BUILTIN_MODELS = ("resnet18", "resnet50", "mlp")
 _AUTO = "auto"
@@ -147,6 +148,25 @@ def _message(exc: BaseException) -> str:
     """``Type: message`` of an exception, on one line."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def raised_in_user_code(exc: BaseException) -> bool:
+    """Whether ``exc``'s traceback passes through code outside tidal, torch and the standard
+    library (a model of yours), so that a failure there is the model's, not tidal's."""
+    import os
+    import sysconfig
+
+    import torch
+
+    ours = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(torch.__file__),
+            sysconfig.get_paths()["stdlib"]]
+    tb = exc.__traceback__
+    while tb is not None:
+        path = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        if not path.startswith("<") and not any(path.startswith(root) for root in ours):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _model_failed(model: nn.Module, num_classes: int, input_shape: tuple[int, ...], exc: Exception,
