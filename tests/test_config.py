@@ -172,3 +172,8 @@ def test_preset_section_overrides_merge_a_dict_and_refuse_other_types():
         preset("quick", train={"epoch": 3})
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['seed'\]"):
         preset("quick", seed=(0,))
+    from tidal.config import ExperimentConfig
+
+    with pytest.raises(TypeError, match=r"train=\{'epochs': 3\} must be a TrainConfig, not a dict; build it as "
+                                        r"TrainConfig\(...\), or pass train=\{...\} to preset\(\)"):
+        ExperimentConfig(train={"epochs": 3}).validate()

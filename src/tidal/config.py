@@ -110,6 +110,11 @@ class ExperimentConfig:
             if not cond:
                 raise ValueError(msg)
 
+        for name, cls in _SECTIONS.items():
+            value = getattr(self, name)
+            if not isinstance(value, cls):
+                raise TypeError(f"{name}={value!r} must be a {cls.__name__}, not a {type(value).__name__}; build it as "
+                                f"{cls.__name__}(...), or pass {name}={{...}} to preset() to change fields of a preset")
         for section, obj in (("", self), ("data.", self.data), ("train.", self.train), ("al.", self.al),
                              ("strategy.", self.strategy)):
             for f in dataclasses.fields(obj):
