@@ -238,8 +238,8 @@ def test_nan_entropy_scores_of_candidates_are_an_error_and_the_cycle_is_not_yiel
     train.features[150:, :] = 3e38  # finite, but they overflow the first layer
     done, info = _feature_cycles(train, method="entropy", labeled=torch.arange(20))
     assert not done and isinstance(info.value, NonFiniteError), info.value
-    assert re.search(r"entropy, seed 0, cycle 1: \d+ candidates \(in a chunk of \d+\) got NaN or infinite entropy scores \(first: "
-                     r"sample 1\d\d\); the model's probs for them are NaN or infinite: the candidate inputs reach "
+    assert re.search(r"entropy, seed 0, cycle 1: \d+ candidates \(in a chunk of \d+\) got NaN or infinite entropy "
+                     r"scores \(first: sample 1\d\d\); the model's probs for them are NaN or infinite: the candidate inputs reach "
                      r"\|x\| = \S+ \(sample 1\d\d\).*; nothing of this cycle was stored", str(info.value))
 
 

@@ -311,7 +311,8 @@ def _finite(strategy: Strategy, scores: torch.Tensor, inputs: ScoreInputs, chunk
     outputs += [f"aux {key!r}" for key, v in inputs.aux.items() if not bool(torch.isfinite(v).all())]
     where = f" (first: sample {first})" if first is not None else ""
     why = (f"the model's {', '.join(outputs)} for them are NaN or infinite" if outputs else
-           f"from finite model outputs: {type(strategy).__name__}.score gives non-finite values (a bug of the strategy)")
+           f"from finite model outputs: {type(strategy).__name__}.score gives non-finite values "
+           "(a bug of the strategy)")
     count = (f"{int((~finite).sum())} candidates (in a chunk of {len(scores)})" if chunked else
              f"{int((~finite).sum())} of {len(scores)} candidates")
     raise NonFiniteError(f"{count} got NaN or infinite {strategy.name} scores{where}; {why}")
