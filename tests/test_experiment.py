@@ -279,6 +279,11 @@ def test_a_model_without_linear_runs_methods_that_need_no_embedding_and_names_th
                                          r"--embedding-layer NAME"):
         run_experiment(_config(methods=("coreset",)), tmp_path / "c", progress=False, log=lambda s: None,
                        splits={"fashion-mnist": tiny_splits}, model=_conv_only)
+    with pytest.raises(ValueError, match=r"method 'bald' needs the model's classifier \(an nn.Linear to put MC "
+                                         r"dropout before\)"):
+        run_experiment(_config(methods=("random", "bald")), tmp_path / "b", progress=False, log=lambda s: None,
+                       splits={"fashion-mnist": tiny_splits}, model=_conv_only)
+    assert not (tmp_path / "b").exists()  # refused before random's cycles ran
     named = _config(methods=("coreset",), train=dataclasses.replace(_config().train, embedding_layer="5"),
                     al=ALConfig(initial=20, budget=10, cycles=2, subset=40))
     lines.clear()

@@ -305,7 +305,7 @@ def check_models(config: ExperimentConfig, loaded: dict[str, DatasetSplits], mod
     Returns, for a model of yours (wrapped in :class:`tidal.models.HookedModel`), one line per
     dataset saying its input shape and the layers the hooks read; nothing for the built-ins."""
     from tidal.models.factory import describe_layers, model_capabilities
-    from tidal.strategies import strategy_class
+    from tidal.strategies import create_strategy, strategy_class
 
     factory = configured_model(config.train, model)
     lines = []
@@ -323,6 +323,8 @@ def check_models(config: ExperimentConfig, loaded: dict[str, DatasetSplits], mod
             cls = strategy_class(method)
             wanted = cls.model_needs | ({"embedding"} if cls.needs & {"embedding", "labeled_embedding"} else set())
             missing = sorted(wanted - have)
+            if "embedding" in why and create_strategy(method, config.strategy).dropout > 0:
+                missing.append("classifier (an nn.Linear to put MC dropout before)")  # BALD
             if missing:
                 found = "; ".join(why[m] for m in missing if m in why)
                 raise ValueError(f"method {method!r} needs the model's {' and '.join(missing)}, which model "
