@@ -39,7 +39,7 @@ if __name__ == "__main__":
     x_test, y_test = synthetic(500, 1)
     data = from_arrays(x_train, y_train, x_test, y_test, class_names=["red", "green", "blue", "top"], name="squares")
     cfg = tidal.preset("quick", methods=("tidal-entropy", "random"), seeds=(0,),
-                       al=tidal.ALConfig(initial=100, budget=100, cycles=3, subset=2000),
-                       train=tidal.TrainConfig(epochs=15, batch_size=64))
+                       al={"initial": 100, "budget": 100, "cycles": 3, "subset": 2000},
+                       train={"epochs": 15, "batch_size": 64})
     tidal.run_experiment(cfg, "runs/your-arrays", dataset=data, model=small_cnn)
     print(tidal.write_report("runs/your-arrays"))

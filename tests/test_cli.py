@@ -519,3 +519,40 @@ def test_sigterm_stops_like_ctrl_c(fmnist_dir, tmp_path):
     assert proc.returncode == 143, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted: ") and "finished cycles of 1" in lines[0]
+
+
+def test_a_failing_user_model_is_one_line_and_debug_shows_the_traceback(fmnist_dir, tmp_path, capsys, monkeypatch):
+    (tmp_path / "cli_user_model.py").write_text(
+        "from torch import nn\n\ndef wrong_size(num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("TIDAL_DEBUG", raising=False)
+    args = ["run", "--methods", "random", "--seeds", "0", "--data-dir", str(fmnist_dir), "--model",
+            "cli_user_model:wrong_size", *TINY]
+    code, _, err = _cli(capsys, *args, "--out", str(tmp_path / "a"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "model 'cli_user_model:wrong_size' (Sequential) failed" in err and "shape (1, 28, 28) (10 classes)" in err
+    assert "mat1 and mat2 shapes cannot be multiplied" in err
+    from tidal.errors import ModelError
+
+    with pytest.raises(ModelError):  # `tidal --debug run ...` lets the traceback through
+        main(["--debug", *args, "--out", str(tmp_path / "b")])
+    with pytest.raises(ModelError):  # ... and so does `tidal run ... --debug`
+        main([*args, "--out", str(tmp_path / "c"), "--debug"])
+
+
+def test_an_unexpected_error_is_one_line_unless_debugging(capsys, monkeypatch):
+    import tidal.cli
+
+    def boom(args):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(tidal.cli, "_run_command", boom)
+    monkeypatch.delenv("TIDAL_DEBUG", raising=False)
+    code, _, err = _cli(capsys, "methods")
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert "tidal: error: KeyError: 'surprise' (an unexpected error: run again with `tidal --debug ...` or " \
+           "TIDAL_DEBUG=1 for the traceback" in err
+    monkeypatch.setenv("TIDAL_DEBUG", "1")
+    with pytest.raises(KeyError):
+        main(["methods"])

@@ -143,3 +143,37 @@ def test_validate_experiment_checks_names_and_model():
     with pytest.raises(ValueError, match="unknown model spec 'resnet81'"):
         validate_experiment(dataclasses.replace(PRESETS["quick"], train=TrainConfig(model="resnet81")))
     assert validate_experiment(preset("quick", datasets=("mine",)), datasets=("mine",)).datasets == ("mine",)
+
+
+def test_a_config_file_that_is_not_utf8_names_the_file_and_the_fix(tmp_path):
+    from tidal.config import load_config_file
+
+    f = tmp_path / "latin1.toml"
+    f.write_bytes("preset = 'quick'\n# caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.toml: byte 0xe9 on line 2 is not UTF-8 text; save the file as "
+                                         r"UTF-8"):
+        load_config_file(str(f))
+
+
+def test_preset_section_overrides_merge_a_dict_and_refuse_other_types():
+    from tidal.config import ALConfig, TrainConfig
+
+    cfg = preset("quick", train={"epochs": 15, "batch_size": 64}, al={"initial": 100})
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.width) == (15, 64, 8)  # the preset's width stays
+    assert (cfg.al.initial, cfg.al.budget) == (100, 500)
+    with pytest.warns(UserWarning, match=r"width=64 \(the TrainConfig default\) replaces the preset's 8"):
+        whole = preset("quick", train=TrainConfig(epochs=15))
+    assert whole.train == TrainConfig(epochs=15)  # a whole section is used as it is, as before
+    with pytest.raises(TypeError, match=r"al must be a dict of ALConfig fields .* not a list"):
+        preset("quick", al=[1, 2])
+    with pytest.raises(TypeError, match="train must be a dict of TrainConfig fields"):
+        preset("quick", train=ALConfig())
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['epoch'\] of TrainConfig"):
+        preset("quick", train={"epoch": 3})
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['seed'\]"):
+        preset("quick", seed=(0,))
+    from tidal.config import ExperimentConfig
+
+    with pytest.raises(TypeError, match=r"train=\{'epochs': 3\} must be a TrainConfig, not a dict; build it as "
+                                        r"TrainConfig\(...\), or pass train=\{...\} to preset\(\)"):
+        ExperimentConfig(train={"epochs": 3}).validate()

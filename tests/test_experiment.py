@@ -1,5 +1,6 @@
 import dataclasses
 import os
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -295,3 +296,46 @@ def test_a_missing_tracker_package_fails_before_anything_is_created(tiny_splits,
         run_experiment(_config(), tmp_path / "m", progress=False, splits={"fashion-mnist": tiny_splits},
                        **{flag: True})
     assert not (tmp_path / "m").exists()
+
+
+def _conv_only(num_classes):
+    """A classifier without nn.Linear: no embedding to hook (issue 21, case 16)."""
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Conv2d(8, num_classes, 3),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def test_a_model_without_linear_runs_methods_that_need_no_embedding_and_names_the_hooked_layers(tiny_splits,
+                                                                                                  tmp_path):
+    lines = []
+    cfg = _config(methods=("random",), al=ALConfig(initial=20, budget=10, cycles=2, subset=40))
+    s = run_experiment(cfg, tmp_path / "r", progress=False, log=lines.append, splits={"fashion-mnist": tiny_splits},
+                       model=_conv_only)
+    assert s.ran_cycles == 2
+    hooked = [line for line in lines if "hooked" in line]  # printed once per run, before training
+    assert len(hooked) == 1 and re.match(r"fashion-mnist: model \S*test_experiment:_conv_only \(Sequential\) on "
+                                         r"inputs \(1, 12, 12\), 4 classes; hooked features '1', '3'", hooked[0])
+    assert "embedding none (dim 0)" in hooked[0]
+    with pytest.raises(ValueError, match=r"method 'coreset' needs the model's embedding.*found no nn.Linear.*"
+                                         r"--embedding-layer NAME"):
+        run_experiment(_config(methods=("coreset",)), tmp_path / "c", progress=False, log=lambda s: None,
+                       splits={"fashion-mnist": tiny_splits}, model=_conv_only)
+    with pytest.raises(ValueError, match=r"method 'bald' needs the model's classifier \(an nn.Linear to put MC "
+                                         r"dropout before\)"):
+        run_experiment(_config(methods=("random", "bald")), tmp_path / "b", progress=False, log=lambda s: None,
+                       splits={"fashion-mnist": tiny_splits}, model=_conv_only)
+    assert not (tmp_path / "b").exists()  # refused before random's cycles ran
+    named = _config(methods=("coreset",), train=dataclasses.replace(_config().train, embedding_layer="5"),
+                    al=ALConfig(initial=20, budget=10, cycles=2, subset=40))
+    lines.clear()
+    assert run_experiment(named, tmp_path / "n", progress=False, log=lines.append,
+                          splits={"fashion-mnist": tiny_splits}, model=_conv_only).ran_cycles == 2
+    assert "embedding '5' (dim 4)" in next(line for line in lines if "hooked" in line)
+
+
+def test_layer_names_for_a_builtin_model_are_refused(tiny_splits, tmp_path):
+    cfg = _config(methods=("random",), train=dataclasses.replace(_config().train, feature_layers=("layer1",)))
+    with pytest.raises(ValueError, match="the built-in 'resnet18' gives its own features and embedding: drop "
+                                         "--feature-layers / --embedding-layer"):
+        _run(cfg, tmp_path / "b", tiny_splits)

@@ -147,3 +147,28 @@ def test_scoring_memory_does_not_grow_with_the_pool(name, monkeypatch):
     inputs_bytes, top_bytes = large
     assert inputs_bytes <= 32 * 3 * 50 * 4  # at most [T=3, 32, C=50] float32 MC samples
     assert top_bytes <= (16 + 32) * (4 + 8)  # kept + one chunk of float32 scores and int64 ids
+
+
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_non_finite_scores_from_finite_outputs_are_an_error_naming_the_strategy(per_sample):
+    """Scores are never ranked with NaN among them (NaN would rank last and hide the problem);
+    from finite model outputs it is the strategy's bug, and the message says so (issue 21, case 6)."""
+    from tidal.errors import NonFiniteError
+    from tidal.strategies.base import Strategy
+
+    class HalfNaN(Strategy):
+        name = "half-nan"
+        needs = frozenset({"probs"})
+
+        def score(self, inputs):
+            s = inputs.probs[:, 0].clone()
+            s[::2] = float("nan")
+            return s
+
+    HalfNaN.per_sample = per_sample
+    g = torch.Generator().manual_seed(0)
+    data = FeatureDataset(torch.randn(40, 5, generator=g), torch.arange(40) % 2, 2)
+    model = MLP(5, 2)
+    with pytest.raises(NonFiniteError, match=r"candidates.* got NaN or infinite half-nan scores \(first: sample 0\); "
+                                             r"from finite model outputs: HalfNaN.score gives non-finite values"):
+        select(HalfNaN(StrategyConfig()), model, None, data, torch.arange(40), torch.arange(0), 5, g, batch_size=16)

@@ -98,6 +98,9 @@ def _with_suggestion(parser: argparse.ArgumentParser, message: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tidal", description="TiDAL: Training Dynamics for Active Learning (ICCV 2023).")
     p.add_argument("--version", action="version", version=f"tidal {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an error instead of one line (also after the command, "
+                        "`tidal run ... --debug`, or TIDAL_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run an active-learning experiment and store its results",
@@ -155,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_project_parsers(sub)
     sub.add_parser("methods", help="list the registered selection strategies")
     sub.add_parser("datasets", help="list the data sources (--dataset values)")
+    for command in sub.choices.values():  # `tidal run ... --debug` works as well as `tidal --debug run ...`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback of an error instead of one line (also: TIDAL_DEBUG=1)")
     return p
 
 
@@ -497,6 +503,13 @@ def _empty_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> st
     return None
 
 
+def _debug_env() -> bool:
+    """Whether TIDAL_DEBUG asks for tracebacks (set, and not empty, 0, false, no or off)."""
+    import os
+
+    return os.environ.get("TIDAL_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -508,6 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     quiet = _other_rank()
+    debug = args.debug or _debug_env()
 
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -530,12 +544,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\ninterrupted: nothing was written", file=sys.stderr)
         return code
     except (TidalError, ValueError, OSError) as exc:
+        if debug:
+            raise
         if not quiet:
             print(f"tidal: error: {exc}", file=sys.stderr)
         return 2
     except sqlite3.Error as exc:
+        if debug:
+            raise
         print(f"tidal: error: {_database_error(exc, *_failed_database(args))}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - no traceback reaches a user unless asked for (--debug)
+        if debug:
+            raise
+        if not quiet:
+            text = " ".join(str(exc).split())
+            print(f"tidal: error: {type(exc).__name__}{': ' + text if text else ''} (an unexpected error: run again "
+                  "with `tidal --debug ...` or TIDAL_DEBUG=1 for the traceback, and report it)", file=sys.stderr)
+        return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

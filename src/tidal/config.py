@@ -56,6 +56,8 @@ class TrainConfig:
     flip: bool = True  # random horizontal flips
     eval_batch_size: int = 1024  # batch size for evaluation and scoring, in images
     amp: str = "off"  # mixed precision of the training step: off (float32, the paper's numbers) or bf16 (bfloat16 autocast on the training device, CPU or CUDA; evaluation and scoring stay float32)
+    feature_layers: tuple[str, ...] | None = None  # a model of yours: names (as in model.named_modules()) of the layers whose outputs TiDAL's and Learning Loss's modules read, shallow to deep (none: found by the hooks, see README)
+    embedding_layer: str | None = None  # a model of yours: name of the layer whose output is the embedding Core-Set, BADGE and CAL use (none: the input of the last nn.Linear with one output per class)
     channels_last: bool = False  # also put the model's weights and each training batch in channels-last (NHWC) memory format; the built-in ResNets keep NHWC weights either way (benchmarks/channels_last.py)
 
 
@@ -108,6 +110,11 @@ class ExperimentConfig:
             if not cond:
                 raise ValueError(msg)
 
+        for name, cls in _SECTIONS.items():
+            value = getattr(self, name)
+            if not isinstance(value, cls):
+                raise TypeError(f"{name}={value!r} must be a {cls.__name__}, not a {type(value).__name__}; build it as "
+                                f"{cls.__name__}(...), or pass {name}={{...}} to preset() to change fields of a preset")
         for section, obj in (("", self), ("data.", self.data), ("train.", self.train), ("al.", self.al),
                              ("strategy.", self.strategy)):
             for f in dataclasses.fields(obj):
@@ -153,6 +160,10 @@ class ExperimentConfig:
         need(t.width >= 1, f"width={t.width} must be >= 1 channel")
         need(t.crop_padding >= 0, f"crop_padding={t.crop_padding} must be >= 0 pixels")
         need(t.eval_batch_size >= 1, f"eval_batch_size={t.eval_batch_size} must be >= 1")
+        need(t.feature_layers is None or (len(t.feature_layers) > 0 and all(t.feature_layers)),
+             f"feature_layers={t.feature_layers!r} must name at least one layer (or be unset: found automatically)")
+        need(t.embedding_layer is None or t.embedding_layer != "",
+             "embedding_layer='' must name a layer (or be unset: the classifier's input)")
         need(t.amp in AMP_MODES, f"amp={t.amp!r} must be one of {', '.join(AMP_MODES)} (bf16: bfloat16 autocast)")
         need(d.pool_limit is None or d.pool_limit >= 2, f"pool_limit={d.pool_limit} must be >= 2 or unset")
         need(d.test_limit is None or d.test_limit >= 1, f"test_limit={d.test_limit} must be >= 1 or unset")
@@ -260,10 +271,50 @@ PRESETS: dict[str, ExperimentConfig] = {
 
 
 def preset(name: str, **overrides: Any) -> ExperimentConfig:
-    """A preset with top-level fields replaced, e.g. ``preset("quick", seeds=(0, 1))``."""
+    """A preset with fields replaced, e.g. ``preset("quick", seeds=(0, 1), train={"epochs": 15})``.
+
+    Top-level fields (``datasets``, ``imbalances``, ``methods``, ``seeds``) replace the preset's.
+    A section (``data``, ``train``, ``al``, ``strategy``) takes a dict of field overrides merged
+    onto the preset's section (``train={"epochs": 15}`` keeps the quick preset's width 8), or a
+    whole section dataclass, used as it is: every field it does not set is that class's default,
+    not the preset's, so ``train=TrainConfig(epochs=15)`` warns about the preset values it
+    resets (e.g. width 8 -> 64). Anything else raises ``TypeError``; unknown names ``ValueError``.
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return dataclasses.replace(PRESETS[name], **overrides)
+    base = PRESETS[name]
+    valid = [f.name for f in dataclasses.fields(ExperimentConfig)]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"preset({name!r}): unknown field(s) {unknown}; valid: {', '.join(valid)}")
+    fields: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in _SECTIONS:
+            fields[key] = value
+            continue
+        cls, current = _SECTIONS[key], getattr(base, key)
+        if isinstance(value, dict):
+            names = {f.name for f in dataclasses.fields(cls)}
+            bad = sorted(map(str, set(value) - names))
+            if bad:
+                raise ValueError(f"preset({name!r}, {key}=...): unknown field(s) {bad} of {cls.__name__}; "
+                                 f"valid: {', '.join(sorted(names))}")
+            fields[key] = dataclasses.replace(current, **value)
+        elif isinstance(value, cls):
+            reset = [f"{f.name}={getattr(value, f.name)!r} (the {cls.__name__} default) replaces the preset's "
+                     f"{getattr(current, f.name)!r}" for f in dataclasses.fields(cls)
+                     if getattr(value, f.name) == getattr(cls(), f.name) != getattr(current, f.name)]
+            if reset:
+                import warnings
+
+                warnings.warn(f"preset({name!r}, {key}={cls.__name__}(...)): {'; '.join(reset)}; pass {key}=dict(...) "
+                              "to change only the fields you name", UserWarning, stacklevel=2)
+            fields[key] = value
+        else:
+            raise TypeError(f"preset({name!r}, {key}={value!r}): {key} must be a dict of {cls.__name__} fields "
+                            f"(merged onto the preset's, e.g. {key}={{...}}) or a {cls.__name__}, not a "
+                            f"{type(value).__name__}")
+    return dataclasses.replace(base, **fields)
 
 
 _SECTIONS = {"data": DataConfig, "train": TrainConfig, "al": ALConfig, "strategy": StrategyConfig}
@@ -312,7 +363,13 @@ def load_config_file(path: str) -> ExperimentConfig:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config file {path!r} does not exist")
-    text = p.read_text()
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ValueError(f"config file {path}: byte 0x{raw[exc.start]:02x} on line {line} is not UTF-8 text; "
+                         "save the file as UTF-8") from None
     if p.suffix == ".toml":
         try:
             import tomllib  # Python >= 3.11

@@ -366,15 +366,19 @@ class Ranks:
         """:func:`tidal.inference.evaluate` with the batches shared out: the same count of correct answers."""
         import torch.distributed as dist
 
-        from tidal.inference import batched_outputs
+        from tidal.errors import NonFiniteError
+        from tidal.inference import batched_outputs, non_finite_rows
 
         lo, hi = _block(len(dataset), self.world_size, self.rank, batch_size)
-        correct = 0
+        correct = bad = 0
         for chunk, out in batched_outputs(model, dataset, torch.arange(lo, hi), batch_size):
+            bad += non_finite_rows(out.logits)
             correct += int((out.logits.argmax(dim=1) == dataset.labels[chunk]).sum())
-        total = torch.tensor([correct], dtype=torch.int64, device=self.comm)
-        self._call(dist.all_reduce, total)
-        return int(total.item()) / max(len(dataset), 1)
+        total = torch.tensor([correct, bad], dtype=torch.int64, device=self.comm)
+        self._call(dist.all_reduce, total)  # every rank sees the same counts, so all raise or none
+        if int(total[1]):
+            raise NonFiniteError(f"{int(total[1])} of {len(dataset)} test samples have NaN or infinite logits")
+        return int(total[0].item()) / max(len(dataset), 1)
 
     def select(self, strategy: "Strategy", model: nn.Module, objective: "AuxObjective | None", dataset: "Split",
                candidates: torch.Tensor, labeled: torch.Tensor, k: int, generator: torch.Generator,

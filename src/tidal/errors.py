@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["TidalError", "DatasetError", "TrainingDivergedError", "RunDirectoryError", "did_you_mean"]
+__all__ = ["TidalError", "DatasetError", "ModelError", "NonFiniteError", "TrainingDivergedError", "RunDirectoryError",
+           "did_you_mean"]
 
 
 class TidalError(Exception):
@@ -24,13 +25,30 @@ class TrainingDivergedError(TidalError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class ModelError(TidalError, ValueError):
+    """A user's model failed when tidal built or called it; the message has the model's own
+    message and what tidal passed it (the traceback is chained, ``TIDAL_DEBUG=1`` shows it)."""
+
+
+class NonFiniteError(TidalError, ArithmeticError):
+    """A cycle's evaluation logits or selection scores are NaN or infinite; the message names
+    the cause found (the data, the starting weights, or training) and what to change."""
+
+
 class RunDirectoryError(TidalError, ValueError):
     """The output directory holds results of a different experiment."""
 
 
-def did_you_mean(name: str, valid: Iterable[str]) -> str:
-    """``" (did you mean 'x'?)"`` for the valid name closest to a mistyped ``name``, or ``""``."""
+def did_you_mean(name: str, valid: Iterable[str], preferred: Iterable[str] = ()) -> str:
+    """``" (did you mean 'x'?)"`` for the valid name closest to a mistyped ``name``, or ``""``.
+
+    The valid names that start with ``name`` (``tidal`` -> ``tidal-entropy``, ``tidal-exact``)
+    count as close too; of the close names, the first of ``preferred`` that is one wins (the
+    main method rather than a costly variant), else the closest by spelling."""
     import difflib
 
-    close = difflib.get_close_matches(name, list(valid), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    valid = list(valid)
+    close = difflib.get_close_matches(name, valid, n=3)
+    close += [v for v in valid if name and v.startswith(name) and v not in close]
+    best = next((p for p in preferred if p in close), close[0] if close else None)
+    return f" (did you mean {best!r}?)" if best else ""

@@ -172,7 +172,9 @@ def _run_experiment(config: ExperimentConfig, out: Path, dev: torch.device, prog
             for seed in config.seeds:
                 pool = make_pool(loaded[name].train, ir, config.data.pool_limit, seed)
                 check_pool_fits(al, len(pool), f"the {name} pool at imbalance {ir:g}")
-    check_models(config, loaded, model)
+    for line in check_models(config, loaded, model):  # once per run: what TiDAL reads from a model of yours
+        if ranks is None or ranks.is_main:
+            log(line)
 
     def open_out() -> tuple[RunDirLock, list, ResultStore]:
         prepare_out(out)
@@ -296,24 +298,39 @@ def _check_picklable(model: object) -> None:
                          "function, or use jobs=1") from None
 
 
-def check_models(config: ExperimentConfig, loaded: dict[str, DatasetSplits], model: object = None) -> None:
+def check_models(config: ExperimentConfig, loaded: dict[str, DatasetSplits], model: object = None) -> list[str]:
     """Build each dataset's model once and refuse, before any training, a method that needs what
     the model cannot give (multi-scale features for TiDAL's and Learning Loss's modules, an
-    embedding for Core-Set, BADGE and CAL): one ``ValueError`` naming the method and the fix."""
-    from tidal.models.factory import model_capabilities
-    from tidal.strategies import strategy_class
+    embedding for Core-Set, BADGE and CAL): one ``ValueError`` naming the method and the fix.
+    A method that needs neither (random, entropy, ...) runs on any classifier.
+
+    Returns, for a model of yours (wrapped in :class:`tidal.models.HookedModel`), one line per
+    dataset saying its input shape and the layers the hooks read; nothing for the built-ins."""
+    from tidal.models.factory import describe_layers, model_capabilities
+    from tidal.strategies import create_strategy, strategy_class
 
     factory = configured_model(config.train, model)
+    lines = []
     for name in config.datasets:
         split = loaded[name].train
         with torch.random.fork_rng(devices=[]):
             built = factory(split.num_classes, split.input_shape, 0.0)
         have = model_capabilities(built)
+        layers = describe_layers(built)
+        if layers is not None:
+            lines.append(f"{name}: model {config.train.model} ({type(built.module).__name__}) on inputs "
+                         f"{tuple(split.input_shape)}, {split.num_classes} classes; hooked {layers}")
+        why = getattr(built, "unavailable", {})
         for method in config.methods:
             cls = strategy_class(method)
             wanted = cls.model_needs | ({"embedding"} if cls.needs & {"embedding", "labeled_embedding"} else set())
             missing = sorted(wanted - have)
+            if "embedding" in why and create_strategy(method, config.strategy).dropout > 0:
+                missing.append("classifier (an nn.Linear to put MC dropout before)")  # BALD
             if missing:
+                found = "; ".join(why[m] for m in missing if m in why)
                 raise ValueError(f"method {method!r} needs the model's {' and '.join(missing)}, which model "
-                                 f"{config.train.model!r} does not give on {name}; name the layers with "
-                                 "HookedModel(feature_layers=..., embedding_layer=...) or drop the method")
+                                 f"{config.train.model!r} does not give on {name}" + (f" ({found})" if found else "")
+                                 + "; name the layers with --feature-layers NAME ... / --embedding-layer NAME (in "
+                                 "Python: TrainConfig(feature_layers=..., embedding_layer=...)) or drop the method")
+    return lines

@@ -22,6 +22,7 @@ from torch import nn
 
 from tidal.data.dataset import Split
 from tidal.embedstore import EmbeddingStore, StoreSpec
+from tidal.errors import NonFiniteError
 from tidal.inference import batched_outputs
 from tidal.strategies.base import AuxObjective, RunningTopK, ScoreInputs, Strategy, select_top_k
 
@@ -287,10 +288,31 @@ def select(
             size = -(-size // batch_size) * batch_size
         top = RunningTopK(k)
         for inputs in gather_chunks(*args, chunk_size=size):
-            top.add(strategy.score(inputs), inputs.candidates)
+            top.add(_finite(strategy, strategy.score(inputs), inputs, chunked=True), inputs.candidates)
         return top.result()
     if strategy.blockwise:
         with EmbeddingStore(store) as stored:
-            scores = strategy.score(gather_stored(*args[:8], stored, batch_size))
+            inputs = gather_stored(*args[:8], stored, batch_size)
+            scores = _finite(strategy, strategy.score(inputs), inputs)
         return select_top_k(scores, candidates, k)
-    return select_top_k(strategy.score(gather(*args)), candidates, k)
+    inputs = gather(*args)
+    return select_top_k(_finite(strategy, strategy.score(inputs), inputs), candidates, k)
+
+
+def _finite(strategy: Strategy, scores: torch.Tensor, inputs: ScoreInputs, chunked: bool = False) -> torch.Tensor:
+    """``scores``, or :class:`~tidal.errors.NonFiniteError` when any is NaN or infinite, saying
+    whether the model's outputs for those candidates already were (the loop then finds why)."""
+    finite = torch.isfinite(scores)
+    if bool(finite.all()):
+        return scores
+    first = int(inputs.candidates[~finite.cpu()][0]) if len(inputs.candidates) == len(scores) else None
+    outputs = [name for name in ("probs", "embedding", "mc_probs") if isinstance(getattr(inputs, name), torch.Tensor)
+               and not bool(torch.isfinite(getattr(inputs, name)).all())]
+    outputs += [f"aux {key!r}" for key, v in inputs.aux.items() if not bool(torch.isfinite(v).all())]
+    where = f" (first: sample {first})" if first is not None else ""
+    why = (f"the model's {', '.join(outputs)} for them are NaN or infinite" if outputs else
+           f"from finite model outputs: {type(strategy).__name__}.score gives non-finite values "
+           "(a bug of the strategy)")
+    count = (f"{int((~finite).sum())} candidates (in a chunk of {len(scores)})" if chunked else
+             f"{int((~finite).sum())} of {len(scores)} candidates")
+    raise NonFiniteError(f"{count} got NaN or infinite {strategy.name} scores{where}; {why}")

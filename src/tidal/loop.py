@@ -24,8 +24,9 @@ from torch import nn
 
 from tidal.config import ALConfig, TrainConfig
 from tidal.data.dataset import Split
-from tidal.errors import TrainingDivergedError
+from tidal.errors import ModelError, NonFiniteError, TidalError, TrainingDivergedError
 from tidal.embedstore import StoreSpec
+from tidal.finite import check_weights, diagnose, input_problem
 from tidal.gather import select
 from tidal.inference import evaluate
 from tidal.pool import LabelPool
@@ -46,12 +47,13 @@ ModelFactory = Callable[[int, tuple[int, ...], float], nn.Module]
 
 def configured_model(train_config: TrainConfig, model: object = None) -> ModelFactory:
     """The factory for ``model`` (a spec string, a callable ``f(num_classes)`` or an ``nn.Module``;
-    None: ``train_config.model``) with the configured width and weights file
+    None: ``train_config.model``) with the configured width, weights file and hooked layers
     (:func:`tidal.models.build_model`)."""
     from tidal.models.factory import build_model
 
     spec = train_config.model if model is None else model
-    return partial(build_model, spec, width=train_config.width, weights=train_config.weights)
+    return partial(build_model, spec, width=train_config.width, weights=train_config.weights,
+                   feature_layers=train_config.feature_layers, embedding_layer=train_config.embedding_layer)
 
 
 @dataclass
@@ -146,6 +148,9 @@ def active_learning(
         ValueError: the initial set or the budget does not fit the pool; ``model_state`` or
             ``objective_state`` does not fit this run's networks.
         TrainingDivergedError: NaN loss; the message names the cycle and the seed.
+        NonFiniteError: the starting weights, the test logits or the selection scores are NaN or
+            infinite (or the loss is, because of the data); the message names the method, seed
+            and cycle and the cause :mod:`tidal.finite` found. Nothing of that cycle is yielded.
     """
     device = torch.device(device)
     check_pool_fits(al, len(pool))
@@ -184,8 +189,21 @@ def run_cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, a
     # by (seed, cycle), so a cycle's numbers do not depend on what ran before it in the process.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(derive_seed(seed, cycle, 3))
-        return _cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model, factory, progress,
-                      epoch_hook, carried, chunk_size, ranks, desc)
+        try:
+            return _cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model, factory,
+                          progress, epoch_hook, carried, chunk_size, ranks, desc)
+        except Exception as exc:
+            from tidal.models.factory import raised_in_user_code
+
+            if isinstance(exc, TidalError) or not raised_in_user_code(exc):
+                raise
+            text = " ".join(str(exc).split())
+            raise ModelError(f"{strategy.name}, seed {seed}, cycle {cycle + 1}: your code (the model, or a strategy of "
+                             f"yours) failed while tidal trained, evaluated or scored it on inputs of shape "
+                             f"{tuple(train.input_shape)} in batches of up to {train_config.batch_size} (training) / "
+                             f"{train_config.eval_batch_size} (inference), {train.num_classes} classes: "
+                             f"{type(exc).__name__}{': ' + text if text else ''} (TIDAL_DEBUG=1 shows the traceback)"
+                             ) from exc
 
 
 def _load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
@@ -229,24 +247,48 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
     model.to(device)
     if objective is not None:
         objective.to(device)
+    where = f"{strategy.name}, seed {seed}, cycle {cycle + 1}"
+    bs = train_config.eval_batch_size
+    try:  # NaN weights, or a batch-norm variance below 0, give NaN logits whatever training does
+        check_weights(model, f"from --weights {train_config.weights}" if train_config.weights else
+                      "carried from the previous cycle" if keep and cycle > 0 else "as the model built them")
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"{where}: {exc}") from exc
     try:
         stats = train_model(model, objective, train, lab, train_config, g, progress,
                             desc=desc or f"{strategy.name} seed {seed} cycle {cycle + 1}/{al.cycles}",
                             epoch_hook=epoch_hook,
                             ranks=ranks)
     except TrainingDivergedError as exc:
-        raise TrainingDivergedError(f"{strategy.name}, seed {seed}, cycle {cycle + 1}: {exc}") from exc
+        data = input_problem(train, lab.to(device), bs, "training")
+        if data is not None:  # the data, not the learning rate: say so
+            raise NonFiniteError(f"{where}: {str(exc).split('; lower the learning rate')[0]}: {data}") from exc
+        raise TrainingDivergedError(f"{where}: {exc}") from exc
     t0 = time.perf_counter()
-    accuracy = (evaluate if ranks is None else ranks.evaluate)(model, test, train_config.eval_batch_size)
+    try:
+        accuracy = (evaluate if ranks is None else ranks.evaluate)(model, test, bs)
+    except NonFiniteError as exc:
+        cause = diagnose(model, [(test, torch.arange(len(test)), "test"), (train, lab, "training")], bs,
+                         train_config.lr)
+        raise NonFiniteError(f"{where}: {exc}: {cause}; nothing of this cycle was stored") from exc
     eval_seconds = time.perf_counter() - t0
     selected = torch.zeros(0, dtype=torch.int64)
     scores = torch.zeros(0)
     t0 = time.perf_counter()
     if selects:
         store = StoreSpec(al.embedding_store, al.embedding_dtype, al.store_dir)
-        selected, scores = (select if ranks is None else ranks.select)(
-            strategy, model, objective, train, candidates.to(device), lab.to(device), al.budget, g,
-            train_config.eval_batch_size, chunk_size, store=store)
+        try:
+            selected, scores = (select if ranks is None else ranks.select)(
+                strategy, model, objective, train, candidates.to(device), lab.to(device), al.budget, g,
+                train_config.eval_batch_size, chunk_size, store=store)
+            if not bool(torch.isfinite(scores).all()):  # under torchrun: the selection every rank got
+                raise NonFiniteError(f"{int((~torch.isfinite(scores)).sum())} of the {len(scores)} selected "
+                                     f"candidates got NaN or infinite {strategy.name} scores")
+        except NonFiniteError as exc:
+            cause = ("" if "a bug of the strategy" in str(exc) else
+                     ": " + diagnose(model, [(train, candidates, "candidate"), (train, lab, "training")], bs,
+                                     train_config.lr))
+            raise NonFiniteError(f"{where}: {exc}{cause}; nothing of this cycle was stored") from exc
         state.label(selected, round=cycle + 1)
     score_seconds = time.perf_counter() - t0
     counts = torch.bincount(train.labels[lab.to(device)].cpu(), minlength=train.num_classes).tolist()

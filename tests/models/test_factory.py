@@ -162,3 +162,70 @@ def test_specs_cross_process_boundaries(user_module):
     clone.eval()
     torch.testing.assert_close(clone(x).logits, model(x).logits)
     torch.testing.assert_close(clone(x).features[0], model(x).features[0])
+
+
+FAILING_MODELS = '''
+import torch
+from torch import nn
+
+
+def wrong_size(num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
+
+
+def rgb_only(num_classes):
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, num_classes))
+
+
+class Raises(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        raise RuntimeError("my own failure")
+
+
+def no_args():
+    return nn.Linear(2, 2)
+
+
+class Empty(nn.Module):
+    pass
+
+
+class NoForward(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+'''
+
+
+@pytest.mark.parametrize("name,message", [
+    ("wrong_size", r"failed when tidal ran it on a batch of 2 zero inputs of shape \(1, 28, 28\) \(10 classes\): "
+                   r"RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
+    ("rgb_only", r"expected input\[2, 1, 28, 28\] to have 3 channels.*the data has 1 channel\(s\): give the model "
+                 r"in_channels=1"),
+    ("Raises", r"'failing_\d+:Raises' \(Raises\) failed .*: RuntimeError: my own failure; make its forward"),
+    ("no_args", r"failed when tidal built it as no_args\(10\) \(10 classes, inputs of shape \(1, 28, 28\)\): "
+                r"TypeError: .*takes 0 positional arguments but 1 was given; it must take num_classes"),
+    ("Empty", r"failed when tidal built it as Empty\(10\).*TypeError"),
+    ("NoForward", r"NotImplementedError: Module \[NoForward\] is missing the required \"forward\" function"),
+])
+def test_a_user_model_that_fails_is_one_model_error_with_its_message_and_what_tidal_passed(
+        tmp_path, monkeypatch, name, message):
+    from tidal.errors import ModelError
+
+    module = f"failing_{next(_ids)}"
+    (tmp_path / f"{module}.py").write_text(FAILING_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModelError, match=message) as info:
+        build_model(f"{module}:{name}", num_classes=10, input_shape=(1, 28, 28))
+    assert "\n" not in str(info.value) and info.value.__cause__ is not None  # one line; the traceback is chained
+
+
+def test_a_standard_library_function_as_model_is_a_model_error_and_runs_nothing():
+    from tidal.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"model 'os:system' failed when tidal built it as system\(10\)"):
+        build_model("os:system", num_classes=10, input_shape=(1, 28, 28))

@@ -189,3 +189,32 @@ def test_bad_feature_shape_is_refused_and_leaves_no_hooks():
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
     model = HookedModel(net, feature_layers=(), probe_shape=(5, 4))  # no features: embedding and logits only
     assert model.feature_channels == () and model.embedding_dim == 6
+
+
+def test_the_readme_hooked_model_example_runs_as_written(capsys):
+    """The README's HookedModel block, executed as it is printed there (issue 21, case 25)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"<!-- tests/models/test_hooks.py runs this block -->\n```python\n(.*?)```", readme, re.S)
+    assert block is not None, "the README lost its HookedModel example"
+    scope: dict = {}
+    exec(compile(block.group(1), "README.md", "exec"), scope)
+    out = scope["out"]
+    assert out.logits.shape == (4, 10) and out.embedding.shape == (4, 16) and len(out.features) == 2
+    printed = capsys.readouterr().out.strip()
+    assert printed == "features '1', '3' (channels [8, 16]); embedding '5' (dim 16); classifier '6'"
+    assert re.search(r"print\(hooked.describe\(\)\)  # " + re.escape(printed), block.group(1))
+
+
+def test_without_requirements_a_classifier_lacking_linear_or_features_still_wraps():
+    """The factory wraps with required=(): what is missing is left out and explained, so a method
+    that needs neither (random) runs on it (issue 21, case 16)."""
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Conv2d(8, 3, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    hooked = HookedModel(net, feature_layers=["0"], probe_shape=(1, 8, 8), required=())
+    out = hooked(torch.zeros(2, 1, 8, 8))
+    assert out.logits.shape == (2, 3) and out.embedding.shape == (2, 0) and hooked.embedding_dim == 0
+    assert "found no nn.Linear with out_features=3" in hooked.unavailable["embedding"]
+    bare = HookedModel(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), probe_shape=(1, 2, 2), required=())
+    assert bare.feature_channels == () and "found no feature layers" in bare.unavailable["features"]

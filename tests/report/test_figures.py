@@ -144,3 +144,27 @@ def test_class_make_up_figure_names_the_classes(synth, tmp_path, drawn):
     assert [t.get_text() for t in left.get_yticklabels()] == s.methods
     texts = [t.get_text() for t in left.texts]  # tidal-entropy picks 35, 36, 37 of 50 tail samples: 36 [33, 38]
     assert "36\n[34, 38]" in texts or "36\n[33, 38]" in texts
+
+
+@pytest.mark.parametrize("methods", [("random", "tidal-entropy"), ("random", "tidal-entropy", "entropy")])
+def test_titles_and_axis_labels_fit_the_figure_with_few_methods(synth, monkeypatch, tmp_path, methods):
+    """With 2-3 methods the figure is narrow: the long title and the shared y label are wrapped,
+    not clipped at the figure's edge (issue 21, case 28)."""
+    import tidal.report.figures as figures
+    from tidal.report import summarize
+    from tidal.report.style import save_figure
+
+    saved = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: saved.append(fig) or save_figure(fig, path))
+    s = summarize([synth.make_record(m, seed, c) for m in methods for seed in synth.SEEDS for c in range(4)])[0]
+    figures.plot_relative(s, tmp_path / "relative.png")
+    assert figures.plot_ablation(s, tmp_path / "ablation.png") is not None or len(methods) == 2
+    for fig in saved:
+        renderer = fig.canvas.get_renderer()
+        texts = [t for t in (fig._suptitle, fig._supxlabel, fig._supylabel) if t is not None]
+        texts += [t for ax in fig.axes if ax.get_visible() for t in (ax.title, ax.xaxis.label, ax.yaxis.label)]
+        for t in texts:
+            if t.get_text():
+                box = t.get_window_extent(renderer)
+                assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= fig.bbox.x1 + 1 and box.y1 <= fig.bbox.y1 + 1, \
+                    (t.get_text(), box.extents, fig.bbox.extents)

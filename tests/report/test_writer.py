@@ -136,3 +136,22 @@ def test_the_report_names_classes_from_the_store_and_falls_back_to_indices(synth
     old = synth.build_run(tmp_path / "old")  # no class names stored
     write_report(old)
     assert "class 5, class 6, class 7, class 8, class 9: 5 of 10 classes" in (old / "report.md").read_text()
+
+
+def test_results_json_is_strict_json_even_when_the_store_holds_nan(synth, tmp_path, monkeypatch):
+    """A database from before non-finite cycles were refused may hold NaN scores or losses:
+    results.json writes them as null, never as the bare NaN token JSON does not have (issue 21, case 6)."""
+    import dataclasses
+    import json
+
+    import tidal.report.writer as writer
+
+    monkeypatch.setattr(writer, "figures_available", lambda: False)
+    bad = dataclasses.replace(synth.make_record("entropy", 9, 0), scores=[float("nan")] * 50, final_loss=float("inf"))
+    run = synth.build_run(tmp_path / "run", extra=[bad])
+    write_report(run)
+    text = (run / "results.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    data = json.loads(text, parse_constant=lambda name: pytest.fail(f"results.json holds {name}"))
+    row = next(c for c in data["cycles"] if c["seed"] == 9)
+    assert row["scores"] == [None] * 50 and row["final_loss"] is None

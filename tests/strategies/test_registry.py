@@ -64,3 +64,12 @@ def test_two_cycles_on_cuda(name, tiny_splits):
     results = list(active_learning(tiny_splits.train.to(dev), tiny_splits.test.to(dev), pool,
                                    create_strategy(name, FAST), AL, TC, seed=0, device=dev))
     assert len(set(results[0].selected.tolist())) == AL.budget
+
+
+def test_a_mistyped_method_suggests_the_main_method_not_the_costly_oracle():
+    from tidal.strategies import create_strategy
+
+    with pytest.raises(ValueError, match=r"unknown method 'tidal'.*\(did you mean 'tidal-entropy'\?\)$"):
+        create_strategy("tidal")
+    with pytest.raises(ValueError, match=r"did you mean 'tidal-margin'\?"):
+        create_strategy("tidal-margn")  # a plain misspelling still gets the closest name

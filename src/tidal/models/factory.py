@@ -32,12 +32,14 @@ from pathlib import Path
 
 from torch import nn
 
-from tidal.models.hooks import HookedModel, probe_forward
+from tidal.errors import ModelError
+from tidal.models.hooks import _PROBE_BATCH, HookedModel, probe_forward
 from tidal.models.mlp import MLP
 from tidal.models.resnet import ModelOutput, ResNet18
 from tidal.models.resnet50 import ResNet50, load_weights
 
-__all__ = ["BUILTIN_MODELS", "build_model", "check_model_spec", "model_capabilities", "model_name"]
+__all__ = ["BUILTIN_MODELS", "build_model", "check_model_spec", "describe_layers", "model_capabilities", "model_name",
+           "raised_in_user_code"]
 
 BUILTIN_MODELS = ("resnet18", "resnet50", "mlp")
 _AUTO = "auto"
@@ -109,7 +111,8 @@ def model_name(spec: ModelSpec, input_shape: Sequence[int] | None = None) -> str
     return f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', type(target).__qualname__)}"
 
 
-def _call_user(fn: Callable[..., nn.Module], num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+def _call_user(fn: Callable[..., nn.Module], num_classes: int, input_shape: tuple[int, ...],
+               label: str | None = None) -> nn.Module:
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # builtins without a signature: call with num_classes only
@@ -119,7 +122,14 @@ def _call_user(fn: Callable[..., nn.Module], num_classes: int, input_shape: tupl
         kwargs["input_shape"] = input_shape
     if "in_channels" in params and len(input_shape) == 3:  # images only: a vector has no channels
         kwargs["in_channels"] = input_shape[0]
-    model = fn(num_classes, **kwargs)
+    try:
+        model = fn(num_classes, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user's code: any failure is reported as the model's
+        call = ", ".join([str(num_classes), *(f"{k}={v!r}" for k, v in kwargs.items())])
+        raise ModelError(f"model {label or model_name(fn)!r} failed when tidal built it as "
+                         f"{getattr(fn, '__name__', 'model')}"
+                         f"({call}) ({num_classes} classes, inputs of shape {input_shape}): {_message(exc)}; it must "
+                         "take num_classes (and may take input_shape=, in_channels=) and return an nn.Module") from exc
     if not isinstance(model, nn.Module):
         raise ValueError(f"model function {model_name(fn)} returned a {type(model).__name__}, not an nn.Module; "
                          "make it return the network")
@@ -134,18 +144,74 @@ def _reinitialised(module: nn.Module) -> nn.Module:
     return model
 
 
-def _contract(model: nn.Module, num_classes: int, input_shape: tuple[int, ...], dropout: float) -> nn.Module:
-    """Use ``model`` as it is when it returns ModelOutput, else wrap it in HookedModel."""
-    if isinstance(probe_forward(model, input_shape), ModelOutput):
+def _message(exc: BaseException) -> str:
+    """``Type: message`` of an exception, on one line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def raised_in_user_code(exc: BaseException) -> bool:
+    """Whether ``exc``'s traceback passes through code outside tidal, torch and the standard
+    library (a model of yours), so that a failure there is the model's, not tidal's."""
+    import os
+    import sysconfig
+
+    import torch
+
+    ours = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(torch.__file__),
+            sysconfig.get_paths()["stdlib"]]
+    tb = exc.__traceback__
+    while tb is not None:
+        path = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        if not path.startswith("<") and not any(path.startswith(root) for root in ours):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _model_failed(model: nn.Module, num_classes: int, input_shape: tuple[int, ...], exc: Exception,
+                  label: str | None) -> ModelError:
+    channels = ""
+    if len(input_shape) == 3 and "channel" in str(exc):
+        channels = (f"; the data has {input_shape[0]} channel(s): give the model in_channels={input_shape[0]} "
+                    "(a function taking in_channels= gets it)")
+    name = f"{label!r} ({type(model).__name__})" if label else type(model).__name__
+    return ModelError(f"model {name} failed when tidal ran it on a batch of {_PROBE_BATCH} zero inputs "
+                      f"of shape {input_shape} ({num_classes} classes): {_message(exc)}{channels}; make its forward "
+                      "take such a batch and return logits [batch, classes] (TIDAL_DEBUG=1 shows the traceback)")
+
+
+def _contract(model: nn.Module, num_classes: int, input_shape: tuple[int, ...], dropout: float,
+              label: str | None = None, feature_layers: Sequence[str] | None = None,
+              embedding_layer: str | None = None) -> nn.Module:
+    """Use ``model`` as it is when it returns ModelOutput, else wrap it in HookedModel (which
+    requires nothing: what it cannot find is refused per method by the experiment). The user's
+    forward failing on the probe batch is a :class:`~tidal.errors.ModelError`."""
+    try:
+        out = probe_forward(model, input_shape)
+    except Exception as exc:  # noqa: BLE001 - the user's code: any failure is reported as the model's
+        raise _model_failed(model, num_classes, input_shape, exc, label) from exc
+    if isinstance(out, ModelOutput):
+        if feature_layers is not None or embedding_layer is not None:
+            raise ValueError(f"feature_layers / embedding_layer name layers for TiDAL's hooks, but model "
+                             f"{label or type(model).__name__!r} returns ModelOutput itself (its own features and "
+                             "embedding); drop --feature-layers / --embedding-layer")
         if dropout > 0 and not any(isinstance(m, nn.Dropout) for m in model.modules()):
             raise ValueError(f"dropout={dropout}: {type(model).__name__} returns ModelOutput itself, so no dropout can "
                              "be inserted and it has no nn.Dropout; add one before its classifier or pass dropout=0")
         return model
-    return HookedModel(model, dropout=dropout, probe_shape=input_shape, num_classes=num_classes)
+    try:
+        return HookedModel(model, feature_layers=feature_layers, embedding_layer=embedding_layer, dropout=dropout,
+                           probe_shape=input_shape, num_classes=num_classes, required=())
+    except (ValueError, ModelError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's forward failed under the hooks' probe
+        raise _model_failed(model, num_classes, input_shape, exc, label) from exc
 
 
 def build_model(spec: ModelSpec, num_classes: int, input_shape: Sequence[int], dropout: float = 0.0,
-                width: int = 64, weights: str | Path | None = None) -> nn.Module:
+                width: int = 64, weights: str | Path | None = None, feature_layers: Sequence[str] | None = None,
+                embedding_layer: str | None = None) -> nn.Module:
     """Build the model ``spec`` names (module docstring) for ``num_classes`` and one input of ``input_shape``.
 
     Args:
@@ -155,6 +221,9 @@ def build_model(spec: ModelSpec, num_classes: int, input_shape: Sequence[int], d
         dropout: dropout before the classifier (BALD's MC dropout); inserted by hooks for user models.
         width: first-stage width of ``resnet18`` (64 in the paper); ignored by the others.
         weights: checkpoint file for ``resnet50`` (torchvision/timm names); an error for the others.
+        feature_layers, embedding_layer: for a model of yours, the layers TiDAL's hooks read
+            (:class:`~tidal.models.HookedModel`; None: found automatically); an error for the
+            built-ins, which give their own.
 
     Returns an ``nn.Module`` whose forward gives ``ModelOutput`` and which has
     ``feature_channels`` and ``embedding_dim``.
@@ -162,6 +231,10 @@ def build_model(spec: ModelSpec, num_classes: int, input_shape: Sequence[int], d
     check_model_spec(spec)
     input_shape = tuple(int(s) for s in input_shape)
     name = _auto(input_shape) if spec == _AUTO else spec
+    if (feature_layers is not None or embedding_layer is not None) and name in BUILTIN_MODELS:
+        raise ValueError(f"feature_layers / embedding_layer name layers of a model of yours (--model "
+                         f"package.module:function); the built-in {name!r} gives its own features and embedding: "
+                         "drop --feature-layers / --embedding-layer")
     if weights is not None and name != "resnet50":
         raise ValueError(f"weights={str(weights)!r} is only for model 'resnet50', not {model_name(spec)!r}; "
                          "load other weights inside your model function")
@@ -183,8 +256,16 @@ def build_model(spec: ModelSpec, num_classes: int, input_shape: Sequence[int], d
     if isinstance(spec, nn.Module):
         model = _reinitialised(spec)
     else:
-        model = _call_user(_resolve(spec) if isinstance(spec, str) else spec, num_classes, input_shape)
-    return _contract(model, num_classes, input_shape, dropout)
+        model = _call_user(_resolve(spec) if isinstance(spec, str) else spec, num_classes, input_shape,
+                           spec if isinstance(spec, str) else None)
+    return _contract(model, num_classes, input_shape, dropout, spec if isinstance(spec, str) else None,
+                     feature_layers, embedding_layer)
+
+
+def describe_layers(model: nn.Module) -> str | None:
+    """The layers TiDAL's hooks read from a model of yours, in words (None for a model that
+    gives ``ModelOutput`` itself, such as the built-ins)."""
+    return model.describe() if isinstance(model, HookedModel) else None
 
 
 def model_capabilities(model: nn.Module) -> set[str]:

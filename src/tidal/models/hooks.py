@@ -107,11 +107,18 @@ class HookedModel(nn.Module):
         dropout: probability of the ``nn.Dropout`` inserted on the classifier's input (0 = none).
         probe_shape: one input's shape, e.g. ``(3, 32, 32)`` or ``(512,)``.
         num_classes: ``C``; checked against the module's output when given.
+        required: what construction must find, of ``"features"`` and ``"embedding"`` (default
+            both: a ``ValueError`` naming the children otherwise). What is not required and not
+            found is left out (``feature_channels == ()``, ``embedding_dim == 0``, an empty
+            ``[B, 0]`` embedding) and its hint kept in ``unavailable``; the model factory
+            passes ``required=()`` so that a method that needs neither (random) runs, and the
+            experiment refuses, with that hint, a method that needs what is missing.
     """
 
     def __init__(self, module: nn.Module, feature_layers: Sequence[str] | None = None,
                  embedding_layer: str | None = None, dropout: float = 0.0, *,
-                 probe_shape: Sequence[int], num_classes: int | None = None) -> None:
+                 probe_shape: Sequence[int], num_classes: int | None = None,
+                 required: Sequence[str] = ("features", "embedding")) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
             raise ValueError(f"module={module!r} is not an nn.Module; pass the classifier network itself")
@@ -122,6 +129,7 @@ class HookedModel(nn.Module):
                              f"e.g. [{feature_layers!r}]")
         self.module = module
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.unavailable: dict[str, str] = {}  # "features" / "embedding" -> why not found and what to pass
         names = {m: name for name, m in module.named_modules()}
         for name in [*(feature_layers or ()), *([embedding_layer] if embedding_layer else [])]:
             self._submodule(name)  # unknown names fail here, before the probe
@@ -153,15 +161,23 @@ class HookedModel(nn.Module):
         self._classifier_name = classifier_name
         self._embedding_layer = embedding_layer
         if feature_layers is None:
-            feature_layers = self._auto_features(module, order, classifier_name)
+            try:
+                feature_layers = self._auto_features(module, order, classifier_name)
+            except ValueError as exc:
+                if "features" in required:
+                    raise
+                self.unavailable["features"], feature_layers = str(exc), ()
         self._feature_layers = tuple(feature_layers)
         # logits_from_embedding is exact only when the logits are the classifier's output itself.
         self._head_ok = (classifier_name is not None and embedding_layer is None
                          and classifier_name in record and torch.equal(record[classifier_name], out))
         if embedding_layer is None and classifier_name is None:
-            raise ValueError(self._children_hint(module, f"found no nn.Linear with out_features={self.num_classes} "
-                                                         "(the classifier) whose input is the embedding",
-                                                 "embedding_layer='<name>'"))
+            hint = self._children_hint(module, f"found no nn.Linear with out_features={self.num_classes} "
+                                               "(the classifier) whose input is the embedding",
+                                       "embedding_layer='<name>'")
+            if "embedding" in required:
+                raise ValueError(hint)
+            self.unavailable["embedding"] = hint
         if dropout > 0 and classifier_name is None:
             raise ValueError(f"dropout={dropout} goes on the classifier's input, but {type(module).__name__} has no "
                              f"nn.Linear with out_features={self.num_classes}; pass dropout=0")
@@ -255,9 +271,11 @@ class HookedModel(nn.Module):
             self._captured["\0embedding"] = x
         return (self.dropout(x), *args[1:])
 
-    def _collect(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def _collect(self, logits: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         captured, self._captured = self._captured, {}
         missing = [n for n in self._feature_layers if n not in captured]
+        if "embedding" in self.unavailable:  # none to give: an empty [B, 0] (embedding_dim 0)
+            captured["\0embedding"] = logits.new_zeros(logits.shape[0], 0)
         if missing or "\0embedding" not in captured:
             what = missing or [self._embedding_layer or self._classifier_name]
             raise RuntimeError(f"layers {what} did not run in this forward pass of {type(self.module).__name__}; "
@@ -272,7 +290,7 @@ class HookedModel(nn.Module):
             raise RuntimeError("the hooks of this HookedModel were removed; build a new one to run it")
         self._captured = {}
         logits = self.module(x)
-        features, embedding = self._collect()
+        features, embedding = self._collect(logits)
         return ModelOutput(logits, embedding, features)
 
     @property
@@ -290,8 +308,17 @@ class HookedModel(nn.Module):
     @property
     def layers(self) -> dict[str, object]:
         """The names in use: ``{"features": [...], "embedding": str, "classifier": str | None}``."""
-        emb = self._embedding_layer or f"input of {self._classifier_name}"
+        emb = self._embedding_layer or (f"input of {self._classifier_name}" if self._classifier_name else None)
         return {"features": list(self._feature_layers), "embedding": emb, "classifier": self._classifier_name}
+
+    def describe(self) -> str:
+        """The layers in use, in words: ``features 'layer1', 'layer2' (channels [8, 16]); embedding
+        input of 'fc' (dim 16); classifier 'fc'``."""
+        emb = (repr(self._embedding_layer) if self._embedding_layer else
+               f"input of {self._classifier_name!r}" if self._classifier_name else "none")
+        feats = ", ".join(map(repr, self._feature_layers)) or "none"
+        return (f"features {feats} (channels {list(self.feature_channels)}); embedding {emb} (dim "
+                f"{self.embedding_dim}); classifier {repr(self._classifier_name) if self._classifier_name else 'none'}")
 
     def remove_hooks(self) -> None:
         """Detach every hook from the wrapped module (it is then exactly the user's module again)."""

@@ -75,10 +75,33 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float
     return fig, axes
 
 
+def _wrap_to_fit(fig: Any) -> None:
+    """Break the figure's and the panels' titles and axis labels into lines so that each fits
+    the figure (a long ``suptitle`` over two small panels, a ``supylabel`` taller than one row)."""
+    import textwrap
+
+    renderer = fig.canvas.get_renderer()
+    texts = [getattr(fig, name, None) for name in ("_suptitle", "_supxlabel", "_supylabel")]
+    texts += [t for ax in fig.axes if ax.get_visible() for t in (ax.title, ax.xaxis.label, ax.yaxis.label)]
+    for t in texts:
+        if t is None or not t.get_visible() or not t.get_text() or "\n" in t.get_text():
+            continue
+        vertical = round(t.get_rotation()) % 180 == 90
+        extent = t.get_window_extent(renderer)
+        size, room = (extent.height, fig.bbox.height) if vertical else (extent.width, fig.bbox.width)
+        if size > 0.92 * room:
+            text = t.get_text()
+            t.set_text("\n".join(textwrap.wrap(text, max(12, int(len(text) * 0.85 * room / size)))))
+
+
 def save_figure(fig: Any, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG at ``path`` atomically (temporary file, then ``os.replace``)."""
+    """Write ``fig`` as a PNG at ``path`` atomically (temporary file, then ``os.replace``).
+
+    Titles and labels longer than the figure are wrapped first, and the PNG is cut to the
+    bounding box of everything drawn (``bbox_inches="tight"``), so no text is clipped."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _wrap_to_fit(fig)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.08)
     return path

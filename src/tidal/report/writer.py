@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 from tidal.io import atomic_path, atomic_write_text
@@ -110,7 +111,19 @@ def _write_tables(run_dir: Path, records: list[CycleRecord], cfg: dict, tracking
     data = {"config": cfg, "cycles": [r.__dict__ for r in records]}
     if tracking:
         data["td_tracking"] = [t.__dict__ for t in tracking]
-    _atomic_write(run_dir / "results.json", json.dumps(data))
+    _atomic_write(run_dir / "results.json", json.dumps(_json_safe(data), allow_nan=False))
+
+
+def _json_safe(value: object) -> object:
+    """``value`` with every NaN or infinite float as ``None`` (JSON ``null``): a database written
+    before non-finite cycles were refused may hold them, and bare ``NaN`` is not JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def write_report(run_dir: str | Path) -> str:

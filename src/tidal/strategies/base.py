@@ -191,6 +191,9 @@ class Strategy:
 
 
 _REGISTRY: dict[str, type[Strategy]] = {}
+# Suggested for a mistyped name before the other close names: ``tidal`` gets the paper's main
+# method, not the costly oracle ablation ``tidal-exact`` that difflib finds closest.
+_SUGGESTED_FIRST = ("tidal-entropy", "tidal-margin", "random")
 _LOADED = False
 
 
@@ -246,7 +249,7 @@ def strategy_class(name: str) -> type[Strategy]:
     _load_all()
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; choose from: {', '.join(list_strategies())}"
-                         f"{did_you_mean(name, _REGISTRY)}")
+                         f"{did_you_mean(name, _REGISTRY, preferred=_SUGGESTED_FIRST)}")
     return _REGISTRY[name]
 
 
