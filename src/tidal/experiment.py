@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from tqdm.auto import tqdm
 
-from tidal.config import ExperimentConfig
+from tidal.config import ExperimentConfig, adapt_train
 from tidal.data import DatasetSplits
 from tidal.loop import check_pool_fits, configured_model
 from tidal.results import DB_NAME, CycleRecord, ResultStore
@@ -171,6 +171,11 @@ def _run_experiment(config: ExperimentConfig, out: Path, dev: torch.device, prog
                 pool = make_pool(loaded[name].train, ir, config.data.pool_limit, seed)
                 check_pool_fits(al, len(pool), f"the {name} pool at imbalance {ir:g}")
     check_models(config, loaded, model)
+    for name in config.datasets:  # say when the training settings are fitted to the data (loop._cycle applies them)
+        _, notes = adapt_train(config.train, al.initial, tuple(loaded[name].train.input_shape))
+        if notes and (ranks is None or ranks.is_main):
+            log(f"{name}: the first cycle trains with {'; '.join(notes)}; re-checked every cycle "
+                "(README, \"Presets\")")
 
     def open_out() -> tuple[RunDirLock, list, ResultStore]:
         prepare_out(out)
