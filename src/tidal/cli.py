@@ -286,9 +286,17 @@ def _project_command(args: argparse.Namespace) -> int:
         if result.random:
             print(f"round {rnd}: fewer than 2 labels, so no model to train: drew {len(result.ids)} samples at random")
         else:
+            from tidal.project.status import chance_warnings
+            from tidal.project.store import DB_NAME as PROJECT_DB, ProjectStore
+
+            if result.fitted:
+                print(f"round {rnd} trained with {'; '.join(result.fitted)} (README, \"Presets\")")
             acc = "" if result.accuracy is None else f", holdout accuracy {100 * result.accuracy:.1f}%"
             print(f"round {rnd}: trained on {result.n_labeled} labels{acc}; selected the {len(result.ids)} most "
                   f"informative unlabeled samples")
+            with ProjectStore(Path(args.project) / PROJECT_DB, readonly=True) as store:
+                for line in chance_warnings([r for r in store.rounds() if r.round == rnd]):
+                    print(f"warning: {line}", file=sys.stderr)
         print(f"wrote {out / 'to_label.csv'} and {out / 'tasks.json'}; label them, then `tidal label {args.project} "
               "FILE`")
         return 0

@@ -113,7 +113,7 @@ class SettingSummary:
     timing: dict[str, Timing] = field(default_factory=dict)
     best: str | None = None  # method with the highest mean area under the accuracy curve
     cycles: int = 0  # cycles a finished run has (the configured number; else the most stored)
-    near_chance: list[str] = field(default_factory=list)  # "method seed S cycle C: why" per cycle that learned nothing (near_chance)
+    near_chance: list[str] = field(default_factory=list)  # "method seed S cycle C: why", per cycle near chance
 
     @property
     def in_progress(self) -> bool:
