@@ -240,7 +240,8 @@ def _add_project_parsers(sub: argparse._SubParsersAction) -> None:
 
     st = sub.add_parser("status", help="a project's labels per class, rounds and holdout accuracy",
                         description="Print PROJECT's labels per class, its rounds (method, labels trained on, holdout "
-                                    "accuracy, time) and what is still unlabeled. Reads only.")
+                                    "accuracy, final training loss, time; a warning for a round whose model ended "
+                                    "near chance) and what is still unlabeled. Reads only.")
     st.add_argument("project", metavar="PROJECT", help="the project directory")
 
 
