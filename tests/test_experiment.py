@@ -266,6 +266,6 @@ def test_a_run_says_when_it_fits_the_training_settings_to_the_data(tiny_splits, 
     assert not any("instead of" in line for line in lines)  # batch 16 on 20 labels: two steps; padding 1 of 12 px
     big = dataclasses.replace(fits, train=dataclasses.replace(fits.train, batch_size=128, crop_padding=4))
     run_experiment(big, tmp_path / "b", progress=False, log=lines.append, splits={"fashion-mnist": tiny_splits})
-    assert ("fashion-mnist: the first cycle trains with batch 10 instead of 128 (20 labels would make 1 SGD step "
+    assert ("note: fashion-mnist: the first cycle trains with batch 10 instead of 128 (20 labels would make 1 SGD step "
             "per epoch; at least 2); crop padding 1 instead of 4 px (at most 1/7 of the 12-px image side); "
             "re-checked every cycle (README, \"Presets\")") in lines

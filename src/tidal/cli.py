@@ -394,7 +394,7 @@ def run_summary(out: str | Path) -> str:
                                          if len(s.near_chance) > 3 else [])
             lines.append(f"  warning: {len(s.near_chance)} cycle(s) ended near chance, the model learned (almost) "
                          "nothing; the training settings may not fit this data (README, \"Presets\"):")
-            lines += [f"    {w}" for w in shown]
+            lines += [f"    - {w}" for w in shown]
         blocks.append("\n".join(lines))
     note = ("Means across seeds, as in the report. vs random: relative improvement over random in %, "
             "100 x (acc - acc_random) / acc_random\nper seed, at the last cycle and averaged over the cycles after "

@@ -174,7 +174,7 @@ def _run_experiment(config: ExperimentConfig, out: Path, dev: torch.device, prog
     for name in config.datasets:  # say when the training settings are fitted to the data (loop._cycle applies them)
         _, notes = adapt_train(config.train, al.initial, tuple(loaded[name].train.input_shape))
         if notes and (ranks is None or ranks.is_main):
-            log(f"{name}: the first cycle trains with {'; '.join(notes)}; re-checked every cycle "
+            log(f"note: {name}: the first cycle trains with {'; '.join(notes)}; re-checked every cycle "
                 "(README, \"Presets\")")
 
     def open_out() -> tuple[RunDirLock, list, ResultStore]:
