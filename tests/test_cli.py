@@ -475,4 +475,4 @@ def test_run_summary_names_which_vs_random_it_shows(tmp_path):
     # the collapsed cycle is named: its loss near ln 10 and its accuracy at chance
     assert "warning: 1 cycle(s) ended near chance" in text
     assert ("    - random seed 0 cycle 2: final training loss 2.30 near ln 10 = 2.30 and accuracy 10.0% near chance "
-            "(10.0%)") in text
+            "= 10.0%") in text

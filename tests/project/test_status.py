@@ -31,7 +31,7 @@ def test_a_round_near_chance_is_named_with_its_loss(tmp_path, write_images, clas
     assert "0.050" in text and "1.099" in text
     warnings = [line.strip() for line in text.splitlines() if "warning:" in line]
     assert warnings == ["warning: round 2's model ended near chance (final training loss 1.10 near ln 3 = 1.10 and "
-                        "accuracy 33.3% near chance (33.3%)): it learned (almost) nothing; the training settings may "
+                        "accuracy 33.3% near chance = 33.3%): it learned (almost) nothing; the training settings may "
                         "not fit this data (README, \"Presets\")"]
 
 

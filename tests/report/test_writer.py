@@ -148,7 +148,7 @@ def test_a_cycle_near_chance_is_named_in_the_report(synth, tmp_path):
     text = (tmp_path / "run" / "report.md").read_text()
     assert ("**Warning:** 1 cycle(s) ended near chance, their model learned (almost) nothing, so the training "
             "settings may not fit this data (README, \"Presets\"): random seed 3 cycle 2: final training loss 2.30 "
-            "near ln 10 = 2.30 and accuracy 10.0% near chance (10.0%).") in text
+            "near ln 10 = 2.30 and accuracy 10.0% near chance = 10.0%.") in text
     clean = tmp_path / "clean"
     write_report(synth.build_run(clean))
     assert "near chance" not in (clean / "report.md").read_text()

@@ -57,7 +57,7 @@ def near_chance(final_loss: float | None, accuracy: float | None, num_classes: i
         why.append(f"final training loss {final_loss:.2f} near ln {num_classes} = {ln_c:.2f}")
     chance = 1.0 / num_classes
     if accuracy is not None and math.isfinite(accuracy) and accuracy <= chance + CHANCE_ACCURACY * (1 - chance):
-        why.append(f"accuracy {100 * accuracy:.1f}% near chance ({100 * chance:.1f}%)")
+        why.append(f"accuracy {100 * accuracy:.1f}% near chance = {100 * chance:.1f}%")
     return " and ".join(why) or None
 
 
