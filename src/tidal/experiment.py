@@ -172,7 +172,8 @@ def _run_experiment(config: ExperimentConfig, out: Path, dev: torch.device, prog
                 check_pool_fits(al, len(pool), f"the {name} pool at imbalance {ir:g}")
     check_models(config, loaded, model)
     for name in config.datasets:  # say when the training settings are fitted to the data (loop._cycle applies them)
-        _, notes = adapt_train(config.train, al.initial, tuple(loaded[name].train.input_shape))
+        _, notes = adapt_train(config.train, al.initial, tuple(loaded[name].train.input_shape),
+                               min_batch=2 if ranks is None else 2 * ranks.world_size)
         if notes and (ranks is None or ranks.is_main):
             log(f"note: {name}: the first cycle trains with {'; '.join(notes)}; re-checked every cycle "
                 "(README, \"Presets\")")
