@@ -177,3 +177,39 @@ def test_preset_section_overrides_merge_a_dict_and_refuse_other_types():
     with pytest.raises(TypeError, match=r"train=\{'epochs': 3\} must be a TrainConfig, not a dict; build it as "
                                         r"TrainConfig\(...\), or pass train=\{...\} to preset\(\)"):
         ExperimentConfig(train={"epochs": 3}).validate()
+
+
+def test_adapt_train_leaves_the_fashion_mnist_protocols_as_configured():
+    """Issue 21 case 22: the stored numbers do not move. The quick and paper presets on 28x28 (and
+    32x32) images with 500+ labels, and the regression guard's tiny config (batch 32 on 40 and 60
+    labels), train with exactly the configured settings (the same object)."""
+    from tidal.config import adapt_train
+
+    for name in ("quick", "paper", "paper-cifar10"):
+        train = PRESETS[name].train
+        for n in (500, 1000, 4500, 10000):
+            for shape in ((1, 28, 28), (3, 32, 32)):
+                assert adapt_train(train, n, shape) == (train, [])
+                assert adapt_train(train, n, shape)[0] is train
+    tiny = TrainConfig(epochs=2, width=4, batch_size=32, eval_batch_size=256)
+    for n in (40, 60):
+        assert adapt_train(tiny, n, (1, 28, 28))[0] is tiny
+    assert adapt_train(PRESETS["quick"].train, 50, (64,))[0].crop_padding == 4  # feature vectors: no crop to fit
+
+
+def test_adapt_train_fits_small_label_sets_and_small_images():
+    """Issue 21 case 22: 50 labels at batch 128 made one SGD step per epoch, and crop padding 4 on
+    8x8 digits; the cycle trains with batch 25 (two steps) and padding 1, and says so."""
+    from tidal.config import adapt_train
+
+    quick = PRESETS["quick"].train
+    fitted, notes = adapt_train(quick, 50, (1, 8, 8))
+    assert (fitted.batch_size, fitted.crop_padding) == (25, 1)
+    assert dataclasses.replace(fitted, batch_size=128, crop_padding=4) == quick  # nothing else changes
+    assert notes == ["batch 25 instead of 128 (50 labels would make 1 SGD step per epoch; at least 2)",
+                     "crop padding 1 instead of 4 px (at most 1/7 of the 8-px image side)"]
+    assert adapt_train(quick, 129, (1, 28, 28))[0].batch_size == 65  # [128, 1] trains as one batch of 129
+    assert adapt_train(quick, 130, (1, 28, 28))[0] is quick  # [128, 2]: two steps
+    assert adapt_train(quick, 3, (1, 28, 28))[0].batch_size == 2  # never below 2 (batch norm)
+    assert adapt_train(quick, 40, (1, 28, 28), min_batch=32)[0].batch_size == 32  # torchrun: 2 per rank
+    assert adapt_train(quick, 500, (3, 5, 5))[0].crop_padding == 0  # smaller than 7 px: no crop

@@ -339,3 +339,19 @@ def test_layer_names_for_a_builtin_model_are_refused(tiny_splits, tmp_path):
     with pytest.raises(ValueError, match="the built-in 'resnet18' gives its own features and embedding: drop "
                                          "--feature-layers / --embedding-layer"):
         _run(cfg, tmp_path / "b", tiny_splits)
+
+
+def test_a_run_says_when_it_fits_the_training_settings_to_the_data(tiny_splits, tmp_path):
+    """Issue 21 case 22: 20 labels at batch 128 and 12-px images: the run prints the batch and crop it
+    trains with (README, "Presets"); with settings that fit it prints nothing of the kind."""
+    lines: list[str] = []
+    cfg = _config(methods=("random",))
+    fits = dataclasses.replace(cfg, al=dataclasses.replace(cfg.al, cycles=1),
+                               train=dataclasses.replace(cfg.train, crop_padding=1))
+    run_experiment(fits, tmp_path / "a", progress=False, log=lines.append, splits={"fashion-mnist": tiny_splits})
+    assert not any("instead of" in line for line in lines)  # batch 16 on 20 labels: two steps; padding 1 of 12 px
+    big = dataclasses.replace(fits, train=dataclasses.replace(fits.train, batch_size=128, crop_padding=4))
+    run_experiment(big, tmp_path / "b", progress=False, log=lines.append, splits={"fashion-mnist": tiny_splits})
+    assert ("note: fashion-mnist: the first cycle trains with batch 10 instead of 128 (20 labels would make 1 SGD step "
+            "per epoch; at least 2); crop padding 1 instead of 4 px (at most 1/7 of the 12-px image side); "
+            "re-checked every cycle (README, \"Presets\")") in lines

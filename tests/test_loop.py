@@ -279,3 +279,23 @@ def test_a_user_model_failing_in_training_is_a_model_error_and_tidal_errors_pass
     with pytest.raises(TypeError):
         next(active_learning(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), AL,
                              TC, 0))
+
+
+def test_each_cycle_trains_with_the_batch_fitted_to_its_labels(tiny_splits, monkeypatch):
+    """Issue 21 case 22: 20 labels at batch 128 would be one SGD step per epoch; the first cycle
+    trains at batch 10 (two steps), and once the labels fill two batches the configured one is used."""
+    import tidal.loop
+
+    used = []
+    real = tidal.loop.train_model
+
+    def spy(model, objective, dataset, labeled, config, *args, **kw):
+        used.append((len(labeled), config.batch_size, config.crop_padding))
+        return real(model, objective, dataset, labeled, config, *args, **kw)
+
+    monkeypatch.setattr(tidal.loop, "train_model", spy)
+    tc = TrainConfig(epochs=1, width=2, batch_size=16, eval_batch_size=64)
+    list(active_learning(tiny_splits.train, tiny_splits.test, torch.arange(0, len(tiny_splits.train), 2),
+                         create_strategy("random"), ALConfig(initial=12, budget=10, cycles=2, subset=50), tc, 0))
+    side = min(tiny_splits.train.input_shape[1:])
+    assert used == [(12, 6, min(4, side // 7)), (22, 16, min(4, side // 7))]

@@ -254,7 +254,8 @@ def _add_project_parsers(sub: argparse._SubParsersAction) -> None:
 
     st = sub.add_parser("status", help="a project's labels per class, rounds and holdout accuracy",
                         description="Print PROJECT's labels per class, its rounds (method, labels trained on, holdout "
-                                    "accuracy, time) and what is still unlabeled. Reads only.")
+                                    "accuracy, final training loss, time; a warning for a round whose model ended "
+                                    "near chance) and what is still unlabeled. Reads only.")
     st.add_argument("project", metavar="PROJECT", help="the project directory")
 
 
@@ -317,9 +318,17 @@ def _project_command(args: argparse.Namespace) -> int:
         if result.random:
             print(f"round {rnd}: fewer than 2 labels, so no model to train: drew {len(result.ids)} samples at random")
         else:
+            from tidal.project.status import chance_warnings
+            from tidal.project.store import DB_NAME as PROJECT_DB, ProjectStore
+
+            if result.fitted:
+                print(f"round {rnd} trained with {'; '.join(result.fitted)} (README, \"Presets\")")
             acc = "" if result.accuracy is None else f", holdout accuracy {100 * result.accuracy:.1f}%"
             print(f"round {rnd}: trained on {result.n_labeled} labels{acc}; selected the {len(result.ids)} most "
                   f"informative unlabeled samples")
+            with ProjectStore(Path(args.project) / PROJECT_DB, readonly=True) as store:
+                for line in chance_warnings([r for r in store.rounds() if r.round == rnd]):
+                    print(f"warning: {line}", file=sys.stderr)
         print(f"wrote {out / 'to_label.csv'} and {out / 'tasks.json'}; label them, then `tidal label {args.project} "
               "FILE`")
         return 0
@@ -384,8 +393,9 @@ def _aligned(rows: list[list[str]]) -> list[str]:
 
 def run_summary(out: str | Path) -> str:
     """Per (dataset, imbalance) setting, a short aligned table of every method: seeds, final test
-    accuracy, relative improvement over random (when random ran) and area under the accuracy
-    curve, means across seeds as in the report (tidal.report.summary)."""
+    accuracy, relative improvement over random (when random ran) at the last cycle and averaged over
+    cycles 2..K, and area under the accuracy curve: the report's numbers (tidal.report.summary), each
+    column named after its definition; then a warning for every cycle that ended near chance."""
     from tidal.report import summarize
     from tidal.results import DB_NAME, ResultStore
 
@@ -394,17 +404,33 @@ def run_summary(out: str | Path) -> str:
     blocks = []
     for s in summarize(records, cycles=config.al.cycles if config else None):
         has_random = bool(s.relative)
-        head = ["method", "seeds", "final acc. (%)"] + (["vs random (%)"] if has_random else []) + ["area (%)"]
+        k = len(s.n_labeled)
+        later = "cycle 2" if k == 2 else (f"cycles 2-{k}" if k > 2 else "cycle 1")
+        head = (["method", "seeds", "final acc. (%)"]
+                + ([f"vs random at cycle {k} (%)", f"vs random, mean of {later} (%)"] if has_random else [])
+                + ["area (%)"])
         rows = [head]
         for m in s.methods:
             o = s.overall[m]
-            rel = ["(reference)" if m == "random" else _number(o.relative[0], signed=True)] if has_random else []
+            rel = ((["(reference)", "(reference)"] if m == "random" else
+                    [_number(s.relative[m].mean[-1], signed=True), _number(o.relative[0], signed=True)])
+                   if has_random else [])
             rows.append([m + (" *" if m == s.best else ""), str(s.accuracy[m].n[-1]),
                          _number(s.accuracy[m].mean[-1])] + rel + [_number(o.auc[0])])
-        title = (f"{s.dataset}, imbalance {s.imbalance:g}: cycle {len(s.n_labeled)} of {s.cycles}, "
+        title = (f"{s.dataset}, imbalance {s.imbalance:g}: cycle {k} of {s.cycles}, "
                  f"{s.n_labeled[-1]} labeled")
-        blocks.append("\n".join([title, *("  " + line for line in _aligned(rows))]))
-    note = ("Means across seeds. vs random: relative improvement after cycle 1; area: under accuracy vs labeled\n"
+        lines = [title, *("  " + line for line in _aligned(rows))]
+        if s.near_chance:
+            shown = s.near_chance[:3] + ([f"... ({len(s.near_chance) - 3} more in the report)"]
+                                         if len(s.near_chance) > 3 else [])
+            lines.append(f"  warning: {len(s.near_chance)} cycle(s) ended near chance, the model learned (almost) "
+                         "nothing; the training settings may not fit this data (README, \"Presets\"):")
+            lines += [f"    - {w}" for w in shown]
+        blocks.append("\n".join(lines))
+    note = ("Means across seeds, as in the report. vs random: relative improvement over random in %, "
+            "100 x (acc - acc_random) / acc_random\nper seed, at the last cycle and averaged over the cycles after "
+            "the shared random initial set (the report's overview);\nthe average can disagree in sign with the "
+            "final accuracy and the area when one cycle is far off. area: under accuracy vs labeled\n"
             "samples; *: the highest area. The report gives confidence intervals and per-cycle numbers.")
     return "\n\n".join(blocks + [note])
 

@@ -22,6 +22,7 @@ __all__ = [
     "PRESETS",
     "StrategyConfig",
     "TrainConfig",
+    "adapt_train",
     "load_config_file",
     "preset",
 ]
@@ -48,11 +49,11 @@ class TrainConfig:
     weight_decay: float = 5e-4  # L2 penalty
     lr_decay_at: float = 0.8  # fraction of the epochs after which lr is multiplied by lr_decay (paper: 80/100, 160/200)
     lr_decay: float = 0.1  # multiplicative learning-rate decay
-    batch_size: int = 128  # training batch size, in images
+    batch_size: int = 128  # training batch size, in images (a cycle cuts it to leave 2 SGD steps per epoch when its labels fit one batch: adapt_train)
     model: str = "resnet18"  # network: resnet18 (CIFAR-style), resnet50 (ImageNet layout), mlp (feature vectors), auto, or package.module:function returning an nn.Module for num_classes
     weights: str | None = None  # file of initial weights for the model (e.g. an ImageNet ResNet-50 checkpoint), loaded with weights_only=True
     width: int = 64  # ResNet-18 base width in channels (paper: 64)
-    crop_padding: int = 4  # random-crop padding in pixels (0 disables the crop)
+    crop_padding: int = 4  # random-crop padding in pixels (0 disables the crop; at most 1/7 of the image side: adapt_train)
     flip: bool = True  # random horizontal flips
     eval_batch_size: int = 1024  # batch size for evaluation and scoring, in images
     amp: str = "off"  # mixed precision of the training step: off (float32, the paper's numbers) or bf16 (bfloat16 autocast on the training device, CPU or CUDA; evaluation and scoring stay float32)
@@ -268,6 +269,49 @@ PRESETS: dict[str, ExperimentConfig] = {
         al=ALConfig(initial=500, budget=500, cycles=5, subset=10000),
     ),
 }
+
+
+# How a run fits the configured training settings to its data (adapt_train). Both rules leave the
+# FashionMNIST presets and the regression guard's tiny config exactly as configured (README, "Presets").
+MIN_STEPS = 2  # SGD steps per epoch that the batch size must leave at least (50 labels at batch 128: one step)
+CROP_SHARE = 7  # crop padding is at most 1/CROP_SHARE of the shorter image side, in pixels (28 px -> 4, 8 px -> 1)
+
+
+def _steps(n: int, batch: int) -> int:
+    """SGD steps of an epoch over ``n`` samples (``tidal.train.epoch_batches``: a trailing batch of
+    one joins the previous one)."""
+    steps = -(-n // batch)
+    return steps - 1 if steps > 1 and n % batch == 1 else steps
+
+
+def adapt_train(train: TrainConfig, n_labeled: int, input_shape: tuple[int, ...],
+                min_batch: int = 2) -> tuple[TrainConfig, list[str]]:
+    """The training settings one cycle runs with, and a note per setting that differs from ``train``.
+
+    * batch size: when ``n_labeled`` samples at the configured batch make fewer than
+      :data:`MIN_STEPS` SGD steps per epoch (the whole labeled set in one batch), the batch is cut to
+      ``ceil(n_labeled / MIN_STEPS)`` (never below ``min_batch``); re-checked every cycle.
+    * crop padding: for images (``input_shape`` ``(C, H, W)``), at most ``min(H, W) //``
+      :data:`CROP_SHARE` pixels: the paper's 4 px on 28-32 px images, 1 px on 8x8 digits.
+
+    Settings that already fit are returned unchanged (the same object when nothing changes).
+    """
+    changes: dict[str, Any] = {}
+    notes = []
+    if _steps(n_labeled, train.batch_size) < MIN_STEPS:
+        batch = max(min_batch, -(-n_labeled // MIN_STEPS))
+        if batch < train.batch_size:
+            changes["batch_size"] = batch
+            notes.append(f"batch {batch} instead of {train.batch_size} ({n_labeled} labels would make "
+                         f"{_steps(n_labeled, train.batch_size)} SGD step per epoch; at least {MIN_STEPS})")
+    if len(input_shape) == 3:
+        side = min(input_shape[1:])
+        padding = min(train.crop_padding, side // CROP_SHARE)
+        if padding < train.crop_padding:
+            changes["crop_padding"] = padding
+            notes.append(f"crop padding {padding} instead of {train.crop_padding} px "
+                         f"(at most 1/{CROP_SHARE} of the {side}-px image side)")
+    return (dataclasses.replace(train, **changes) if changes else train), notes
 
 
 def preset(name: str, **overrides: Any) -> ExperimentConfig:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from tqdm.auto import tqdm
 
-from tidal.config import ExperimentConfig
+from tidal.config import ExperimentConfig, adapt_train
 from tidal.data import DatasetSplits
 from tidal.loop import check_pool_fits, configured_model
 from tidal.results import DB_NAME, CycleRecord, ResultStore
@@ -175,6 +175,12 @@ def _run_experiment(config: ExperimentConfig, out: Path, dev: torch.device, prog
     for line in check_models(config, loaded, model):  # once per run: what TiDAL reads from a model of yours
         if ranks is None or ranks.is_main:
             log(line)
+    for name in config.datasets:  # say when the training settings are fitted to the data (loop._cycle applies them)
+        _, notes = adapt_train(config.train, al.initial, tuple(loaded[name].train.input_shape),
+                               min_batch=2 if ranks is None else 2 * ranks.world_size)
+        if notes and (ranks is None or ranks.is_main):
+            log(f"note: {name}: the first cycle trains with {'; '.join(notes)}; re-checked every cycle "
+                "(README, \"Presets\")")
 
     def open_out() -> tuple[RunDirLock, list, ResultStore]:
         prepare_out(out)

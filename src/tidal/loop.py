@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tidal.config import ALConfig, TrainConfig
+from tidal.config import ALConfig, TrainConfig, adapt_train
 from tidal.data.dataset import Split
 from tidal.errors import ModelError, NonFiniteError, TidalError, TrainingDivergedError
 from tidal.embedstore import StoreSpec
@@ -254,8 +254,11 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
                       "carried from the previous cycle" if keep and cycle > 0 else "as the model built them")
     except NonFiniteError as exc:
         raise NonFiniteError(f"{where}: {exc}") from exc
+    # The batch and crop fitted to this cycle's labels and image size (config.adapt_train; README, "Presets").
+    fitted, _ = adapt_train(train_config, len(lab), tuple(train.input_shape),
+                            min_batch=2 if ranks is None else 2 * ranks.world_size)
     try:
-        stats = train_model(model, objective, train, lab, train_config, g, progress,
+        stats = train_model(model, objective, train, lab, fitted, g, progress,
                             desc=desc or f"{strategy.name} seed {seed} cycle {cycle + 1}/{al.cycles}",
                             epoch_hook=epoch_hook,
                             ranks=ranks)

@@ -28,8 +28,8 @@ from tidal.td_tracking import TDTrackerFactory
 if TYPE_CHECKING:
     from tidal.distributed import Ranks
 
-__all__ = ["RunKey", "experiment_runs", "load_splits", "make_pool", "prepare_out", "resolve_device", "run_one",
-           "set_deterministic"]
+__all__ = ["RunKey", "cpu_platform", "experiment_runs", "load_splits", "make_pool", "platform_difference",
+           "prepare_out", "resolve_device", "run_one", "set_deterministic"]
 
 _POOL_STREAM = 2_000_003  # stream id for the pool draw (long-tail sampling and slicing)
 
@@ -167,6 +167,33 @@ def set_deterministic(device: torch.device) -> None:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def cpu_platform() -> dict[str, str]:
+    """What the floating-point numbers of a CPU run depend on besides the code, the seed and the thread
+    count: the CPU model, the instruction set torch's CPU kernels dispatch to, torch's version and the
+    architecture. Runs that agree on these (and on the threads) give bit-identical numbers; another CPU
+    sums in another order and changes them (README, "Measured")."""
+    import platform
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:  # not Linux
+        pass
+    return {"cpu": model or platform.processor() or "unknown", "isa": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__, "machine": platform.machine()}
+
+
+def platform_difference(recorded: dict[str, str] | None, here: dict[str, str]) -> str | None:
+    """None when ``here`` is the ``recorded`` platform (:func:`cpu_platform`), else what differs, in words."""
+    if recorded is None:
+        return (f"the stored numbers' CPU was not recorded; this machine: {here['cpu']} ({here['isa']}, "
+                f"torch {here['torch']})")
+    diffs = [f"{key} {recorded.get(key)!r} there, {here.get(key)!r} here" for key in sorted(here)
+             if recorded.get(key) != here.get(key)]
+    return "; ".join(diffs) or None
 
 
 def run_one(

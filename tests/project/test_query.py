@@ -309,3 +309,21 @@ def test_the_command_line_lists_what_is_gone(labelled, pool, classes, capsys):
     out, err = capsys.readouterr()
     assert "round 2: trained on 8 labels" in out
     assert "1 pool files are gone and were left out (listed in" in err and "1 of them labelled" in err
+
+
+def test_a_trained_round_reports_its_loss_holdout_confusion_and_fitted_settings(tiny_splits):
+    """Issue 21 case 22: 12 labels at batch 128 train at batch 6 (said in ``fitted``); the round keeps
+    its final loss and the holdout confusion matrix behind its accuracy (for the report's per-class view)."""
+    train = dataclasses.replace(TINY, epochs=1, batch_size=128)
+    ids = list(range(12))
+    r = query("resnet18", tiny_splits, ids, tiny_splits.train.labels[:12].tolist(), 3, "random", train_config=train)
+    assert r.fitted == ["batch 6 instead of 128 (12 labels would make 1 SGD step per epoch; at least 2)",
+                        "crop padding 1 instead of 4 px (at most 1/7 of the 12-px image side)"]
+    assert r.final_loss is not None and r.final_loss > 0
+    m = torch.tensor(r.confusion)
+    assert m.shape == (4, 4) and int(m.sum()) == len(tiny_splits.test)
+    assert m.sum(dim=1).tolist() == torch.bincount(tiny_splits.test.labels, minlength=4).tolist()
+    assert int(m.diag().sum()) / len(tiny_splits.test) == r.accuracy
+    no_holdout = query("resnet18", tiny_splits.train, ids, tiny_splits.train.labels[:12].tolist(), 3, "random",
+                       train_config=train)
+    assert no_holdout.confusion is None and no_holdout.final_loss == r.final_loss

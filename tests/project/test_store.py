@@ -136,3 +136,19 @@ def test_rounds_round_trip(tmp_path, write_images, classes):
         with pytest.raises(sqlite3.IntegrityError):  # a round is stored once
             store.add_round(r)
         assert store.num_rounds() == 1 and store.rounds()[0].selections == r.selections
+
+
+def test_a_rounds_final_loss_and_confusion_are_stored_with_it(tmp_path):
+    """Issue 21 case 22: the report's per-class view and the near-chance warning read them back;
+    a NaN loss is stored as None (JSON has no NaN), a round stored without them reads None."""
+    def record(rnd, loss=None, confusion=None):
+        return RoundRecord(rnd, "entropy", 0, 1, 5, "scratch", False, 4, [2, 2], 0.5, 4, 1.0, 0.1, 1.2, ["a", "b"],
+                           1.0e9, [Selection(1, 7, 0.3, 1, 0.6)], loss, confusion)
+
+    with ProjectStore(tmp_path / DB_NAME, create=True) as store:
+        store.add_round(record(1))
+        store.add_round(record(2, 0.25, [[2, 0], [1, 1]]))
+        store.add_round(record(3, float("nan"), [[1, 1], [1, 1]]))
+    with ProjectStore(tmp_path / DB_NAME, readonly=True) as store:
+        got = [(r.final_loss, r.confusion) for r in store.rounds()]
+    assert got == [(None, None), (0.25, [[2, 0], [1, 1]]), (None, [[1, 1], [1, 1]])]

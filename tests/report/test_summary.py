@@ -198,3 +198,17 @@ def test_class_names_label_the_tail_and_fall_back_to_indices(synth):
     assert "(class 5, class 6, class 7, class 8, class 9: 5 of 10 classes)" in classes_table(old).caption
     (wrong,) = summarize(records, class_names={"fashion-mnist": names[:3]})  # not one per class: not used
     assert wrong.class_names == old.class_names
+
+
+def test_near_chance_thresholds():
+    """Issue 21 case 22: loss >= 0.9 ln C, or accuracy within a tenth of the way from 1/C to 100%."""
+    from tidal.report.summary import near_chance
+
+    assert near_chance(2.30, 0.10, 10) == ("final training loss 2.30 near ln 10 = 2.30 and accuracy 10.0% near "
+                                           "chance = 10.0%")
+    assert near_chance(0.9 * math.log(10), 0.5, 10) == "final training loss 2.07 near ln 10 = 2.30"
+    assert near_chance(2.0, 0.19, 10) == "accuracy 19.0% near chance = 10.0%"  # 0.1 + 0.1 x 0.9
+    assert near_chance(2.0, 0.20, 10) is None and near_chance(0.6, 0.56, 2) is None
+    assert near_chance(0.63, 0.8, 2) == "final training loss 0.63 near ln 2 = 0.69"
+    assert near_chance(None, None, 10) is None and near_chance(float("nan"), float("nan"), 10) is None
+    assert near_chance(5.0, 0.0, 1) is None  # one class: nothing to judge

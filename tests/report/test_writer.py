@@ -155,3 +155,19 @@ def test_results_json_is_strict_json_even_when_the_store_holds_nan(synth, tmp_pa
     data = json.loads(text, parse_constant=lambda name: pytest.fail(f"results.json holds {name}"))
     row = next(c for c in data["cycles"] if c["seed"] == 9)
     assert row["scores"] == [None] * 50 and row["final_loss"] is None
+
+
+def test_a_cycle_near_chance_is_named_in_the_report(synth, tmp_path):
+    """Issue 21 case 22: a cycle whose final loss is ln 10 and whose accuracy is 10% is flagged at the top
+    of its setting; the synthetic run's other cycles (loss 0.1, accuracy >= 50%) are not."""
+    import dataclasses
+
+    bad = dataclasses.replace(synth.make_record("random", 3, 1), accuracy=0.1, final_loss=2.302)
+    write_report(synth.build_run(tmp_path / "run", extra=[bad]))
+    text = (tmp_path / "run" / "report.md").read_text()
+    assert ("**Warning:** 1 cycle(s) ended near chance, their model learned (almost) nothing, so the training "
+            "settings may not fit this data (README, \"Presets\"): random seed 3 cycle 2: final training loss 2.30 "
+            "near ln 10 = 2.30 and accuracy 10.0% near chance = 10.0%.") in text
+    clean = tmp_path / "clean"
+    write_report(synth.build_run(clean))
+    assert "near chance" not in (clean / "report.md").read_text()

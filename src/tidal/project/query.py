@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tidal.config import ALConfig, StrategyConfig, TrainConfig
+from tidal.config import ALConfig, StrategyConfig, TrainConfig, adapt_train
 from tidal.data.dataset import DatasetSplits, Split
 from tidal.errors import DatasetError, RunDirectoryError
 
@@ -54,6 +54,9 @@ class QueryResult:
     objective_state: dict[str, torch.Tensor] | None = None  # the objective's carried module (retrain="continue")
     excluded: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))  # ids left out, [m]
     excluded_labeled: int = 0  # of them, labelled ones (given labels not trained on)
+    final_loss: float | None = None  # mean training loss of the last epoch (None in a random round)
+    confusion: list[list[int]] | None = None  # holdout counts [true class][predicted class] (None: no holdout or model)
+    fitted: list[str] = field(default_factory=list)  # training settings fitted to the labels and images (adapt_train)
 
 
 def _with_labels(split: Split, labels: torch.Tensor) -> Split:
@@ -184,14 +187,31 @@ def query(
             raise ValueError("model_state does not fit this model (other keys or shapes): the last round used "
                              "another model; query with --retrain scratch") from exc
     test = holdout.to(device) if holdout is not None else pool.subset(torch.zeros(0, dtype=torch.int64))
+    _, fitted = adapt_train(train_config, len(ids), tuple(pool.input_shape))  # what run_cycle trains with
     result, trained = run_cycle(pool, test, state, strategy, al, train_config, seed, round, device, start_model,
                                 factory, progress, carried=objective_state if retrain == "continue" else None,
                                 desc=f"round {round} {method}")
     predicted, probability = _predictions(trained, pool, result.selected, train_config.eval_batch_size)
+    confusion = None
+    if holdout is not None and len(test):
+        confusion = _confusion(trained, test, train_config.eval_batch_size)
     return QueryResult(result.selected, result.scores.float(), predicted, probability, False,
                        result.accuracy if holdout is not None else None, len(ids), counts, result.train_seconds,
                        result.score_seconds, trained, result.objective_state, excluded=out,
-                       excluded_labeled=excluded_labeled)
+                       excluded_labeled=excluded_labeled, final_loss=result.final_loss, confusion=confusion,
+                       fitted=fitted)
+
+
+def _confusion(model: nn.Module, holdout: Split, batch_size: int) -> list[list[int]]:
+    """Holdout counts ``[true class][predicted class]`` of ``model`` (the per-class view of its accuracy)."""
+    from tidal.inference import batched_outputs
+
+    c = holdout.num_classes
+    counts = torch.zeros(c * c, dtype=torch.int64)
+    for chunk, out in batched_outputs(model, holdout, torch.arange(len(holdout)), batch_size):
+        pairs = holdout.labels[chunk].cpu() * c + out.logits.argmax(dim=1).cpu()
+        counts += torch.bincount(pairs, minlength=c * c)
+    return counts.view(c, c).tolist()
 
 
 def _predictions(model: nn.Module, pool: Split, ids: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -344,7 +364,8 @@ def query_project(project: str | Path, k: int, method: str | None = None, subset
             retrain, result.random, result.n_labeled, result.class_counts, result.accuracy, holdout_size,
             result.train_seconds, result.score_seconds, total, classes, time.time(),
             [Selection(rank, i, None if not math.isfinite(s) else s, classes.index(pred) if pred else None,
-                       None if not math.isfinite(q) else q) for rank, i, _, s, pred, q in rows]))
+                       None if not math.isfinite(q) else q) for rank, i, _, s, pred, q in rows],
+            result.final_loss, result.confusion))
         for old in rounds:  # only the latest round's weights are kept (the next --retrain continue reads them)
             _model_path(project, old.round).unlink(missing_ok=True)
         return rnd, result, out

@@ -1,6 +1,8 @@
 """``tidal report PROJECT``: the rounds as one self-contained HTML page, ``PROJECT/report.html``.
 
-The page shows the holdout accuracy per round (table, and a line chart), the class make-up
+The page shows the holdout accuracy per round (table, and a line chart), a warning for a round
+whose model ended near chance, the latest trained round's per-class holdout accuracy and
+confusion matrix, the class make-up
 of the labels (table, and a bar chart), and the last round's selection as thumbnails with
 their rank, score and predicted class. Charts need matplotlib (the ``report`` extra); without
 it the page has the tables only and says so. Every image is inlined as a base64 data URI, so
@@ -17,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from tidal.io import atomic_write_text
+from tidal.project.status import chance_warnings
 from tidal.project.store import DB_NAME, ProjectStore, RoundRecord
 
 __all__ = ["REPORT_NAME", "THUMB_SIDE", "write_project_report"]
@@ -36,6 +39,7 @@ th:first-child, td:first-child { text-align: left; } th { background: #f3f3f3; }
 .grid img { width: 128px; height: 128px; object-fit: contain; background: #f6f6f6; border: 1px solid #ddd;
             image-rendering: pixelated; }
 .chart img { max-width: 100%; }
+.warning { background: #fff3cd; border: 1px solid #e0c060; padding: .5em .8em; }
 """
 
 
@@ -114,6 +118,37 @@ def _thumbnail(store: ProjectStore, ids: list[int], data_dir: str | None) -> dic
     return out
 
 
+CONFUSION_MAX_CLASSES = 20  # with more classes the per-class table leaves out the full confusion matrix
+
+
+def _per_class(r: RoundRecord) -> str:
+    """Round ``r``'s holdout per class: images, accuracy, the class most often predicted instead, and
+    (up to :data:`CONFUSION_MAX_CLASSES` classes) the confusion matrix; a last row with the share of
+    all holdout images predicted as each class, where a model that answers one class shows at once."""
+    classes, m = r.classes, r.confusion or []
+    total = sum(map(sum, m))
+    full = len(classes) <= CONFUSION_MAX_CLASSES
+    header = ["true class", "holdout images", "accuracy (%)", "most often predicted as"]
+    header += [f"→ {c}" for c in classes] if full else []
+    rows = []
+    for i, (c, row) in enumerate(zip(classes, m)):
+        n = sum(row)
+        wrong = max((j for j in range(len(row)) if j != i), key=lambda j: row[j], default=None)
+        other = "-" if wrong is None or row[wrong] == 0 else f"{classes[wrong]} ({100 * row[wrong] / n:.0f}%)"
+        rows.append([c, str(n), "-" if n == 0 else f"{100 * row[i] / n:.1f}", other]
+                    + ([str(x) for x in row] if full else []))
+    predicted = [sum(row[j] for row in m) for j in range(len(classes))]
+    top = max(range(len(classes)), key=lambda j: predicted[j])
+    correct = sum(m[i][i] for i in range(len(m)))
+    rows.append(["predicted (all)", str(total), "-" if total == 0 else f"{100 * correct / total:.1f}",
+                 "-" if total == 0 else f"{classes[top]} ({100 * predicted[top] / total:.0f}% of all)"]
+                + ([str(x) for x in predicted] if full else []))
+    return (f"<h2>Round {r.round}: holdout accuracy per class</h2>"
+            "<p>Rows: the true class; columns: what the model predicted (confusion counts). A model that answers "
+            "(nearly) one class for everything shows as one full column and a large share in the last row.</p>"
+            + _table(header, rows))
+
+
 def write_project_report(project: str | Path, data_dir: str | None = None) -> Path:
     """Write ``PROJECT/report.html`` (see the module docstring); returns its path."""
     from tidal.project.project import check_project_dir
@@ -148,11 +183,16 @@ def write_project_report(project: str | Path, data_dir: str | None = None) -> Pa
         if all(r.accuracy is None for r in rounds):
             body.append("<p>No holdout accuracy: the project has no holdout (<code>tidal init --holdout</code>), "
                         "or no round trained a model yet.</p>")
+        body += [f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>'
+                 for w in chance_warnings(rounds)]
     else:
         body.append("<p>No rounds yet: <code>tidal query PROJECT -k 100</code>.</p>")
     if "accuracy" in charts:
         body.append(f'<figure class="chart"><img src="{_png_uri(charts["accuracy"])}" alt="holdout accuracy per '
                     'round"><figcaption>Holdout accuracy of each round\'s model.</figcaption></figure>')
+    judged = [r for r in rounds if r.confusion]
+    if judged:
+        body.append(_per_class(judged[-1]))
     body.append("<h2>Class make-up of the labels</h2>")
     body.append(_table(["class", "labels", "share (%)"],
                        [[c, str(k), f"{100 * k / max(len(labels), 1):.1f}"] for c, k in zip(classes, counts)]))

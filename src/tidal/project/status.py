@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from tidal.project.store import DB_NAME, ProjectStore
+from tidal.project.store import DB_NAME, ProjectStore, RoundRecord
 
-__all__ = ["format_status", "pending_labels", "project_status"]
+__all__ = ["chance_warnings", "format_status", "pending_labels", "project_status"]
 
 
 def _aligned(rows: list[list[str]]) -> list[str]:
@@ -19,6 +19,20 @@ def _aligned(rows: list[list[str]]) -> list[str]:
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
+
+
+def chance_warnings(rounds: list[RoundRecord]) -> list[str]:
+    """One line per trained round whose model looks like it learned nothing (final training loss near
+    ln C or holdout accuracy near chance 1/C: :func:`tidal.report.summary.near_chance`)."""
+    from tidal.report.summary import near_chance
+
+    out = []
+    for r in rounds:
+        why = None if r.random else near_chance(r.final_loss, r.accuracy, len(r.classes))
+        if why:
+            out.append(f"round {r.round}'s model ended near chance ({why}): it learned (almost) nothing; the "
+                       "training settings may not fit this data (README, \"Presets\")")
+    return out
 
 
 def format_status(store: ProjectStore, project: Path) -> str:
@@ -41,12 +55,14 @@ def format_status(store: ProjectStore, project: Path) -> str:
     holdout = len(store.holdout())
     lines += ["", f"rounds ({len(rounds)}; holdout: {f'{holdout} images' if holdout else 'see the rounds'}):"]
     if rounds:
-        rows = [["round", "method", "trained on", "selected", "holdout acc. (%)", "train (s)", "score (s)",
-                 "total (s)"]]
+        rows = [["round", "method", "trained on", "selected", "holdout acc. (%)", "final loss", "train (s)",
+                 "score (s)", "total (s)"]]
         for r in rounds:
             rows.append([str(r.round), r.method, str(r.n_labeled), str(r.k), _pct(r.accuracy),
+                         "-" if r.final_loss is None else f"{r.final_loss:.3f}",
                          f"{r.train_seconds:.1f}", f"{r.score_seconds:.1f}", f"{r.total_seconds:.1f}"])
         lines += ["  " + line for line in _aligned(rows)]
+        lines += [f"  warning: {w}" for w in chance_warnings(rounds)]
         last = rounds[-1]
         answered = sum(1 for s in last.selections if s.id in labels)
         lines.append(f"  round {last.round}'s selection: {answered} of {len(last.selections)} labelled so far")

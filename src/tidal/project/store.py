@@ -2,7 +2,8 @@
 
 Tables::
 
-    meta        key -> JSON value: classes, data source, pool root, settings, seed
+    meta        key -> JSON value: classes, data source, pool root, settings, seed; and per trained
+                round, ``round:N`` -> its final training loss and holdout confusion matrix
     samples     id (stable, 0-based) | path (relative to the pool root, '/'-separated)
     labels      id | label (class index) | source (file it came from) | after_round | labeled_at
     holdout     path (absolute) | label          (the optional labelled holdout set)
@@ -20,6 +21,7 @@ disk, so a killed query stores nothing.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -108,6 +110,8 @@ class RoundRecord:
     classes: list[str]
     finished_at: float
     selections: list[Selection]
+    final_loss: float | None = None  # mean training loss of the last epoch (None: random round, or stored before)
+    confusion: list[list[int]] | None = None  # holdout counts [true class][predicted class] (None: none stored)
 
 
 # The fix for a project database tidal cannot use: a new project, into which the label files are imported again.
@@ -240,6 +244,10 @@ class ProjectStore:
             self._conn.executemany("INSERT INTO selections VALUES (?, ?, ?, ?, ?, ?)",
                                    [(r.round, s.rank, s.id, s.score, s.predicted, s.probability)
                                     for s in r.selections])
+            if r.final_loss is not None or r.confusion is not None:  # in meta: the tables keep their schema
+                loss = r.final_loss if r.final_loss is None or math.isfinite(r.final_loss) else None
+                self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                   (f"round:{r.round}", json.dumps({"final_loss": loss, "confusion": r.confusion})))
 
     def rounds(self) -> list[RoundRecord]:
         sel: dict[int, list[Selection]] = {}
@@ -251,5 +259,7 @@ class ProjectStore:
             v[6] = bool(v[6])
             v[8] = json.loads(v[8])
             v[14] = json.loads(v[14])
-            out.append(RoundRecord(*v, selections=sel.get(v[0], [])))
+            model = self.meta(f"round:{v[0]}", {})
+            out.append(RoundRecord(*v, selections=sel.get(v[0], []), final_loss=model.get("final_loss"),
+                                   confusion=model.get("confusion")))
         return out

@@ -26,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from tidal.report.stats import area_under_curve, mean_interval
 from tidal.results import CycleRecord
 
-__all__ = ["LIMITS", "REFERENCE", "Curve", "Overall", "SettingSummary", "Timing", "class_labels", "summarize",
-           "tail_classes"]
+__all__ = ["LIMITS", "REFERENCE", "Curve", "Overall", "SettingSummary", "Timing", "class_labels", "near_chance",
+           "summarize", "tail_classes"]
 
 REFERENCE = "random"  # the method every other is compared with
 NAN = float("nan")
@@ -37,6 +37,28 @@ LIMITS: dict[str, tuple[float, float]] = {
     "relative": (-100.0, math.inf),  # relative improvement over random (%): -100 when the method scores 0
     "auc": (0.0, 100.0),  # area under accuracy (%), divided by the label range (%)
 }
+
+
+# When a cycle's training looks failed (near_chance): a model that learned nothing predicts 1/C for
+# every class, a training loss of ln C, and scores about 1/C.
+CHANCE_LOSS = 0.9  # final training loss >= CHANCE_LOSS * ln C counts as "near ln C"
+CHANCE_ACCURACY = 0.1  # accuracy <= 1/C + CHANCE_ACCURACY * (1 - 1/C) counts as "near chance" (C=10: 19%)
+
+
+def near_chance(final_loss: float | None, accuracy: float | None, num_classes: int) -> str | None:
+    """Why a cycle's (or labelling round's) model looks like it learned nothing, or None: its final
+    training loss near ln C (:data:`CHANCE_LOSS`), its test accuracy near chance 1/C
+    (:data:`CHANCE_ACCURACY`). ``accuracy`` in [0, 1]; None or NaN values are not judged."""
+    if num_classes < 2:
+        return None
+    why = []
+    ln_c = math.log(num_classes)
+    if final_loss is not None and math.isfinite(final_loss) and final_loss >= CHANCE_LOSS * ln_c:
+        why.append(f"final training loss {final_loss:.2f} near ln {num_classes} = {ln_c:.2f}")
+    chance = 1.0 / num_classes
+    if accuracy is not None and math.isfinite(accuracy) and accuracy <= chance + CHANCE_ACCURACY * (1 - chance):
+        why.append(f"accuracy {100 * accuracy:.1f}% near chance = {100 * chance:.1f}%")
+    return " and ".join(why) or None
 
 
 @dataclass
@@ -91,6 +113,7 @@ class SettingSummary:
     timing: dict[str, Timing] = field(default_factory=dict)
     best: str | None = None  # method with the highest mean area under the accuracy curve
     cycles: int = 0  # cycles a finished run has (the configured number; else the most stored)
+    near_chance: list[str] = field(default_factory=list)  # "method seed S cycle C: why", per cycle near chance
 
     @property
     def in_progress(self) -> bool:
@@ -165,6 +188,10 @@ def _summarize_setting(recs: list[CycleRecord], confidence: float, expected: int
         s.overall[m] = Overall(rel_overall, _interval(aucs, confidence, LIMITS["auc"]), len(complete))
         _class_makeup(s, m, by[m], cycles)
         _timing(s, m, by[m], cycles, complete)
+    for r in sorted(recs, key=lambda r: (r.method, r.seed, r.cycle)):
+        why = near_chance(r.final_loss, r.accuracy, num_classes)
+        if why:
+            s.near_chance.append(f"{r.method} seed {r.seed} cycle {r.cycle + 1}: {why}")
     ranked = [m for m in methods if s.overall[m].auc[0] == s.overall[m].auc[0]]  # drop NaN
     s.best = max(ranked, key=lambda m: s.overall[m].auc[0]) if ranked else None
     return s

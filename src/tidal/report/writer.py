@@ -51,6 +51,10 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def _setting_section(doc: Document, s: SettingSummary, figs: dict[str, tuple[Path, str]]) -> None:
     doc.heading(2, f"{s.dataset}, imbalance ratio {s.imbalance:g}")
+    if s.near_chance:
+        doc.paragraph(f"**Warning:** {len(s.near_chance)} cycle(s) ended near chance, their model learned (almost) "
+                      "nothing, so the training settings may not fit this data (README, \"Presets\"): "
+                      + "; ".join(s.near_chance) + ".")
     if s.best is not None:
         doc.paragraph(f"Best method by area under the accuracy curve: **{s.best}**.")
     doc.table(overview_table(s))
