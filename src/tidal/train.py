@@ -21,12 +21,13 @@ from tqdm.auto import tqdm
 from tidal.config import TrainConfig
 from tidal.data.dataset import Augment, Split
 from tidal.errors import TrainingDivergedError
+from tidal.kernels import ConvGuard
 from tidal.strategies.base import AuxObjective, StepBatch
 
 if TYPE_CHECKING:
     from tidal.distributed import Ranks
 
-__all__ = ["EpochHook", "TrainStats", "autocast", "odd_batch_kernels", "train_model", "epoch_batches"]
+__all__ = ["EpochHook", "TrainStats", "autocast", "train_model", "epoch_batches"]
 
 # Called after every epoch (after ``objective.end_epoch``) with the 0-based epoch, the backbone
 # and the objective, e.g. to run inference for an analysis (tidal.analysis.TDTracker). A hook
@@ -59,21 +60,6 @@ def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractCo
     float32 step is exactly what it was before the option existed."""
     if config.amp == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def odd_batch_kernels(x: torch.Tensor, device: torch.device) -> contextlib.AbstractContextManager:
-    """oneDNN off for one training step on a CPU batch of odd size, else nothing.
-
-    Works around a bug of torch 2.13.0+cpu (oneDNN 3.12) with more than one thread: the backward
-    pass of the built-in channels-last backbone on a batch of odd size corrupts the heap (a segfault or
-    "double free or corruption"; e.g. width 8, 28x28 px, 7 or 117 images). Only that step runs
-    torch's native kernels (same arithmetic up to rounding); even batches, and with them every
-    stored result of the regression guard, are untouched. ``tests/test_train.py`` trains odd batches in a
-    child process, so a crash fails the test instead of the suite.
-    """
-    if device.type == "cpu" and x.shape[0] % 2 == 1 and torch.backends.mkldnn.enabled:
-        return torch.backends.mkldnn.flags(enabled=False)
     return contextlib.nullcontext()
 
 
@@ -118,6 +104,7 @@ def train_model(
     if config.channels_last:
         model.to(memory_format=torch.channels_last)  # 4-D weights NHWC; the batches below follow
     aug = Augment(config.crop_padding, config.flip)
+    guard = ConvGuard(device)  # CPU convolutions oneDNN would corrupt memory on run natively (tidal.kernels)
     start, seen, last_loss, hook_seconds = time.perf_counter(), 0, float("nan"), 0.0
     bar = tqdm(range(config.epochs), desc=desc, leave=False, disable=not progress, unit="epoch")
     records = objective.records() if ranks is not None and objective is not None else []
@@ -139,7 +126,7 @@ def train_model(
             y = dataset.labels[idx_dev]
             if config.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with odd_batch_kernels(x, device):  # a CPU oneDNN bug: see odd_batch_kernels
+            with guard.step():
                 with autocast(config, device):  # bf16: the forward passes and losses; backward follows autocast's dtypes
                     out = model(x)
                     ce = F.cross_entropy(out.logits, y, reduction="none")
