@@ -522,6 +522,49 @@ def test_sigterm_stops_like_ctrl_c(fmnist_dir, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("interrupted: ") and "finished cycles of 1" in lines[0]
 
 
+_STUCK = """
+import sys, time
+import tidal.cli, tidal.loop
+
+tidal.cli._raise_terminated = lambda signum, frame: None  # the main thread never runs it, as inside a C kernel
+tidal.cli.TERM_GRACE_S = 1.0
+
+def stuck(*args, **kwargs):  # the second cycle's training never returns
+    print("stuck", flush=True)
+    while True:
+        time.sleep(0.5)
+
+real = tidal.loop.train_model
+tidal.loop.train_model = lambda *a, **k: stuck() if tidal.loop.train_model.calls else (
+    setattr(tidal.loop.train_model, "calls", 1) or real(*a, **k))
+tidal.loop.train_model.calls = 0
+sys.exit(tidal.cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_run_stuck_in_a_kernel_and_says_what_was_saved(fmnist_dir, tmp_path):
+    """Issue 17: a process stuck in a C kernel never runs Python's SIGTERM handler; the watchdog
+    ends it after the grace period, exit code 143, naming the saved cycles."""
+    import signal
+    import time
+
+    out = tmp_path / "stuck"
+    proc = subprocess.Popen([sys.executable, "-c", _STUCK, "run", "--methods", "random", "--data-dir",
+                             str(fmnist_dir), "--out", str(out), *TINY], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    end = time.time() + 120
+    while proc.poll() is None and time.time() < end and proc.stdout.readline().strip() != "stuck":
+        pass
+    assert proc.poll() is None, proc.stderr.read()
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert time.monotonic() - start < 30
+    assert "stopped after SIGTERM: still busy 1 s later (stuck in a kernel?); 1 finished cycles of 1" in err, err
+
+
 def test_a_failing_user_model_is_one_line_and_debug_shows_the_traceback(fmnist_dir, tmp_path, capsys, monkeypatch):
     (tmp_path / "cli_user_model.py").write_text(
         "from torch import nn\n\ndef wrong_size(num_classes):\n"

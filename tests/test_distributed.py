@@ -22,6 +22,8 @@ from tidal.experiment import run_experiment
 from tidal.results import DB_NAME, ResultStore
 from tidal.train import epoch_batches
 
+pytestmark = pytest.mark.timeout(900)  # real servers and process groups start slowly on a busy machine
+
 CPU = torch.device("cpu")
 SRC = str(Path(tidal.__file__).resolve().parents[1])
 HERE = Path(__file__).resolve().parent

@@ -27,6 +27,8 @@ else:
     RAY_MISSING = ""
 
 needs_ray = pytest.mark.skipif(ray is None, reason=RAY_MISSING)
+pytestmark = pytest.mark.timeout(900)  # real servers and process groups start slowly on a busy machine
+
 DRIVER_PID = os.getpid()  # pickled by value into the tasks below: "am I a Ray worker?"
 
 

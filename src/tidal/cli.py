@@ -19,12 +19,14 @@ import argparse
 import dataclasses
 import difflib
 import math
+import os
 import re
 import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -496,6 +498,49 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+# Seconds a SIGTERM'd process has to stop by itself before the watchdog ends it.
+TERM_GRACE_S = float(os.environ.get("TIDAL_TERM_GRACE_S", "10"))
+
+
+class _TermWatchdog:
+    """Ends the process when a SIGTERM has not stopped it within ``grace`` seconds.
+
+    Python runs a signal handler only between bytecodes of the main thread, so a process stuck
+    inside a C kernel (a deadlocked thread barrier) never sees the ``_Terminated`` that
+    :func:`_raise_terminated` raises. The C-level handler still writes the signal's number to
+    the wakeup file descriptor at once; this daemon thread reads it (torch releases the GIL in
+    its kernels), waits ``grace`` seconds for the normal stop, then prints what was saved and
+    exits with 143 without unwinding. Every cycle is committed in one SQLite transaction, so a
+    hard exit loses at most the cycle in progress.
+    """
+
+    def __init__(self, saved: Callable[[], str], grace: float) -> None:
+        self.saved, self.grace = saved, grace
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.write_fd, False)
+        self.previous_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, name="tidal-sigterm-watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                data = os.read(self.read_fd, 64)
+            except OSError:  # closed: the command ended
+                return
+            if not data:
+                return
+            if signal.SIGTERM in data:
+                time.sleep(self.grace)
+                print(f"\nstopped after SIGTERM: still busy {self.grace:g} s later (stuck in a kernel?); "
+                      f"{self.saved()}; run the same command again to continue from there", file=sys.stderr, flush=True)
+                os._exit(_EXIT_TERMINATED)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self.previous_fd)
+        os.close(self.write_fd)
+        os.close(self.read_fd)
+
+
 def _ranked() -> bool:
     """Whether torchrun started this process as one of several ranks."""
     import os
@@ -549,9 +594,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet = _other_rank()
     debug = args.debug or _debug_env()
 
-    previous = None
+    previous, watchdog = None, None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        if args.command in ("run", "query", "analyze-scores"):  # the commands that train
+            saved = ((lambda: _saved_cycles(args.out)) if args.command == "run" else
+                     (lambda: "the round was not stored"))
+            watchdog = _TermWatchdog(saved, TERM_GRACE_S)
     try:
         return _run_command(args)
     except KeyboardInterrupt as exc:
@@ -589,6 +638,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "with `tidal --debug ...` or TIDAL_DEBUG=1 for the traceback, and report it)", file=sys.stderr)
         return 1
     finally:
+        if watchdog is not None:
+            watchdog.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

@@ -28,6 +28,8 @@ import pytest
 
 from tidal.project.labelstudio import TaskRow, label_config, local_files, read_export, write_tasks
 
+pytestmark = pytest.mark.timeout(900)  # real servers and process groups start slowly on a busy machine
+
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = Path(__file__).with_name("labelstudio_client.py")
 START_TIMEOUT = float(os.environ.get("TIDAL_LABEL_STUDIO_START_TIMEOUT", "240"))  # s; the first start migrates its DB (53-113 s here)

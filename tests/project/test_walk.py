@@ -12,6 +12,8 @@ import pytest
 
 from tidal.cli import main
 
+pytestmark = pytest.mark.timeout(900)  # real servers and process groups start slowly on a busy machine
+
 CHROMIUM = "/usr/bin/chromium"
 # Written into a copy of the page: after the load event, how many <img> decoded to a real image.
 _PROBE = ("<script>window.addEventListener('load', function () { var n = 0, imgs = document.images;"
