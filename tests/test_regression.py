@@ -32,6 +32,10 @@ import torch
 
 GOLDEN = Path(__file__).parent / "golden" / "fmnist_tiny.json"
 PLATFORM = GOLDEN.with_suffix(".platform.json")  # {"platform": tidal.runs.cpu_platform() or null, "note": ...}
+# The same numbers as made on other CPUs, one file each: {"platform": ..., "note": ..., "numbers": {...}}.
+# On a listed CPU every number must match its file exactly; elsewhere the CPU-independent ones must
+# match GOLDEN and floating-point differences skip, naming both CPUs.
+PLATFORM_GOLDENS = GOLDEN.parent / "fmnist_tiny.platforms"
 IMBALANCES = (1.0, 100.0)
 
 
@@ -106,6 +110,12 @@ def test_every_strategy_reproduces_the_stored_numbers(fmnist_dir: Path) -> None:
     got = run_tiny(methods, str(fmnist_dir))
     code, arithmetic = compare(golden, got)
     assert not code, f"changed code (these numbers depend on no CPU): {'; '.join(code[:5])}"
+    here = platform_golden(cpu_platform())
+    if here is not None:  # numbers made on this very CPU: every one must match
+        path, numbers = here
+        code, arithmetic = compare(numbers, got)
+        assert not code + arithmetic, f"changed code (same CPU as {path.name}): {'; '.join((code + arithmetic)[:5])}"
+        return
     if arithmetic:
         other = platform_difference(json.loads(PLATFORM.read_text())["platform"], cpu_platform())
         if other is not None:
@@ -113,6 +123,32 @@ def test_every_strategy_reproduces_the_stored_numbers(fmnist_dir: Path) -> None:
                         f"numbers' ({other}), e.g. {arithmetic[0]}; the CPU-independent ones all match. Check on the "
                         f"recorded platform ({PLATFORM.name})")
         raise AssertionError(f"changed code (same CPU as the golden numbers): {'; '.join(arithmetic[:5])}")
+
+
+def platform_golden(here: dict[str, str]) -> tuple[Path, dict[str, list[dict]]] | None:
+    """``(file, numbers)`` of the per-CPU golden file made on the platform ``here``, or None."""
+    from tidal.runs import platform_difference
+
+    for path in sorted(PLATFORM_GOLDENS.glob("*.json")):
+        data = json.loads(path.read_text())
+        if platform_difference(data["platform"], here) is None:
+            return path, data["numbers"]
+    return None
+
+
+def test_the_per_cpu_goldens_hold_the_same_runs_as_the_golden() -> None:
+    """Each per-CPU file covers the same (method, imbalance) runs and cycles, and agrees with the
+    golden on every CPU-independent number (the first labeled sets, random's selections)."""
+    from tidal.runs import cpu_platform
+
+    golden = json.loads(GOLDEN.read_text())
+    files = sorted(PLATFORM_GOLDENS.glob("*.json"))
+    assert files, f"no per-CPU golden numbers in {PLATFORM_GOLDENS}"
+    for path in files:
+        data = json.loads(path.read_text())
+        assert set(data) == {"platform", "note", "numbers"} and set(data["platform"]) == set(cpu_platform())
+        code, _ = compare(golden, data["numbers"])
+        assert not code, f"{path.name}: {code[:3]}"
 
 
 def test_compare_tells_changed_code_from_arithmetic() -> None:
@@ -162,11 +198,27 @@ if __name__ == "__main__":  # python tests/test_regression.py --write [--methods
     mode.add_argument("--write", action="store_true", help="regenerate the numbers (and record this platform)")
     mode.add_argument("--record-platform", action="store_true",
                       help="check every number here; when all match, record this machine as their platform")
+    mode.add_argument("--add-cpu", metavar="NAME",
+                      help="run every strategy here and write the numbers as this CPU's golden file, "
+                           f"{PLATFORM_GOLDENS.name}/NAME.json (only with code whose numbers are known not to have moved)")
     parser.add_argument("--methods", nargs="+", default=None, help="regenerate only these (default: all)")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     from tidal.strategies import list_strategies
 
+    if args.add_cpu:
+        from tidal.runs import cpu_platform
+
+        golden = json.loads(GOLDEN.read_text())
+        got = run_tiny(tuple(sorted({k.split("@")[0] for k in golden})), args.data_dir)
+        code, _ = compare(golden, got)
+        if code:
+            raise SystemExit(f"not written: CPU-independent numbers differ from {GOLDEN.name}, e.g. {code[0]}")
+        PLATFORM_GOLDENS.mkdir(exist_ok=True)
+        target = PLATFORM_GOLDENS / f"{args.add_cpu}.json"
+        target.write_text(json.dumps({"platform": cpu_platform(), "note": "written with --add-cpu",
+                                      "numbers": dict(sorted(got.items()))}, separators=(",", ":")) + "\n")
+        raise SystemExit(f"wrote {target}")
     if args.record_platform:
         golden = json.loads(GOLDEN.read_text())
         code, arithmetic = compare(golden, run_tiny(tuple(sorted({k.split("@")[0] for k in golden})), args.data_dir))
