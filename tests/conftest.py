@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# As the `tidal` command does (tidal/__init__.py), before torch loads: waiting OpenMP threads
+# sleep, so the suite does not crawl on a busy machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from tidal.data import DatasetSplits, ImageDataset
 from tidal.data.fashion_mnist import FILES, SYSTEM_DIR

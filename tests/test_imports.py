@@ -59,3 +59,19 @@ def test_the_loop_and_the_training_step_name_no_dataset_and_no_backbone():
         text = (SRC / "tidal" / module).read_text()
         for name in ("ResNet", "fashion", "FashionMNIST", "cifar", "ImageDataset", ".images"):
             assert name not in text, f"{module} names {name!r}"
+
+
+def test_importing_tidal_first_makes_waiting_openmp_threads_sleep():
+    """Issue 17 / 21 case 27: spinning OpenMP threads took a busy machine's cores (146 s against 8 s
+    for one round); tidal sets OMP_WAIT_POLICY=PASSIVE before torch loads, unless the user chose."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, tidal, torch; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "ACTIVE"
