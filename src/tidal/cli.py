@@ -122,8 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = run.add_argument_group("machine and output")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     g.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="train N runs at once in worker processes, each with (torch threads // N) threads; the "
-                        "numbers equal a serial run with that many threads; with --device cuda they share the GPU "
+                   help="train N runs at once in worker processes, each with (torch threads // N) threads, "
+                        "where torch threads is OMP_NUM_THREADS if set, else the number of cores (waiting threads "
+                        "sleep: OMP_WAIT_POLICY=PASSIVE unless set); the numbers depend on the thread count and "
+                        "equal a serial run with that many threads; with --device cuda they share the GPU "
                         "(default: 1, no workers). With --backend ray: the CPUs of the local Ray (default: all), "
                         "and the runs that share each GPU (default: 1)")
     g.add_argument("--backend", choices=("local", "ray"), default="local",
