@@ -76,3 +76,18 @@ def test_odd_batches_of_the_resnet_train_on_the_cpu():
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     run = subprocess.run([sys.executable, "-c", _ODD_BATCHES], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0 and "trained" in run.stdout, (run.returncode, run.stderr[-2000:])
+
+
+def test_an_odd_cpu_batch_trains_without_warnings(tiny_splits):
+    """Issue 21 case 20: the odd-batch workaround (oneDNN switched off per step) made torch print a
+    TF32 UserWarning on every CPU run with an odd batch; tidal.kernels replaced it and warns nothing."""
+    import warnings
+
+    from tidal.models.factory import build_model
+
+    train = tiny_splits.train
+    model = build_model("resnet18", train.num_classes, train.input_shape, width=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train_model(model, None, train, torch.arange(7), TrainConfig(epochs=1, batch_size=8, width=2),
+                    torch.Generator().manual_seed(0))
