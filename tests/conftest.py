@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 # As the `tidal` command does (tidal/__init__.py), before torch loads: waiting OpenMP threads
@@ -11,6 +12,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))  # helper modules shared by test files (foreign_files.py)
 
 from tidal.data import DatasetSplits, ImageDataset
 from tidal.data.fashion_mnist import FILES, SYSTEM_DIR

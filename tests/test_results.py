@@ -8,6 +8,7 @@ import pytest
 from tidal.errors import RunDirectoryError
 
 from tidal.results import _SCHEMA, APPLICATION_ID, DB_NAME, CycleRecord, EpochKL, ResultStore, TDTrackingRecord
+from foreign_files import FOREIGN, foreign_database
 
 
 def _record(cycle: int = 0, method: str = "tidal-entropy", seed: int = 0) -> CycleRecord:
@@ -108,24 +109,6 @@ def test_class_names_are_stored_merged_and_absent_from_older_databases(tmp_path)
 
 # --- files tidal did not make, a creation that fails half-way, rows changed outside tidal ---------
 
-def foreign_database(path, kind: str) -> bytes:
-    """A file of another program at ``path``, of one ``kind``; returns its bytes (to check it is left alone)."""
-    if kind == "not SQLite":
-        path.write_bytes(b"name,phone\nada,123\n" * 300)
-    else:
-        con = sqlite3.connect(path)
-        with con:
-            if kind == "empty, user_version 7":
-                con.execute("PRAGMA user_version = 7")
-            else:  # "tables"
-                con.execute("CREATE TABLE contacts (name TEXT)")
-                con.execute("INSERT INTO contacts VALUES ('ada')")
-        con.close()
-    return path.read_bytes()
-
-
-FOREIGN = {"empty, user_version 7": r"\(an empty database, user_version 7\)", "tables": r"\(tables contacts\)",
-           "not SQLite": r"\(SQLite cannot read it: file is not a database\)"}
 
 
 @pytest.mark.parametrize("kind", sorted(FOREIGN))

@@ -10,6 +10,7 @@ from tidal.errors import RunDirectoryError
 from tidal.project.project import init_project
 from tidal.project.store import APPLICATION_ID, DB_NAME, ProjectStore, RoundRecord, Selection
 from tidal.results import APPLICATION_ID as RESULTS_ID
+from foreign_files import FOREIGN, foreign_database
 
 
 
@@ -33,24 +34,6 @@ def test_another_programs_database_is_refused_and_left_alone(tmp_path, write_ima
     assert path.read_bytes() == before
 
 
-def foreign_database(path, kind: str) -> bytes:
-    """A file of another program at ``path``, of one ``kind`` (as in tests/test_results.py); returns its bytes."""
-    if kind == "not SQLite":
-        path.write_bytes(b"name,phone\nada,123\n" * 300)
-    else:
-        con = sqlite3.connect(path)
-        with con:
-            if kind == "empty, user_version 7":
-                con.execute("PRAGMA user_version = 7")
-            else:  # "tables"
-                con.execute("CREATE TABLE contacts (name TEXT)")
-                con.execute("INSERT INTO contacts VALUES ('ada')")
-        con.close()
-    return path.read_bytes()
-
-
-FOREIGN = {"empty, user_version 7": r"\(an empty database, user_version 7\)", "tables": r"\(tables contacts\)",
-           "not SQLite": r"\(SQLite cannot read it: file is not a database\)"}
 
 
 @pytest.mark.parametrize("kind", sorted(FOREIGN))
