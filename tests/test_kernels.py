@@ -91,7 +91,7 @@ def test_a_guarded_resnet_trains_to_the_same_weights():
 
         original = tidal.train.ConvGuard
         if not guarded:  # the unguarded step, as before the fix
-            tidal.train.ConvGuard = lambda device: ConvGuard(torch.device("meta"))
+            tidal.train.ConvGuard = lambda device, *modules: ConvGuard(torch.device("meta"), *modules)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -102,6 +102,22 @@ def test_a_guarded_resnet_trains_to_the_same_weights():
             torch.set_num_threads(threads)
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_the_model_s_strided_1x1_layers_are_patched_for_the_run_and_given_back():
+    from tidal.models.factory import build_model
+
+    model = build_model("resnet18", 4, (1, 28, 28), width=4)
+    shortcuts = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
+    assert len(shortcuts) == 3 and all(max(m.stride) == 2 for m in shortcuts)
+    x = torch.randn(6, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    with ConvGuard(CPU, model, None) as guard:
+        assert guard.patched == shortcuts and all("forward" in vars(m) for m in shortcuts)
+        with guard.step():
+            model(x).logits.sum().backward()
+        assert not guard.active and guard.hits == 0  # the patches did it all: no mode from now on
+    assert all("forward" not in vars(m) for m in shortcuts)  # given back
+    assert not ConvGuard(torch.device("meta"), model).patched  # nothing to do off the CPU
 
 
 def test_the_mode_leaves_after_a_first_step_without_strided_1x1_convolutions():

@@ -104,62 +104,66 @@ def train_model(
     if config.channels_last:
         model.to(memory_format=torch.channels_last)  # 4-D weights NHWC; the batches below follow
     aug = Augment(config.crop_padding, config.flip)
-    guard = ConvGuard(device)  # CPU convolutions oneDNN would corrupt memory on run natively (tidal.kernels)
     start, seen, last_loss, hook_seconds = time.perf_counter(), 0, float("nan"), 0.0
     bar = tqdm(range(config.epochs), desc=desc, leave=False, disable=not progress, unit="epoch")
     records = objective.records() if ranks is not None and objective is not None else []
     if ranks is not None:
         ranks.broadcast([model, objective])
-    for epoch in bar:
-        lr = config.lr * (config.lr_decay if epoch >= decay_epoch else 1.0)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        total = torch.zeros((), device=device)
-        batches = epoch_batches(labeled, config.batch_size, generator)
-        if ranks is None:
-            steps = ((idx, x, 1.0) for idx, x in dataset.batches(batches, aug, generator))
-        else:  # the same batches and augmentation on every rank; each trains on its piece
-            before = ranks.snapshot(records)
-            steps = ranks.shard(dataset.batches(batches, aug, generator))
-        n_steps = 0
-        for idx_dev, x, share in steps:
-            y = dataset.labels[idx_dev]
-            if config.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with guard.step():
-                with autocast(config, device):  # bf16: the forward passes and losses; backward follows autocast's dtypes
-                    out = model(x)
-                    ce = F.cross_entropy(out.logits, y, reduction="none")
-                    loss = ce.mean()
-                    if objective is not None:
-                        loss = loss + objective.loss(StepBatch(x=x, y=y, indices=idx_dev, epoch=epoch, out=out, ce=ce))
-                if share != 1.0:  # this rank's piece is not 1/N of the batch: weight its mean loss
-                    loss = loss * share
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+    # strided 1x1 convolutions run as unit-stride ones: oneDNN's own path corrupts memory (tidal.kernels)
+    guard = ConvGuard(device, model, objective if isinstance(objective, nn.Module) else None)
+    try:
+        for epoch in bar:
+            lr = config.lr * (config.lr_decay if epoch >= decay_epoch else 1.0)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            total = torch.zeros((), device=device)
+            batches = epoch_batches(labeled, config.batch_size, generator)
+            if ranks is None:
+                steps = ((idx, x, 1.0) for idx, x in dataset.batches(batches, aug, generator))
+            else:  # the same batches and augmentation on every rank; each trains on its piece
+                before = ranks.snapshot(records)
+                steps = ranks.shard(dataset.batches(batches, aug, generator))
+            n_steps = 0
+            for idx_dev, x, share in steps:
+                y = dataset.labels[idx_dev]
+                if config.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with guard.step():
+                    with autocast(config, device):  # bf16: the forward passes and losses; backward follows autocast's dtypes
+                        out = model(x)
+                        ce = F.cross_entropy(out.logits, y, reduction="none")
+                        loss = ce.mean()
+                        if objective is not None:
+                            loss = loss + objective.loss(StepBatch(x=x, y=y, indices=idx_dev, epoch=epoch, out=out, ce=ce))
+                    if share != 1.0:  # this rank's piece is not 1/N of the batch: weight its mean loss
+                        loss = loss * share
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                if ranks is not None:
+                    ranks.all_reduce_grads(params)
+                optimizer.step()
+                total += loss.detach()
+                seen += len(idx_dev)
+                n_steps += 1
             if ranks is not None:
-                ranks.all_reduce_grads(params)
-            optimizer.step()
-            total += loss.detach()
-            seen += len(idx_dev)
-            n_steps += 1
-        if ranks is not None:
-            total = ranks.mean(total)  # the batches' mean losses, as one process adds them up
-            ranks.sync_records(records, before)
-            ranks.average_buffers([model, objective])
-        last_loss = float(total) / n_steps  # one sync per epoch
-        if not math.isfinite(last_loss):
-            raise TrainingDivergedError(
-                f"training loss became {last_loss} at epoch {epoch + 1}/{config.epochs}; "
-                f"lower the learning rate (lr={config.lr})"
-            )
-        if objective is not None:
-            objective.end_epoch(epoch, model)
-        if epoch_hook is not None:
-            t0 = time.perf_counter()
-            epoch_hook(epoch, model, objective)
-            hook_seconds += time.perf_counter() - t0
-        bar.set_postfix(loss=f"{last_loss:.3f}")
+                total = ranks.mean(total)  # the batches' mean losses, as one process adds them up
+                ranks.sync_records(records, before)
+                ranks.average_buffers([model, objective])
+            last_loss = float(total) / n_steps  # one sync per epoch
+            if not math.isfinite(last_loss):
+                raise TrainingDivergedError(
+                    f"training loss became {last_loss} at epoch {epoch + 1}/{config.epochs}; "
+                    f"lower the learning rate (lr={config.lr})"
+                )
+            if objective is not None:
+                objective.end_epoch(epoch, model)
+            if epoch_hook is not None:
+                t0 = time.perf_counter()
+                epoch_hook(epoch, model, objective)
+                hook_seconds += time.perf_counter() - t0
+            bar.set_postfix(loss=f"{last_loss:.3f}")
+    finally:
+        guard.close()
     if ranks is not None:
         ranks.broadcast([model, objective])
         seen = len(labeled) * config.epochs  # every rank's pieces together
