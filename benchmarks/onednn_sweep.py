@@ -8,7 +8,8 @@ memory format (channels-last / NCHW), torch threads (1, 2) and oneDNN's instruct
 CPU's own, and AVX2 forced with ``ONEDNN_MAX_CPU_ISA``, as on a CPU without AVX-512) — a child
 process trains the convolution ``--reps`` times (forward, then backward) with oneDNN's verbose log
 on, and compares every output and gradient with a float64 reference computed by torch's native
-kernels. A crash (the child dies on a signal), a hang (no answer within ``--timeout`` s) or a
+kernels (wrong: off by more than 1e-4 of the tensor's norm; float32 rounding is ~1e-6). A crash
+(the child dies on a signal), a hang (no answer within ``--timeout`` s) or a
 wrong number is a data point, not the end of the sweep: one child runs the cases in turn and a
 new one takes over after a crash or a hang. Cases over ``MAX_MACS`` multiply-adds are left out
 (the float64 reference would take minutes).
@@ -45,7 +46,7 @@ CHANNELS = [(2, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 128), (4, 4), (8, 
 SIZES = [7, 16, 28, 32]
 BATCHES = [1, 7, 16, 17, 128]
 MAX_MACS = 3e8  # multiply-adds of one forward pass; larger cases are left out
-QUICK = dict(channels=[(2, 4), (4, 8), (8, 16), (16, 32), (3, 16), (64, 64)], sizes=[8, 16, 28], batches=[7, 16, 128])
+QUICK = dict(channels=[(2, 4), (4, 8), (8, 16), (16, 32), (3, 16), (64, 64)], sizes=[7, 16, 28], batches=[7, 16, 17, 128])
 
 CHILD = r"""
 import contextlib, os, sys, json
@@ -81,7 +82,8 @@ for line in sys.stdin:
             out.write("fwd\n")
             y.backward(gys)
         for got, ref in ((y, y64), (xs.grad, x64.grad), (ws.grad, w64.grad)):
-            if not torch.allclose(got.double(), ref, rtol=1e-3, atol=1e-3):
+            # float32 sums of up to 10^5 terms are off by ~1e-6 of the tensor's norm; corruption by far more
+            if not bool(((got.double() - ref).norm() <= 1e-4 * ref.norm() + 1e-6).item()):
                 bad += 1
     out.write(f"done {bad}\n")
 """
@@ -92,6 +94,7 @@ def run_group(isa: str, threads: int, cases: list[tuple], reps: int, timeout: fl
     on is recorded and a new child takes the rest. One row per case."""
     env = dict(os.environ)
     env.pop("ONEDNN_MAX_CPU_ISA", None)
+    env["OMP_WAIT_POLICY"] = "PASSIVE"  # as tidal runs: spinning threads would crawl on a loaded machine
     if isa != "native":
         env["ONEDNN_MAX_CPU_ISA"] = isa
     rows, todo = [], list(cases)
@@ -190,6 +193,13 @@ def main() -> None:
         rows += got
         bad = sum(r["result"] != "ok" for r in got)
         print(f"isa={isa} threads={threads}: {len(got)} cases, {bad} failed ({time.time() - t0:.0f} s)", flush=True)
+        summarize(rows, args, time.time() - t0)  # after every group: a stopped sweep keeps what it measured
+
+
+def summarize(rows: list[dict], args: argparse.Namespace, seconds: float) -> None:
+    """Write the raw rows (CSV) and the summary tables (markdown) of the cases measured so far."""
+    import torch
+
     with open(args.out + ".csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -211,7 +221,7 @@ def main() -> None:
     caption = (f"oneDNN sweep{' through tidal.kernels.ConvGuard' if args.guarded else ''}: torch {torch.__version__} on {platform.machine()} "
                f"({torch.backends.cpu.get_cpu_capability()}), {len(rows)} cases, {args.reps} fwd+bwd passes each, "
                f"threads {args.threads}, `python benchmarks/onednn_sweep.py {' '.join(sys.argv[1:])}` "
-               f"({time.time() - t0:.0f} s). Failures by the implementation oneDNN chose for the weights' gradient:")
+               f"({seconds:.0f} s). Failures by the implementation oneDNN chose for the weights' gradient:")
     write_table(caption, ["ISA", "backward-weights implementation", "cases", "ok", "crash", "hang", "wrong", "exit",
                             "failed again alone"],
                 table, args.out + ".md", left=2)
@@ -222,7 +232,7 @@ def main() -> None:
              "where the case failed again when run alone in a fresh child:\n\n")
     text += "".join(f"- {f}\n" for f in failing) or "- none\n"
     Path(args.out + ".md").write_text(text)
-    print(text[text.index("\nFailures by memory format"):])
+    print(text[text.index("\nFailures by memory format"):], flush=True)
 
 
 if __name__ == "__main__":
