@@ -8,7 +8,8 @@ preset's settings, then score the rest with TiDAL) on real FashionMNIST, for eac
 with the code at ``--before`` (e.g. a checkout of the commit before issue 17, whose odd-batch
 workaround turned oneDNN off and sent the channels-last model through torch's slow fallback)
 and with this checkout's code. Each (code, labels) point runs in its own process, the two codes
-alternating, ``--repeats`` times, so the machine's load hits both alike; the table gives the best
+alternating, ``--repeats`` times, so the machine's load hits both alike (both with
+``OMP_WAIT_POLICY=PASSIVE``, which the old code did not set, so that only the kernels differ); the table gives the best
 time of each and the after/before ratio, and says where a round's time goes (training, scoring,
 the rest: start-up and data). Saves benchmarks/results/query_parity.md.
 """
@@ -49,7 +50,8 @@ print(json.dumps({"total": t2 - t0, "setup": t1 - t0, "train": r.train_seconds, 
 
 
 def once(src: Path, n: int, threads: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(threads)}
+    # the same OpenMP wait policy for both codes (the old one did not set it), so that only the kernels differ
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
     run = subprocess.run([sys.executable, "-c", CHILD, str(n), str(threads)], capture_output=True,
                          text=True, env=env, timeout=3600)
     if run.returncode != 0:
