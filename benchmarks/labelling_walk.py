@@ -100,7 +100,7 @@ def main() -> None:
     rows.append(["all (with the demo folders)", "", f"{total:.1f}"])
     print(status)
     print(last)
-    write_table(f"The labelling walk of README.md ("Label your own data") on {args.pool} FashionMNIST PNGs, k = {args.k}, "
+    write_table(f"The labelling walk of README.md (\"Label your own data\") on {args.pool} FashionMNIST PNGs, k = {args.k}, "
                 f"{args.rounds} rounds, quick-preset training ({platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end); seconds per command. "
                 "The answers are filled in by the script (a person's looking time is not measured).",
