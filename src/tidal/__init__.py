@@ -19,7 +19,7 @@ import sys as _sys
 # OpenMP threads that wait for work sleep instead of spinning (unless the user chose otherwise).
 # On a loaded machine torch's spinning threads take the cores from the threads that hold work:
 # a 60-label round on 2 threads of a busy 2-core machine trained in 146 s spinning and in 8 s
-# sleeping (benchmarks/query_parity.md). The wait policy never changes a number. libgomp reads it
+# sleeping (README, "Measured"). The wait policy never changes a number. libgomp reads it
 # once, when torch loads, so it applies when tidal is imported first (the `tidal` command always).
 if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
