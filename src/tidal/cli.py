@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", metavar="RUN_DIR",
                      help="a `tidal run --out` or `tidal analyze-scores --out` directory, or a labelling project "
                           "(`tidal init`: writes PROJECT/report.html)")
+    rep.add_argument("--reference", metavar="METHOD", default=None,
+                     help="the method the paired forest plot compares every other with (default: random where it "
+                          "ran, else the first method); must be a method stored in RUN_DIR")
     _add_analyze_parser(sub)
     _add_project_parsers(sub)
     sub.add_parser("methods", help="list the registered selection strategies")
@@ -669,8 +672,8 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.command == "report":
         from tidal.report import write_report
 
-        print(write_report(args.run_dir))
-        print(f"wrote {args.run_dir}/report.md, report.html, figures/, results.csv, results.json")
+        print(write_report(args.run_dir, reference=args.reference))
+        print(f"wrote {args.run_dir}/report.md, report.html, figures/, results.csv, results.json, paired.csv")
         return 0
     if args.command == "analyze-scores":
         from tidal.analysis import analyze_scores, format_aurocs
