@@ -130,7 +130,7 @@ def test_check_model_spec():
     with pytest.raises(ValueError, match="has no attribute 'MPL'; did you mean 'MLP'"):
         check_model_spec("tidal.models.mlp:MPL")
     with pytest.raises(ValueError, match="names a tuple, not a function"):
-        check_model_spec("tidal.models.factory:BUILTIN_MODELS")
+        check_model_spec("tidal.models.factory:INPUT_KINDS")
     with pytest.raises(ValueError, match="model spec 3 is a int"):
         check_model_spec(3)
 

@@ -1,0 +1,75 @@
+"""The one registry behind the package's extension points: strategies, models and data sources.
+
+A :class:`Registry` maps names to entries (a strategy class, a model builder, a source). Adding a
+name twice is refused; ``names("res*")`` lists the registered names matching a shell pattern; a
+lookup of an unknown name raises one ``ValueError`` that quotes it, lists the valid names and
+suggests the closest (:func:`~tidal.errors.did_you_mean`). What an entry must satisfy is the
+decorator's business (``strategies.register``, ``models.register_model``, ``data.register_source``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
+
+from tidal.errors import did_you_mean
+
+__all__ = ["Registry"]
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Names -> entries of one kind (``kind`` names it in errors: "strategy", "model", "dataset").
+
+    ``unknown`` is the message of a failed lookup, formatted with ``name`` (quoted by the caller's
+    ``{name!r}``), ``hint`` (`` (did you mean 'x'?)`` or empty) and ``names`` (the valid ones).
+    ``preferred`` are suggested before other close names; ``load`` is called before the first
+    lookup (to import the modules that register entries)."""
+
+    def __init__(self, kind: str, unknown: str, preferred: Iterable[str] = (), load: Callable[[], None] | None = None,
+                 quote: bool = False) -> None:
+        self.kind, self._unknown, self._preferred, self._load = kind, unknown, tuple(preferred), load
+        self._quote = quote  # list the valid names as 'a', 'b' instead of a, b
+        self._entries: dict[str, T] = {}
+
+    def add(self, name: str, entry: T) -> T:
+        """Register ``entry`` as ``name``; a name already taken by another entry is refused."""
+        if not isinstance(name, str) or not name or name != name.strip():
+            raise ValueError(f"{self.kind} name {name!r} must be a non-empty string without surrounding spaces")
+        old = self._entries.get(name)
+        if old is not None and old is not entry:
+            raise ValueError(f"{self.kind} name {name!r} is already registered by "
+                             f"{getattr(old, '__name__', type(old).__name__)}")
+        self._entries[name] = entry
+        return entry
+
+    def _loaded(self) -> dict[str, T]:
+        if self._load is not None:
+            self._load()
+        return self._entries
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Registered names matching a shell-style ``pattern``, sorted."""
+        return sorted(n for n in self._loaded() if fnmatch.fnmatch(n, pattern))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._loaded()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __getitem__(self, name: str) -> T:
+        """The entry registered as ``name``; an unknown name raises :meth:`unknown`."""
+        if name not in self:
+            raise self.unknown(name)
+        return self._entries[name]
+
+    def unknown(self, name: str, valid: Iterable[str] | None = None, cutoff: float = 0.6) -> ValueError:
+        """The error for an unknown ``name``: ``valid`` (default: the registered names) listed, the
+        closest suggested (``cutoff``: difflib's least similarity of a suggestion)."""
+        valid = self.names() if valid is None else list(valid)
+        listed = ", ".join(map(repr, valid) if self._quote else valid)
+        hint = did_you_mean(str(name), valid, preferred=self._preferred, cutoff=cutoff)
+        return ValueError(self._unknown.format(name=name, hint=hint, names=listed))
