@@ -3,7 +3,7 @@
     tidal run --preset quick --methods tidal-entropy random --seeds 0 1 --out runs/demo
     tidal report runs/demo
     tidal analyze-scores --imbalance 10 --out runs/demo
-    tidal methods
+    tidal methods;  tidal datasets;  tidal models
     tidal init PROJECT --data folder:PATH --classes cat dog;  tidal query PROJECT -k 100
     tidal label PROJECT answers.csv;  tidal status PROJECT;  tidal report PROJECT
 
@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(`tidal init`: writes PROJECT/report.html)")
     _add_analyze_parser(sub)
     _add_project_parsers(sub)
-    sub.add_parser("methods", help="list the registered selection strategies")
-    sub.add_parser("datasets", help="list the data sources (--dataset values)")
+    sub.add_parser("methods", help="list the registered selection strategies (--methods values)")
+    sub.add_parser("datasets", help="list the registered data sources (--dataset values)")
+    sub.add_parser("models", help="list the registered models (--model values; also auto and package.module:function)")
     for command in sub.choices.values():  # `tidal run ... --debug` works as well as `tidal --debug run ...`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the full traceback of an error instead of one line (also: TIDAL_DEBUG=1)")
@@ -654,10 +655,18 @@ def _run_command(args: argparse.Namespace) -> int:
             print(f"{name:20s} {strategy_class(name).description}")
         return 0
     if args.command == "datasets":
-        from tidal.data.sources import SOURCE_NOTES, list_sources
+        from tidal.data.sources import list_sources, source_info
 
         for spec in list_sources():
-            print(f"{spec:14s} {SOURCE_NOTES[spec]}")
+            print(f"{spec:14s} {source_info(spec).description}")
+        return 0
+    if args.command == "models":
+        from tidal.models import list_models, model_info
+
+        for name in list_models():
+            info = model_info(name)
+            print(f"{name:10s} {'/'.join(info.inputs):15s} {info.description}")
+        print(f"{'auto':10s} {'images/vectors':15s} resnet18 for images, mlp for feature vectors")
         return 0
     if args.command in ("init", "label", "query", "status"):
         return _project_command(args)

@@ -10,12 +10,13 @@ decorator's business (``strategies.register``, ``models.register_model``, ``data
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from tidal.errors import did_you_mean
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "check_callable"]
 
 T = TypeVar("T")
 
@@ -73,3 +74,14 @@ class Registry(Generic[T]):
         listed = ", ".join(map(repr, valid) if self._quote else valid)
         hint = did_you_mean(str(name), valid, preferred=self._preferred, cutoff=cutoff)
         return ValueError(self._unknown.format(name=name, hint=hint, names=listed))
+
+
+def check_callable(what: str, fn: object, positional: int, keywords: Iterable[str]) -> None:
+    """Refuse ``fn`` unless it takes ``positional`` arguments and ``keywords``, as a registry calls
+    it (a registered function takes ``**_`` for the keywords it ignores)."""
+    keywords = tuple(keywords)
+    try:
+        inspect.signature(fn).bind(*[None] * positional, **dict.fromkeys(keywords))  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what}: {getattr(fn, '__name__', fn)!s} cannot be called with {positional} argument(s) "
+                         f"and the keywords {', '.join(keywords)} ({exc}); take **_ for those it ignores") from None
