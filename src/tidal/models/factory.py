@@ -38,7 +38,7 @@ from tidal.models.hooks import _PROBE_BATCH, HookedModel, probe_forward
 from tidal.models.mlp import MLP
 from tidal.models.resnet import ModelOutput, ResNet18
 from tidal.models.resnet50 import ResNet50, load_weights
-from tidal.registry import Registry
+from tidal.registry import Registry, check_callable
 
 __all__ = ["INPUT_KINDS", "ModelInfo", "build_model", "check_model_spec", "describe_layers", "list_models",
            "model_capabilities", "model_info", "model_name", "raised_in_user_code", "register_model"]
@@ -65,7 +65,7 @@ class ModelInfo:
 
 _MODELS: Registry[ModelInfo] = Registry(
     "model", "unknown model spec {name!r}{hint}; use one of {names}, 'auto' or 'package.module:function' naming "
-    "an importable function that returns an nn.Module", quote=True)
+    "an importable function that returns an nn.Module", preferred=("resnet18",), quote=True)  # the paper's model
 
 
 def register_model(name: str, description: str, inputs: Sequence[str], weights: bool = False) -> Callable:
@@ -81,6 +81,7 @@ def register_model(name: str, description: str, inputs: Sequence[str], weights: 
             raise ValueError(f"model {name!r} needs a one-line description (`tidal models` lists it)")
         if not inputs or set(inputs) - set(INPUT_KINDS):
             raise ValueError(f"model {name!r}: inputs={tuple(inputs)} must name some of {INPUT_KINDS}")
+        check_callable(f"model {name!r}", build, 2, ("dropout", "width", "weights"))
         _MODELS.add(name, ModelInfo(name, build, description, tuple(inputs), weights))
         return build
     return add
