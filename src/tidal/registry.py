@@ -1,17 +1,15 @@
-"""The one registry behind the package's extension points: strategies, models and data sources.
+"""The one registry behind the extension points: strategies, models and data sources.
 
-A :class:`Registry` maps names to entries (a strategy class, a model builder, a source). Adding a
-name twice is refused; ``names("res*")`` lists the registered names matching a shell pattern; a
-lookup of an unknown name raises one ``ValueError`` that quotes it, lists the valid names and
-suggests the closest (:func:`~tidal.errors.did_you_mean`). What an entry must satisfy is the
-decorator's business (``strategies.register``, ``models.register_model``, ``data.register_source``).
+Names map to entries; a name is registered once; ``names("res*")`` lists them; an unknown name is
+one ``ValueError`` that quotes it, suggests the closest and lists the valid ones. What an entry must
+satisfy is its decorator's business (``register``, ``register_model``, ``register_source``).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from tidal.errors import did_you_mean
@@ -22,12 +20,11 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Names -> entries of one kind (``kind`` names it in errors: "strategy", "model", "dataset").
+    """Names -> entries of one ``kind`` ("strategy", "model", "dataset": named so in errors).
 
-    ``unknown`` is the message of a failed lookup, formatted with ``name`` (quoted by the caller's
-    ``{name!r}``), ``hint`` (`` (did you mean 'x'?)`` or empty) and ``names`` (the valid ones).
-    ``preferred`` are suggested before other close names; ``load`` is called before the first
-    lookup (to import the modules that register entries)."""
+    ``unknown``: the message of a failed lookup, with ``{name!r}``, ``{hint}`` (`` (did you mean
+    'x'?)`` or empty) and ``{names}``; ``preferred``: suggested before other close names; ``load``:
+    called before each lookup (it imports the modules that register entries, once)."""
 
     def __init__(self, kind: str, unknown: str, preferred: Iterable[str] = (), load: Callable[[], None] | None = None,
                  quote: bool = False) -> None:
@@ -57,9 +54,6 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._loaded()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
 
     def __getitem__(self, name: str) -> T:
         """The entry registered as ``name``; an unknown name raises :meth:`unknown`."""

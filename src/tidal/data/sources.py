@@ -40,8 +40,7 @@ class SourceInfo:
     resizes: bool = False  # decodes at ``image_size``; the other sources refuse a size that is not theirs
 
     @property
-    def spec(self) -> str:
-        """The spec form ``tidal datasets`` shows: ``name``, or ``name:PATH``."""
+    def spec(self) -> str:  # the form `tidal datasets` shows
         return f"{self.name}:PATH" if self.path else self.name
 
 
@@ -49,9 +48,8 @@ _SOURCES: Registry[SourceInfo] = Registry("dataset", "unknown dataset {name!r}{h
 
 
 def register_source(name: str, description: str, path: bool = False, resizes: bool = False) -> Callable:
-    """Decorator: register ``load`` as the source ``name`` (``name:PATH`` when ``path``). ``load`` is
-    called with the keywords ``path, data_dir, download, image_size, workers`` (it takes ``**_`` for
-    those it ignores) and returns :class:`DatasetSplits`; :func:`load_source` checks them."""
+    """Decorator: ``load(*, path, data_dir, download, image_size, workers)`` (``**_`` for the keywords it
+    ignores) becomes the source ``name`` (``name:PATH`` when ``path``); :func:`load_source` checks its splits."""
     def add(load: Callable[..., DatasetSplits]) -> Callable[..., DatasetSplits]:
         if ":" in name:
             raise ValueError(f"source name {name!r} must not hold ':'; pass path=True for a {name}:PATH source")
@@ -138,16 +136,13 @@ def _parse(spec: str) -> tuple[SourceInfo, str | None]:
 
 
 def source_info(spec: str) -> SourceInfo:
-    """The registered source of ``spec`` (a name or ``NAME:PATH``); ``ValueError`` listing the valid
-    specs when unknown, or when a path source names no path."""
+    """The registered source of ``spec`` (a name or ``NAME:PATH``); a ``ValueError`` listing the valid
+    specs unless it is one. Nothing is read from disk: whether files exist is for :func:`load_source`."""
     return _parse(spec)[0]
 
 
 def check_source_spec(spec: str) -> None:
-    """Raise ``ValueError`` unless ``spec`` is a registered name or ``NAME:PATH`` with a path.
-
-    Nothing is read from disk: whether the files exist is for :func:`load_source` to say.
-    """
+    """Raise ``ValueError`` unless ``spec`` is a registered name or ``NAME:PATH`` with a path (:func:`source_info`)."""
     _parse(spec)
 
 

@@ -2,10 +2,8 @@
 
 A *spec* is one of:
 
-a registered name  ``tidal models`` lists them (:func:`list_models`): ``resnet18`` (the CIFAR-style
-                 :class:`~tidal.models.ResNet18`, built exactly as the loop always did, so its random
-                 init is unchanged), ``resnet50`` (ImageNet layout; ``weights`` = optional
-                 torchvision/timm checkpoint file), ``mlp`` (feature vectors ``(D,)``);
+a name           registered with :func:`register_model` (``tidal models``): ``resnet18`` (CIFAR-style,
+                 built as the loop always built it), ``resnet50`` (ImageNet layout), ``mlp`` (vectors);
 ``"auto"``       ``resnet18`` for images, ``mlp`` for vectors;
 ``"pkg.mod:fn"`` an importable function (or class) called as ``fn(num_classes)``, plus
                  ``input_shape=`` and (images) ``in_channels=`` when its signature names them;
@@ -14,7 +12,6 @@ an ``nn.Module`` instance: deep-copied and every submodule with ``reset_paramete
                  re-initialised (from the global RNG), so each active-learning cycle trains
                  from scratch like the built-ins.
 
-A registered builder (:func:`register_model`) returns a module whose forward gives ``ModelOutput``.
 A user model whose forward returns logits is wrapped in :class:`~tidal.models.HookedModel`
 (hooks find its features and embedding); one that returns ``ModelOutput`` is used as it is.
 To run in spawned worker processes send the spec (a string, or an importable function),
@@ -69,11 +66,10 @@ _MODELS: Registry[ModelInfo] = Registry(
 
 
 def register_model(name: str, description: str, inputs: Sequence[str], weights: bool = False) -> Callable:
-    """Decorator: register ``build(num_classes, input_shape, *, dropout, width, weights)`` as the model
-    ``name``, for the ``inputs`` kinds it takes (``"images"``, ``"vectors"``). ``build`` returns a
-    module whose forward gives ``ModelOutput`` and which has ``feature_channels`` and ``embedding_dim``;
-    it takes the keywords it uses and ``**_`` for the others. Register in an importable module, so
-    that ``--jobs`` workers see the name too."""
+    """Decorator: ``build(num_classes, input_shape, *, dropout, width, weights)`` (``**_`` for the keywords
+    it ignores) becomes the model ``name`` for ``inputs`` (INPUT_KINDS); it returns a module that gives
+    ``ModelOutput`` and has ``feature_channels`` and ``embedding_dim``. Register at import time (module
+    top level), so that ``--jobs`` workers, which import your module, know the name too."""
     def add(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if ":" in name or name == _AUTO:
             raise ValueError(f"model name {name!r} is taken by the spec forms 'auto' and 'package.module:function'")
@@ -277,7 +273,8 @@ def build_model(spec: ModelSpec, num_classes: int, input_shape: Sequence[int], d
     """Build the model ``spec`` names (module docstring) for ``num_classes`` and one input of ``input_shape``.
 
     Args:
-        spec: a registered name (:func:`list_models`), ``"auto"``, ``"package.module:function"``, a callable or an ``nn.Module``.
+        spec: a registered name (:func:`list_models`), ``"auto"``, ``"package.module:function"``, a callable
+            or an ``nn.Module``.
         num_classes: ``C``.
         input_shape: one input's shape, ``(C_in, H, W)`` or ``(D,)`` (the split's ``input_shape``).
         dropout: dropout before the classifier (BALD's MC dropout); inserted by hooks for user models.
