@@ -26,10 +26,9 @@ class Registry(Generic[T]):
     'x'?)`` or empty) and ``{names}``; ``preferred``: suggested before other close names; ``load``:
     called before each lookup (it imports the modules that register entries, once)."""
 
-    def __init__(self, kind: str, unknown: str, preferred: Iterable[str] = (), load: Callable[[], None] | None = None,
-                 quote: bool = False) -> None:
-        self.kind, self._unknown, self._preferred, self._load = kind, unknown, tuple(preferred), load
-        self._quote = quote  # list the valid names as 'a', 'b' instead of a, b
+    def __init__(self, kind: str, unknown: str, preferred: Iterable[str] = (),
+                 load: Callable[[], None] = lambda: None, quote: bool = False) -> None:  # quote: 'a', 'b' not a, b
+        self.kind, self._unknown, self._preferred, self._load, self._quote = kind, unknown, tuple(preferred), load, quote
         self._entries: dict[str, T] = {}
 
     def add(self, name: str, entry: T) -> T:
@@ -38,22 +37,19 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} name {name!r} must be a non-empty string without surrounding spaces")
         old = self._entries.get(name)
         if old is not None and old is not entry:
-            raise ValueError(f"{self.kind} name {name!r} is already registered by "
-                             f"{getattr(old, '__name__', type(old).__name__)}")
+            what = getattr(old, "__name__", None) or getattr(old, "description", type(old).__name__)
+            raise ValueError(f"{self.kind} name {name!r} is already registered ({what}); choose another name")
         self._entries[name] = entry
         return entry
 
-    def _loaded(self) -> dict[str, T]:
-        if self._load is not None:
-            self._load()
-        return self._entries
-
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching a shell-style ``pattern``, sorted."""
-        return sorted(n for n in self._loaded() if fnmatch.fnmatch(n, pattern))
+        self._load()
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._loaded()
+        self._load()
+        return name in self._entries
 
     def __getitem__(self, name: str) -> T:
         """The entry registered as ``name``; an unknown name raises :meth:`unknown`."""

@@ -70,7 +70,8 @@ def test_registration_refuses_duplicates_and_missing_metadata():
     def load(path, **_):
         raise AssertionError("never called")
 
-    with pytest.raises(ValueError, match="dataset name 'cifar10' is already registered by"):
+    with pytest.raises(ValueError, match=r"dataset name 'cifar10' is already registered \(CIFAR-10, official .*\); "
+                                         r"choose another name"):
         register_source("cifar10", "again")(load)
     with pytest.raises(ValueError, match="needs a one-line description"):
         register_source("new-source", "")(load)
