@@ -661,12 +661,11 @@ def _run_command(args: argparse.Namespace) -> int:
             print(f"{spec:14s} {source_info(spec).description}")
         return 0
     if args.command == "models":
-        from tidal.models import list_models, model_info
+        from tidal.models.factory import AUTO_MODELS, list_models, model_info
 
         for name in list_models():
-            info = model_info(name)
-            print(f"{name:10s} {'/'.join(info.inputs):15s} {info.description}")
-        print(f"{'auto':10s} {'images/vectors':15s} resnet18 for images, mlp for feature vectors")
+            print(f"{name:10s} {'/'.join(model_info(name).inputs):15s} {model_info(name).description}")
+        print(f"{'auto':10s} {'/'.join(AUTO_MODELS):15s} {', '.join(f'{m} for {k}' for k, m in AUTO_MODELS.items())}")
         return 0
     if args.command in ("init", "label", "query", "status"):
         return _project_command(args)

@@ -37,14 +37,14 @@ from tidal.models.resnet import ModelOutput, ResNet18
 from tidal.models.resnet50 import ResNet50, load_weights
 from tidal.registry import Registry, check_callable
 
-__all__ = ["INPUT_KINDS", "ModelInfo", "build_model", "check_model_spec", "describe_layers", "list_models",
-           "model_capabilities", "model_info", "model_name", "raised_in_user_code", "register_model"]
+__all__ = ["AUTO_MODELS", "INPUT_KINDS", "ModelInfo", "build_model", "check_model_spec", "describe_layers",
+           "list_models", "model_capabilities", "model_info", "model_name", "raised_in_user_code", "register_model"]
 
 INPUT_KINDS = ("images", "vectors")  # what one input is: an image (C, H, W) or a feature vector (D,)
 _KIND_OF_DIMS = {3: "images", 1: "vectors"}  # number of dimensions of one input -> its kind
 _WORDS = {"images": ("image inputs (C, H, W)", "images"), "vectors": ("feature vectors (D,)", "feature vectors")}
 _AUTO = "auto"
-_AUTO_BUILDS = {"images": "resnet18", "vectors": "mlp"}  # what "auto" builds for each input kind
+AUTO_MODELS = {"images": "resnet18", "vectors": "mlp"}  # what "auto" builds for each input kind
 
 ModelSpec = str | Callable[..., nn.Module] | nn.Module
 
@@ -154,7 +154,7 @@ def _auto(input_shape: Sequence[int]) -> str:
     if kind is None:
         raise ValueError(f"model 'auto' knows images (C, H, W) and vectors (D,), not input_shape={tuple(input_shape)}; "
                          "pass a model spec")
-    return _AUTO_BUILDS[kind]
+    return AUTO_MODELS[kind]
 
 
 def model_name(spec: ModelSpec, input_shape: Sequence[int] | None = None) -> str:
@@ -304,7 +304,7 @@ def build_model(spec: ModelSpec, num_classes: int, input_shape: Sequence[int], d
         kind = _KIND_OF_DIMS.get(len(input_shape))
         if kind not in info.inputs:
             other = next((k for k in INPUT_KINDS if k not in info.inputs), None)
-            fix = f"; use {_AUTO_BUILDS[other]!r} (or 'auto') for {_WORDS[other][1]}" if other else ""
+            fix = f"; use {AUTO_MODELS[other]!r} (or 'auto') for {_WORDS[other][1]}" if other else ""
             raise ValueError(f"model {name!r} needs {' or '.join(_WORDS[k][0] for k in info.inputs)}, got "
                              f"input_shape={input_shape}{fix}")
         return info.build(num_classes, input_shape, dropout=dropout, width=width, weights=weights)
