@@ -44,7 +44,7 @@ class SourceInfo:
         return f"{self.name}:PATH" if self.path else self.name
 
 
-_SOURCES: Registry[SourceInfo] = Registry("dataset", "unknown dataset {name!r}{hint}; choose one of: {names}")
+_SOURCES: Registry[SourceInfo] = Registry("source", "unknown dataset {name!r}{hint}; choose one of: {names}")
 
 
 def register_source(name: str, description: str, path: bool = False, resizes: bool = False) -> Callable:

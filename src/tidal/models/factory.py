@@ -61,8 +61,8 @@ class ModelInfo:
 
 
 _MODELS: Registry[ModelInfo] = Registry(
-    "model", "unknown model spec {name!r}{hint}; use one of {names}, 'auto' or 'package.module:function' naming "
-    "an importable function that returns an nn.Module", preferred=("resnet18",), quote=True)  # the paper's model
+    "model", "unknown model spec {name!r}{hint}; use one of {names} or 'package.module:function' naming an "
+    "importable function that returns an nn.Module", preferred=("resnet18",), quote=True)  # the paper's model
 
 
 def register_model(name: str, description: str, inputs: Sequence[str], weights: bool = False) -> Callable:
@@ -90,7 +90,13 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def model_info(name: str) -> ModelInfo:
     """The registered model ``name``; unknown names raise a ``ValueError`` listing the valid ones."""
+    if name not in _MODELS:
+        raise _unknown(name)
     return _MODELS[name]
+
+
+def _unknown(spec: object) -> ValueError:
+    return _MODELS.unknown(str(spec), [*list_models(), _AUTO])
 
 
 @register_model("resnet18", "the paper's CIFAR-style ResNet-18 (--width sets its first stage)", inputs=("images",))
@@ -117,7 +123,7 @@ def _resolve(spec: str) -> Callable[..., nn.Module]:
     """Import ``"package.module:qualname"`` and return the callable it names."""
     module_name, _, qualname = spec.partition(":")
     if not module_name or not qualname:
-        raise _MODELS.unknown(spec)
+        raise _unknown(spec)
     try:
         obj = importlib.import_module(module_name)
     except ImportError as err:
@@ -142,7 +148,7 @@ def check_model_spec(spec: ModelSpec) -> None:
     if isinstance(spec, str):
         if spec != _AUTO and spec not in _MODELS:
             if ":" not in spec:
-                raise _MODELS.unknown(spec)
+                raise _unknown(spec)
             _resolve(spec)
     elif not (isinstance(spec, nn.Module) or callable(spec)):
         raise ValueError(f"model spec {spec!r} is a {type(spec).__name__}; pass a name ({', '.join(list_models())}, "
