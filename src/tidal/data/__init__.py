@@ -43,6 +43,7 @@ __all__ = [
     "to_float",
 ]
 
+
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> DatasetSplits:
     """``load_source(name, data_dir, download)``; unknown names raise a ``ValueError`` listing the valid ones."""
     return load_source(name, data_dir=data_dir, download=download)
