@@ -23,18 +23,23 @@ class Registry(Generic[T]):
     """Names -> entries of one ``kind`` ("strategy", "model", "dataset": named so in errors).
 
     ``unknown``: the message of a failed lookup, with ``{name!r}``, ``{hint}`` (`` (did you mean
-    'x'?)`` or empty) and ``{names}``; ``preferred``: suggested before other close names; ``load``:
-    called before each lookup (it imports the modules that register entries, once)."""
+    'x'?)`` or empty) and ``{names}``; ``preferred``: suggested before other close names; ``also``:
+    valid names that are no entry (listed and suggested); ``load``: called before each lookup (it
+    imports the modules that register entries, once); ``quote``: list the names as 'a', 'b'."""
 
-    def __init__(self, kind: str, unknown: str, preferred: Iterable[str] = (),
-                 load: Callable[[], None] = lambda: None, quote: bool = False) -> None:  # quote: 'a', 'b' not a, b
-        self.kind, self._unknown, self._preferred, self._load, self._quote = kind, unknown, tuple(preferred), load, quote
+    def __init__(self, kind: str, unknown: str, preferred: Iterable[str] = (), also: Iterable[str] = (),
+                 load: Callable[[], None] = lambda: None, quote: bool = False) -> None:
+        self.kind, self._unknown, self._preferred, self._also = kind, unknown, tuple(preferred), tuple(also)
+        self._load, self._quote = load, quote
         self._entries: dict[str, T] = {}
 
-    def add(self, name: str, entry: T) -> T:
-        """Register ``entry`` as ``name``; a name already taken by another entry is refused."""
+    def add(self, name: str, entry: T, description: str) -> T:
+        """Register ``entry`` as ``name``; a name taken by another entry, or no one-line ``description``
+        (what the CLI lists), is refused."""
         if not isinstance(name, str) or not name or name != name.strip():
             raise ValueError(f"{self.kind} name {name!r} must be a non-empty string without surrounding spaces")
+        if not description or "\n" in description:
+            raise ValueError(f"{self.kind} {name!r} needs a one-line description (the CLI lists it)")
         old = self._entries.get(name)
         if old is not None and old is not entry:
             what = getattr(old, "__name__", None) or getattr(old, "description", type(old).__name__)
@@ -60,7 +65,7 @@ class Registry(Generic[T]):
     def unknown(self, name: str, valid: Iterable[str] | None = None, cutoff: float = 0.6) -> ValueError:
         """The error for an unknown ``name``: ``valid`` (default: the registered names) listed, the
         closest suggested (``cutoff``: difflib's least similarity of a suggestion)."""
-        valid = self.names() if valid is None else list(valid)
+        valid = [*self.names(), *self._also] if valid is None else list(valid)
         listed = ", ".join(map(repr, valid) if self._quote else valid)
         hint = did_you_mean(str(name), valid, preferred=self._preferred, cutoff=cutoff)
         return ValueError(self._unknown.format(name=name, hint=hint, names=listed))

@@ -88,7 +88,7 @@ def test_a_registered_source_loads_through_load_source(monkeypatch):
 
     monkeypatch.setattr(sources, "_SOURCES", type(sources._SOURCES)("dataset", sources._SOURCES._unknown))
     for name in ("cifar10", "npz"):  # the registry as before, plus one source of ours
-        sources._SOURCES.add(name, sources.SourceInfo(name, lambda **_: None, "x", path=name == "npz"))
+        sources._SOURCES.add(name, sources.SourceInfo(name, lambda **_: None, "x", path=name == "npz"), "x")
     x = torch.randint(0, 255, (8, 8, 8), dtype=torch.uint8)
     register_source("mine", "eight 8x8 grey images")(
         lambda workers, **_: from_arrays(x, torch.arange(8) % 2, x, torch.arange(8) % 2, name="mine"))

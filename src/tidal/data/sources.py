@@ -53,10 +53,8 @@ def register_source(name: str, description: str, path: bool = False, resizes: bo
     def add(load: Callable[..., DatasetSplits]) -> Callable[..., DatasetSplits]:
         if ":" in name:
             raise ValueError(f"source name {name!r} must not hold ':'; pass path=True for a {name}:PATH source")
-        if not description or "\n" in description:
-            raise ValueError(f"source {name!r} needs a one-line description (`tidal datasets` lists it)")
         check_callable(f"source {name!r}", load, 0, _LOAD_KEYWORDS)
-        _SOURCES.add(name, SourceInfo(name, load, description, path, resizes))
+        _SOURCES.add(name, SourceInfo(name, load, description, path, resizes), description)
         return load
     return add
 

@@ -62,7 +62,7 @@ class ModelInfo:
 
 _MODELS: Registry[ModelInfo] = Registry(
     "model", "unknown model spec {name!r}{hint}; use one of {names} or 'package.module:function' naming an "
-    "importable function that returns an nn.Module", preferred=("resnet18",), quote=True)  # the paper's model
+    "importable function that returns an nn.Module", preferred=("resnet18",), also=("auto",), quote=True)
 
 
 def register_model(name: str, description: str, inputs: Sequence[str], weights: bool = False) -> Callable:
@@ -73,12 +73,10 @@ def register_model(name: str, description: str, inputs: Sequence[str], weights: 
     def add(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if ":" in name or name == _AUTO:
             raise ValueError(f"model name {name!r} is taken by the spec forms 'auto' and 'package.module:function'")
-        if not description or "\n" in description:
-            raise ValueError(f"model {name!r} needs a one-line description (`tidal models` lists it)")
         if not inputs or set(inputs) - set(INPUT_KINDS):
             raise ValueError(f"model {name!r}: inputs={tuple(inputs)} must name some of {INPUT_KINDS}")
         check_callable(f"model {name!r}", build, 2, ("dropout", "width", "weights"))
-        _MODELS.add(name, ModelInfo(name, build, description, tuple(inputs), weights))
+        _MODELS.add(name, ModelInfo(name, build, description, tuple(inputs), weights), description)
         return build
     return add
 
@@ -90,13 +88,7 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def model_info(name: str) -> ModelInfo:
     """The registered model ``name``; unknown names raise a ``ValueError`` listing the valid ones."""
-    if name not in _MODELS:
-        raise _unknown(name)
     return _MODELS[name]
-
-
-def _unknown(spec: object) -> ValueError:
-    return _MODELS.unknown(str(spec), [*list_models(), _AUTO])
 
 
 @register_model("resnet18", "the paper's CIFAR-style ResNet-18 (--width sets its first stage)", inputs=("images",))
@@ -123,7 +115,7 @@ def _resolve(spec: str) -> Callable[..., nn.Module]:
     """Import ``"package.module:qualname"`` and return the callable it names."""
     module_name, _, qualname = spec.partition(":")
     if not module_name or not qualname:
-        raise _unknown(spec)
+        raise _MODELS.unknown(spec)
     try:
         obj = importlib.import_module(module_name)
     except ImportError as err:
@@ -148,7 +140,7 @@ def check_model_spec(spec: ModelSpec) -> None:
     if isinstance(spec, str):
         if spec != _AUTO and spec not in _MODELS:
             if ":" not in spec:
-                raise _unknown(spec)
+                raise _MODELS.unknown(spec)
             _resolve(spec)
     elif not (isinstance(spec, nn.Module) or callable(spec)):
         raise ValueError(f"model spec {spec!r} is a {type(spec).__name__}; pass a name ({', '.join(list_models())}, "

@@ -221,8 +221,8 @@ _REGISTRY: Registry[type[Strategy]] = Registry("strategy", "unknown method {name
 
 def register(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: make ``cls`` available under ``cls.name``."""
-    if not cls.name or not cls.description:
-        raise ValueError(f"{cls.__name__} needs a name and a one-line description (`tidal methods` lists them)")
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
     unknown = set(cls.needs) - NEEDS
     if unknown:
         raise ValueError(f"{cls.__name__}.needs has unknown entries {sorted(unknown)}; valid: {sorted(NEEDS)}")
@@ -234,7 +234,7 @@ def register(cls: type[Strategy]) -> type[Strategy]:
                          "'labeled_embedding' may be; set blockwise = False")
     if cls.batch_aligned and not cls.per_sample:
         raise ValueError(f"{cls.__name__} is batch_aligned but not per_sample; set batch_aligned = False")
-    return _REGISTRY.add(cls.name, cls)
+    return _REGISTRY.add(cls.name, cls, cls.description)
 
 
 def list_strategies(pattern: str = "*") -> list[str]:
