@@ -106,7 +106,7 @@ def _resnet50(num_classes: int, input_shape: tuple[int, ...], dropout: float, we
     return model
 
 
-@register_model("mlp", "a multilayer perceptron for feature vectors", inputs=("vectors",))
+@register_model("mlp", "a perceptron with two hidden layers of 256 units, for feature vectors", inputs=("vectors",))
 def _mlp(num_classes: int, input_shape: tuple[int, ...], dropout: float, **_) -> nn.Module:
     return MLP(input_shape[0], num_classes, dropout=dropout)
 
