@@ -161,8 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyze_parser(sub)
     _add_project_parsers(sub)
     sub.add_parser("methods", help="list the registered selection strategies (--methods values)")
-    sub.add_parser("datasets", help="list the registered data sources (--dataset values)")
-    sub.add_parser("models", help="list the registered models (--model values; also auto and package.module:function)")
+    sub.add_parser("datasets", help="list the registered data sources (--dataset values)",
+                   description="One line per source: its --dataset spec (NAME, or NAME:PATH) and what it reads.")
+    sub.add_parser("models", help="list the registered models (--model values; also auto and package.module:function)",
+                   description="One line per model: its --model name, the inputs it takes (images (C, H, W), vectors "
+                               "(D,)) and what it is; then 'auto'. --model also takes package.module:function, a "
+                               "function of yours returning an nn.Module for num_classes.")
     for command in sub.choices.values():  # `tidal run ... --debug` works as well as `tidal --debug run ...`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the full traceback of an error instead of one line (also: TIDAL_DEBUG=1)")
