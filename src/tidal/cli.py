@@ -3,7 +3,7 @@
     tidal run --preset quick --methods tidal-entropy random --seeds 0 1 --out runs/demo
     tidal report runs/demo
     tidal analyze-scores --imbalance 10 --out runs/demo
-    tidal methods
+    tidal methods;  tidal datasets;  tidal models
     tidal init PROJECT --data folder:PATH --classes cat dog;  tidal query PROJECT -k 100
     tidal label PROJECT answers.csv;  tidal status PROJECT;  tidal report PROJECT
 
@@ -163,8 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "ran, else the first method); must be a method stored in RUN_DIR")
     _add_analyze_parser(sub)
     _add_project_parsers(sub)
-    sub.add_parser("methods", help="list the registered selection strategies")
-    sub.add_parser("datasets", help="list the data sources (--dataset values)")
+    sub.add_parser("methods", help="list the registered selection strategies (--methods values)")
+    sub.add_parser("datasets", help="list the registered data sources (--dataset values)",
+                   description="One line per source: its --dataset spec (NAME, or NAME:PATH) and what it reads.")
+    sub.add_parser("models", help="list the registered models (--model values; also auto and package.module:function)",
+                   description="One line per model: its --model name, the inputs it takes (images (C, H, W), vectors "
+                               "(D,)) and what it is; then 'auto'. --model also takes package.module:function, a "
+                               "function of yours returning an nn.Module for num_classes.")
     for command in sub.choices.values():  # `tidal run ... --debug` works as well as `tidal --debug run ...`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the full traceback of an error instead of one line (also: TIDAL_DEBUG=1)")
@@ -657,10 +662,17 @@ def _run_command(args: argparse.Namespace) -> int:
             print(f"{name:20s} {strategy_class(name).description}")
         return 0
     if args.command == "datasets":
-        from tidal.data.sources import SOURCE_NOTES, list_sources
+        from tidal.data.sources import list_sources, source_info
 
         for spec in list_sources():
-            print(f"{spec:14s} {SOURCE_NOTES[spec]}")
+            print(f"{spec:14s} {source_info(spec).description}")
+        return 0
+    if args.command == "models":
+        from tidal.models.factory import AUTO_MODELS, list_models, model_info
+
+        for name in list_models():
+            print(f"{name:10s} {'/'.join(model_info(name).inputs):15s} {model_info(name).description}")
+        print(f"{'auto':10s} {'/'.join(AUTO_MODELS):15s} {', '.join(f'{m} for {k}' for k, m in AUTO_MODELS.items())}")
         return 0
     if args.command in ("init", "label", "query", "status"):
         return _project_command(args)

@@ -50,7 +50,7 @@ class TrainConfig:
     lr_decay_at: float = 0.8  # fraction of the epochs after which lr is multiplied by lr_decay (paper: 80/100, 160/200)
     lr_decay: float = 0.1  # multiplicative learning-rate decay
     batch_size: int = 128  # training batch size, in images (a cycle cuts it to leave 2 SGD steps per epoch when its labels fit one batch: adapt_train)
-    model: str = "resnet18"  # network: resnet18 (CIFAR-style), resnet50 (ImageNet layout), mlp (feature vectors), auto, or package.module:function returning an nn.Module for num_classes
+    model: str = "resnet18"  # network: resnet18 (CIFAR-style), resnet50 (ImageNet layout), mlp (feature vectors), auto, or package.module:function returning an nn.Module for num_classes (see `tidal models`)
     weights: str | None = None  # file of initial weights for the model (e.g. an ImageNet ResNet-50 checkpoint), loaded with weights_only=True
     width: int = 64  # ResNet-18 base width in channels (paper: 64)
     crop_padding: int = 4  # random-crop padding in pixels (0 disables the crop; at most 1/7 of the image side: adapt_train)
