@@ -34,13 +34,12 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from tidal.data.augment import augment as augment_batch
+from tidal.data.checks import channel_stats, stats_ids
 from tidal.data.dataset import Augment, DatasetSplits
 from tidal.data.files import decode_ahead, inputs_in_chunks
 from tidal.errors import DatasetError
 
 __all__ = ["TorchSourceDataset", "as_chw", "from_torch_datasets"]
-
-STATS_SAMPLE = 2000  # training samples used for the per-channel mean and std
 
 
 def as_chw(image, where: str) -> torch.Tensor:
@@ -182,23 +181,6 @@ class TorchSourceDataset:
                                   self.num_workers)
 
 
-def _channel_stats(split: TorchSourceDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std (in [0, 1] units) of at most 2,000 evenly spaced samples."""
-    n = len(split)
-    ids = torch.linspace(0, n - 1, min(n, STATS_SAMPLE)).round().long().unique()
-    total = torch.zeros(split.shape[0], dtype=torch.float64)
-    squares = torch.zeros_like(total)
-    count = 0
-    for _, x in split.batches(ids.split(256)):
-        x = x.double()
-        total += x.sum((0, 2, 3))
-        squares += x.square().sum((0, 2, 3))
-        count += x.numel() // split.shape[0]
-    mean = total / count
-    std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(1 / 255)  # constant images: no /0
-    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
-
-
 def from_torch_datasets(train: TorchDataset, test: TorchDataset, num_classes: int | None = None,
                         class_names: Sequence[str] | None = None, name: str = "custom",
                         workers: int = 2) -> DatasetSplits:
@@ -236,5 +218,7 @@ def from_torch_datasets(train: TorchDataset, test: TorchDataset, num_classes: in
         return TorchSourceDataset(dataset, np.arange(len(dataset)), y, num_classes, shape, mean, std, workers)
 
     ones = (0.0,) * shape[0], (1.0,) * shape[0]
-    mean, std = _channel_stats(wrap(train, labels[0], *ones))
+    probe = wrap(train, labels[0], *ones)  # inputs in [0, 1]: mean 0, std 1
+    mean, std = channel_stats((x for _, x in probe.batches(stats_ids(len(train)).split(256))), shape[0], scale=1.0,
+                              floor=1 / 255, digits=4)
     return DatasetSplits(name, wrap(train, labels[0], mean, std), wrap(test, labels[1], mean, std), class_names)

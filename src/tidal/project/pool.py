@@ -18,12 +18,12 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tidal.data.checks import MIN_IMAGE_SIZE
 from tidal.errors import DatasetError
 
 __all__ = ["IMAGE_EXTENSIONS", "PoolScan", "relative_path", "scan_pool"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # compared lower-case
-MIN_SIDE = 8  # pixels; smaller images are skipped (a CIFAR-style ResNet cannot downsample them)
 
 
 @dataclass
@@ -120,8 +120,8 @@ def scan_pool(root: str | Path, classes: list[str]) -> PoolScan:
             if isinstance(size, str):
                 scan.skipped.append((rel, size))
                 continue
-            if min(size) < MIN_SIDE:
-                scan.skipped.append((rel, f"{size[0]}x{size[1]} px, smaller than {MIN_SIDE} px"))
+            if min(size) < MIN_IMAGE_SIZE:
+                scan.skipped.append((rel, f"{size[0]}x{size[1]} px, smaller than {MIN_IMAGE_SIZE} px"))
                 continue
             scan.images.append(rel)
             scan.sizes[rel] = size

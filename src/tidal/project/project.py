@@ -252,6 +252,7 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
         ValueError, DatasetError, RunDirectoryError: one line saying what to fix.
     """
     from tidal.config import PRESETS
+    from tidal.data.checks import MIN_IMAGE_SIZE
     from tidal.data.sources import check_source_spec
     from tidal.models.factory import check_model_spec
     from tidal.strategies import strategy_class
@@ -267,8 +268,8 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
     strategy_cfg = dataclasses.replace(quick.strategy, **(strategy or {}))
     dataclasses.replace(quick, train=train_cfg, strategy=strategy_cfg).validate()
     check_model_spec(train_cfg.model)
-    if image_size is not None and image_size < 8:
-        raise ValueError(f"--image-size {image_size} is too small; use at least 8 pixels")
+    if image_size is not None and image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"--image-size {image_size} is too small; use at least {MIN_IMAGE_SIZE} pixels")
     url_given = image_url is not None
     image_url = check_image_url(DEFAULT_IMAGE_URL if image_url is None else image_url)
     if seed < 0:
