@@ -36,7 +36,7 @@ from torch.utils.data import Dataset as TorchDataset
 from tidal.data.augment import augment as augment_batch
 from tidal.data.checks import channel_stats, stats_ids
 from tidal.data.dataset import Augment, DatasetSplits
-from tidal.data.files import decode_ahead, inputs_in_chunks
+from tidal.data.files import DiskSplit, decode_ahead
 from tidal.errors import DatasetError
 
 __all__ = ["TorchSourceDataset", "as_chw", "from_torch_datasets"]
@@ -120,7 +120,7 @@ def _fetch(dataset: TorchDataset, index: np.ndarray, shape: tuple[int, ...], mea
     return out
 
 
-class TorchSourceDataset:
+class TorchSourceDataset(DiskSplit):
     """One split over a user's ``Dataset`` (see the module docstring).
 
     dataset: the wrapped dataset; index: int64 ``[N]`` positions in it (absolute id ``i`` is
@@ -137,9 +137,6 @@ class TorchSourceDataset:
         return (f"TorchSourceDataset({type(self.dataset).__name__}, n={len(self)}, shape={self.shape}, "
                 f"num_workers={self.num_workers}, device={self.device})")
 
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.shape
@@ -147,10 +144,6 @@ class TorchSourceDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.shape  # type: ignore[return-value]
-
-    @property
-    def device(self) -> torch.device:
-        return self.labels.device
 
     def decode(self, ids: torch.Tensor, seed: int | None, augment: Augment | None = None) -> torch.Tensor:
         """Normalised float32 ``[b, C, H, W]`` of ``ids``, augmented with randomness from ``seed``."""
@@ -164,21 +157,9 @@ class TorchSourceDataset:
         return decode_ahead(fetch, batch_ids, augment is not None, generator,
                             self.num_workers, self.device)
 
-    def inputs(self, ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-        """Un-augmented float32 ``[b, C, H, W]`` of ``ids`` on ``device``."""
-        return inputs_in_chunks(self, ids, chunk)
-
-    def to(self, device: torch.device | str) -> TorchSourceDataset:
-        return self._with(self.index, self.labels.to(device))
-
-    def subset(self, indices: torch.Tensor) -> TorchSourceDataset:
-        """A smaller split holding ``indices`` (re-indexed from 0)."""
-        indices = torch.as_tensor(indices, dtype=torch.int64)
-        return self._with(self.index[indices.cpu().numpy()], self.labels[indices.to(self.device)])
-
-    def _with(self, index: np.ndarray, labels: torch.Tensor) -> TorchSourceDataset:
-        return TorchSourceDataset(self.dataset, index, labels, self.num_classes, self.shape, self.mean, self.std,
-                                  self.num_workers)
+    def _with(self, keep: np.ndarray | None, labels: torch.Tensor) -> TorchSourceDataset:
+        return TorchSourceDataset(self.dataset, self.index if keep is None else self.index[keep], labels,
+                                  self.num_classes, self.shape, self.mean, self.std, self.num_workers)
 
 
 def from_torch_datasets(train: TorchDataset, test: TorchDataset, num_classes: int | None = None,

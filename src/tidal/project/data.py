@@ -162,15 +162,8 @@ def load_pool(store, device: torch.device | str = "cpu", data_dir: str | None = 
         if len(split) != n:
             raise DatasetError(f"{spec} now holds {len(split)} samples but the project was made with {n}; "
                                "the data changed: create a new project")
-        pool = _relabel(split, _labels_tensor(n, labels))
+        pool = split.with_labels(_labels_tensor(n, labels))
     return PoolData(pool.to(device), holdout.to(device) if holdout is not None else None)
-
-
-def _relabel(split: Split, labels: torch.Tensor) -> Split:
-    """The in-memory ``split`` with ``labels`` in place of its own."""
-    import dataclasses
-
-    return dataclasses.replace(split, labels=labels)
 
 
 def _on_disk(store, paths: list[Path], present: list[int], labels: dict[int, int], num_classes: int, w: int,
