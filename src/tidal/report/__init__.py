@@ -5,7 +5,8 @@ results.json. The statistics are plain functions in ``tidal.report.stats``; the 
 ``tidal.report.figures`` import matplotlib (the optional ``report`` extra) only when they draw.
 """
 
-from tidal.report.stats import area_under_curve, auroc, kl_divergence, mean_ci, mean_interval
+from tidal.metrics import auroc
+from tidal.report.stats import area_under_curve, kl_divergence, mean_ci, mean_interval
 from tidal.report.summary import SettingSummary, summarize
 from tidal.report.tables import format_markdown
 from tidal.report.writer import write_report
