@@ -416,13 +416,13 @@ def create_database(path: Path, schema: str, application_id: int, user_version: 
     import os
     import tempfile
 
-    from tidal.io import _umask
+    from tidal.io import current_umask
 
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=MEMORY")  # no journal file beside the temporary one

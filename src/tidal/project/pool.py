@@ -21,7 +21,7 @@ from pathlib import Path
 from tidal.data.checks import MIN_IMAGE_SIZE
 from tidal.errors import DatasetError
 
-__all__ = ["IMAGE_EXTENSIONS", "PoolScan", "relative_path", "scan_pool"]
+__all__ = ["IMAGE_EXTENSIONS", "PoolScan", "read_image_size", "relative_path", "scan_pool"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # compared lower-case
 
@@ -62,7 +62,7 @@ def relative_path(root: Path, given: str) -> str:
     return norm
 
 
-def _header(path: Path) -> tuple[int, int] | str:
+def read_image_size(path: Path) -> tuple[int, int] | str:
     """``(width, height)``, or why the file cannot be read as an image."""
     from tidal.data.files import decode_errors, describe
 
@@ -116,7 +116,7 @@ def scan_pool(root: str | Path, classes: list[str]) -> PoolScan:
                 scan.skipped.append((rel, f"not an image ({p.suffix or 'no extension'}; "
                                           f"images are {'/'.join(IMAGE_EXTENSIONS)})"))
                 continue
-            size = _header(p)
+            size = read_image_size(p)
             if isinstance(size, str):
                 scan.skipped.append((rel, size))
                 continue
