@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
 __all__ = ["LOCK_NAME", "TEMP_NAME", "RunDirLock", "check_unlocked", "is_tidal_leftover", "remove_stale_temp_files"]
 
 LOCK_NAME = ".tidal.lock"  # the lock file inside a run directory
-# the names of tidal.io.atomic_path's and tidal.results.create_database's files: tempfile.mkstemp, 8 random chars
+# the names of tidal.io.atomic_path's and tidal.sqlite.create_database's files: tempfile.mkstemp, 8 random chars
 TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 _POLL_S = 0.05  # seconds between tries while waiting for the lock
 _TEMP_DIRS = (".", "figures", "checkpoints", "analysis")  # where tidal writes files, inside a run directory
