@@ -18,7 +18,6 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tidal.data.checks import MIN_IMAGE_SIZE
 from tidal.errors import DatasetError
 
 __all__ = ["IMAGE_EXTENSIONS", "PoolScan", "read_image_size", "relative_path", "scan_pool"]
@@ -83,6 +82,8 @@ def scan_pool(root: str | Path, classes: list[str]) -> PoolScan:
     Raises:
         DatasetError: ``root`` is not a folder, a link leads outside it, or it holds no image.
     """
+    from tidal.data.checks import MIN_IMAGE_SIZE  # tidal.data loads torch: not for `tidal label`'s paths
+
     given = Path(root).expanduser()
     if not given.is_dir():
         raise DatasetError(f"pool folder {str(given)!r} does not exist or is not a folder; pass --data folder:PATH "

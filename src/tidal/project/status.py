@@ -6,7 +6,6 @@ from collections import Counter
 from pathlib import Path
 
 from tidal.project.store import DB_NAME, ProjectStore, RoundRecord
-from tidal.report.text import aligned
 
 __all__ = ["chance_warnings", "format_status", "pending_labels", "project_status"]
 
@@ -31,6 +30,7 @@ def chance_warnings(rounds: list[RoundRecord]) -> list[str]:
 
 def format_status(store: ProjectStore, project: Path) -> str:
     """Labels per class, the rounds (method, labels trained on, holdout accuracy, time), what is unlabeled."""
+    from tidal.report.text import aligned  # the report layer (numpy) only when printing, as chance_warnings
     classes = store.classes
     labels = store.labels()
     n = store.num_samples()
