@@ -48,8 +48,8 @@ def stats_ids(n: int, most: int = STATS_SAMPLE) -> torch.Tensor:
     return torch.linspace(0, n - 1, min(n, most)).round().long().unique()
 
 
-def channel_stats(batches: torch.Tensor | Iterable[torch.Tensor], channels: int = 3, scale: float = 255.0, floor: float = 0.0,
-                  digits: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(batches: torch.Tensor | Iterable[torch.Tensor], channels: int = 3, scale: float = 255.0,
+                  floor: float = 0.0, digits: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) standard deviation of ``[b, C, H, W]`` batches (or of
     uint8 ``[N, C, H, W]``, read in chunks of about 2**24 values, 128 MiB), in [0, 1] units: uint8
     values divided by ``scale`` (1 for floats already in [0, 1]), summed in float64.

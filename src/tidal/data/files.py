@@ -48,8 +48,8 @@ from tidal.data.augment import to_float
 from tidal.data.dataset import Augment
 from tidal.errors import DatasetError
 
-__all__ = ["DiskSplit", "FileDataset", "decode_ahead", "decode_errors", "describe", "load_rgb", "open_rgb", "random_resized_crop",
-           "resize_center_crop", "to_chw"]
+__all__ = ["DiskSplit", "FileDataset", "decode_ahead", "decode_errors", "describe", "load_rgb", "open_rgb",
+           "random_resized_crop", "resize_center_crop", "to_chw"]
 
 SCALE = (0.08, 1.0)  # random resized crop: fraction of the image area kept
 RATIO = (3 / 4, 4 / 3)  # random resized crop: width / height range of the box
@@ -196,16 +196,16 @@ class DiskSplit:
             return torch.empty((0, *self.input_shape), device=self.device)
         return torch.cat([x for _, x in self.batches(ids.split(chunk))])
 
-    def to(self, device: torch.device | str):
+    def to(self, device: torch.device | str) -> DiskSplit:
         """The same split with its outputs (and labels) on ``device``."""
         return self._with(None, self.labels.to(device))
 
-    def subset(self, indices: torch.Tensor):
+    def subset(self, indices: torch.Tensor) -> DiskSplit:
         """A smaller split holding ``indices`` (re-indexed from 0)."""
         indices = torch.as_tensor(indices, dtype=torch.int64)
         return self._with(indices.cpu().numpy(), self.labels[indices.to(self.device)])
 
-    def with_labels(self, labels: torch.Tensor):
+    def with_labels(self, labels: torch.Tensor) -> DiskSplit:
         """The same split with ``labels`` (int64 ``[N]``) in place of its own, on its device."""
         return self._with(None, labels.to(self.device))
 
