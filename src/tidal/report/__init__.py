@@ -5,8 +5,9 @@ results.json (and paired.csv, see ``tidal.report.paired``). The statistics are p
 ``tidal.report.figures`` import matplotlib (the optional ``report`` extra) only when they draw.
 """
 
+from tidal.metrics import auroc
 from tidal.report.paired import PairedSetting, paired_comparisons
-from tidal.report.stats import area_under_curve, auroc, kl_divergence, mean_ci, mean_interval
+from tidal.report.stats import area_under_curve, kl_divergence, mean_ci, mean_interval
 from tidal.report.summary import SettingSummary, summarize
 from tidal.report.tables import format_markdown
 from tidal.report.writer import write_report
