@@ -1,7 +1,10 @@
 """TD-weighted k-means++ seeding (issue 20) on hand-made points, blockwise equality, the strategy's encoding."""
 
+import os
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import tidal.strategies.tidal_diverse as diverse
 from tidal.embedstore import EmbeddingStore, StoreSpec
@@ -111,3 +114,69 @@ def test_strategy_encodes_its_picks_among_the_most_uncertain(name):
     assert torch.equal(ids, cand[picked]) and top.tolist() == [4.0, 3.0, 2.0, 1.0]
     assert int((scores > 0).sum()) == k
     assert bool(most_uncertain_mask(u, 10 * k)[picked].all()) and picked[0] == int(u.argmax())
+
+
+# ---- through the loop's selection: the embedding store, in memory or on disk ----------------------
+
+def _setup(n, dim=64, classes=50, seed=0):
+    """A clustered feature pool, an MLP, the strategy and its objective (as after training: the
+    module is untrained but the objective has seen the model), candidates and labeled ids."""
+    from tidal.data.dataset import FeatureDataset
+    from tidal.models.mlp import MLP
+    from tidal.strategies import TrainContext
+
+    g = torch.Generator().manual_seed(seed)
+    centers = 4 * torch.randn(classes, dim, generator=g)
+    labels = torch.randint(0, classes, (n + 40,), generator=g)
+    split = FeatureDataset(centers[labels] + torch.randn(n + 40, dim, generator=g), labels, classes)
+    torch.manual_seed(0)
+    model = MLP(dim, classes, hidden=(dim,)).eval()
+    strategy = create_strategy("tidal-diverse-margin")
+    candidates, labeled = torch.arange(n), torch.arange(n, n + 40)
+    ctx = TrainContext(split, labeled, candidates, classes, model.feature_channels, model.embedding_dim, 2,
+                       torch.device("cpu"), 64)
+    objective = strategy.make_objective(ctx)
+    objective.end_epoch(1, model)
+    return split, model, strategy, objective, candidates, labeled
+
+
+def test_selection_is_the_same_from_any_store(tmp_path):
+    from tidal.gather import select
+
+    split, model, strategy, objective, candidates, labeled = _setup(700)
+    runs = [select(strategy, model, objective, split, candidates, labeled, 20, torch.Generator().manual_seed(2), 64,
+                   store=spec)
+            for spec in (None, StoreSpec(block_rows=64), StoreSpec("disk", "float32", str(tmp_path), 128))]
+    for ids, scores in runs[1:]:
+        assert torch.equal(ids, runs[0][0]) and torch.equal(scores, runs[0][1])
+    assert len(set(runs[0][0].tolist())) == 20 and os.listdir(tmp_path) == []
+
+
+class _Largest(TorchDispatchMode):
+    """Records the largest tensor any torch operation returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                self.largest = max(self.largest, t.numel() * t.element_size())
+        return out
+
+
+def test_a_disk_store_keeps_it_from_allocating_n_by_d(tmp_path):
+    from tidal.gather import select
+
+    dim = 64
+    for n in (2_000, 20_000):
+        split, model, strategy, objective, candidates, labeled = _setup(n, dim)
+        with _Largest() as probe:
+            ids, _ = select(strategy, model, objective, split, candidates, labeled, 16,
+                            torch.Generator().manual_seed(0), 64, store=StoreSpec("disk", "float16", str(tmp_path), 64))
+        assert len(ids) == 16
+        # a few float64/int64 values per candidate, or one float64 block: never the [n, D] embedding
+        assert probe.largest <= max(8 * n, 64 * dim * 8), (n, probe.largest)
+        assert probe.largest < n * dim * 4 / 4

@@ -74,7 +74,8 @@ def test_detached_run_trains_the_plain_cross_entropy_backbone_bit_for_bit(tiny_s
 
 def test_temperature_of_a_two_class_row_by_hand():
     # softmax(β [0, 1]) = [1 - σ(β), σ(β)] = p̄ = [0.2, 0.8]  =>  β = logit(0.8) = ln 4,  T = 1 / ln 4
-    t = fit_td_temperature(torch.tensor([[0.0, 1.0]], dtype=torch.float64), torch.tensor([[0.2, 0.8]], dtype=torch.float64))
+    t = fit_td_temperature(torch.tensor([[0.0, 1.0]], dtype=torch.float64),
+                           torch.tensor([[0.2, 0.8]], dtype=torch.float64))
     assert math.isclose(t, 1 / math.log(4), rel_tol=1e-9)
 
 

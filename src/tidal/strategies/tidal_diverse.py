@@ -122,7 +122,7 @@ class TiDALDiverseEntropy(_TiDALDiverse):
     """TiDAL's H̄(p̃) (Eq. 10) as the weight of k-means++ seeding on the embedding (module docstring)."""
 
     name = "tidal-diverse-entropy"
-    description = "TiDAL variant: k-means++ seeding on the embedding weighted by H̄ of the predicted TD, among the 10k most uncertain"
+    description = "TiDAL variant: k-means++ on the embedding, draws ∝ H̄(predicted TD)·D² (10·k most uncertain)"
     kind = "entropy"
 
 
@@ -131,5 +131,6 @@ class TiDALDiverseMargin(_TiDALDiverse):
     """TiDAL's M̄(p̃) at ŷ (Eq. 11), as ``(1 - M̄)/2``, weighting k-means++ seeding on the embedding."""
 
     name = "tidal-diverse-margin"
-    description = "TiDAL variant: k-means++ seeding on the embedding weighted by 1-M̄ of the predicted TD, among the 10k most uncertain"
+    description = ("TiDAL variant: k-means++ on the embedding, draws ∝ (1-M̄(predicted TD))·D² "
+                   "(10·k most uncertain)")
     kind = "margin"

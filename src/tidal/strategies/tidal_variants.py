@@ -114,7 +114,7 @@ class ScoringTDObjective(TDPredictionObjective):
         return {"td": torch.softmax(logits, dim=1), "td_logits": logits}
 
     def _outputs(self, indices: torch.Tensor):
-        """``(batch indices, module logits [b, C], classifier logits [b, C])`` over ``indices``, eval mode, on the CPU."""
+        """``(batch ids, module logits [b, C], classifier logits [b, C])`` over ``indices``: eval mode, CPU."""
         model = self._model() if self._model is not None else None
         if model is None:
             raise RuntimeError("the TD module is read after training, and this objective has not been trained")
@@ -170,7 +170,7 @@ class TiDALDetachedEntropy(_TiDALDetached):
     """
 
     name = "tidal-detached-entropy"
-    description = "TiDAL variant: entropy of the predicted TD, module trained behind a stop-gradient (backbone: CE only)"
+    description = "TiDAL variant: entropy of the predicted TD; the module trains behind a stop-gradient (backbone: CE)"
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return entropy(inputs.aux["td"])
@@ -200,7 +200,7 @@ class _TiDALCalibrated(Strategy):
 
     @staticmethod
     def calibrated(inputs: ScoreInputs) -> torch.Tensor:
-        """``softmax(m(x) / T)`` of the candidates, ``[n, C]``, with ``T`` from :meth:`ScoringTDObjective.temperature`."""
+        """``softmax(m(x) / T)`` of the candidates, ``[n, C]``; ``T``: :meth:`ScoringTDObjective.temperature`."""
         return torch.softmax(inputs.aux["td_logits"].double() / inputs.objective.temperature(), dim=1).float()
 
 
@@ -215,7 +215,7 @@ class TiDALCalibratedEntropy(_TiDALCalibrated):
     """
 
     name = "tidal-calibrated-entropy"
-    description = "TiDAL variant: entropy of the predicted TD after a temperature fitted to the labeled set's actual TD"
+    description = "TiDAL variant: entropy of the predicted TD, temperature fitted to the labeled set's actual TD"
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return entropy(self.calibrated(inputs))
@@ -229,7 +229,7 @@ class TiDALCalibratedMargin(_TiDALCalibrated):
     """
 
     name = "tidal-calibrated-margin"
-    description = "TiDAL variant: margin at ŷ of the predicted TD after a temperature fitted to the labeled set's actual TD"
+    description = "TiDAL variant: margin at ŷ of the predicted TD, temperature fitted to the labeled set's actual TD"
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         return -margin(self.calibrated(inputs), reference=inputs.probs.argmax(dim=1))
