@@ -58,6 +58,16 @@ def test_python_dash_m_entry_point():
     assert proc.returncode == 0 and "tidal-entropy" in proc.stdout and "random" in proc.stdout
 
 
+def test_a_closed_pipe_is_not_an_error():
+    # `tidal methods | head -1`: the reader stops early; no "Broken pipe" error, exit 0.
+    proc = subprocess.Popen([sys.executable, "-m", "tidal", "methods"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Broken pipe" not in err and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

@@ -557,6 +557,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print("\ninterrupted: nothing was written", file=sys.stderr)
         return code
+    except BrokenPipeError:  # `tidal methods | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except (TidalError, ValueError, OSError) as exc:
         if debug:
             raise
@@ -587,8 +590,10 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.command == "methods":
         from tidal.strategies import list_strategies, strategy_class
 
-        for name in list_strategies():
-            print(f"{name:20s} {strategy_class(name).description}")
+        names = list_strategies()
+        width = max(map(len, names))
+        for name in names:
+            print(f"{name:{width}s}  {strategy_class(name).description}")
         return 0
     if args.command == "datasets":
         from tidal.data.sources import list_sources, source_info
