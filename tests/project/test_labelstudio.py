@@ -119,8 +119,8 @@ def test_write_tasks_writes_the_agreed_task_shape(tmp_path: Path) -> None:
 
 
 def test_queue_scores_are_one_minus_the_percentile_rank() -> None:
-    # hand-computed: n = 4, ranks by score 3.0 > 2.0 = 2.0 > -1.0
-    assert queue_scores([2.0, -1.0, 3.0, 2.0]) == [0.25, 0.75, 0.0, 0.25]
+    # hand-computed: n = 4, ranked 3.0 > 2.0 (first given) > 2.0 > -1.0: positions 0..3 over 4
+    assert queue_scores([2.0, -1.0, 3.0, 2.0]) == [0.25, 0.75, 0.0, 0.5]
     assert queue_scores([7.0]) == [0.0]
     assert queue_scores([]) == []
     scores = [0.3, 9.0, -2.0, 4.5, 4.4]

@@ -135,19 +135,21 @@ def queue_scores(scores: Sequence[float]) -> list[float]:
     ``scores`` are the candidates' acquisition scores (higher = more informative, finite). The
     result is in [0, 1) and the LOWEST value goes to the MOST informative candidate, because
     Label Studio's "Uncertainty sampling" serves the task with the lowest prediction score first
-    (it reads the score as the model's confidence, and shows it as a percentage). Candidate
-    ``i``'s value is ``1 - #{j: scores[j] <= scores[i]} / n``: the top one gets 0, the last
-    ``1 - 1/n``; ties share a value. The raw score stays in the task's data (``tidal_score``).
+    (it reads the score as the model's confidence, and shows it as a percentage). With the
+    candidates sorted most informative first (ties kept in the order given, which is tidal's
+    ranking order), the one at position ``p`` (0-based) of ``n`` gets ``p / n``: the top one 0,
+    the last ``1 - 1/n``. The raw score stays in the task's data (``tidal_score``).
     """
     values = [float(s) for s in scores]
     bad = [s for s in values if not math.isfinite(s)]
     if bad:
         raise ValueError(f"score {bad[0]} is not a finite number; every candidate needs a finite acquisition score")
     n = len(values)
-    ordered = sorted(values)
-    from bisect import bisect_right
-
-    return [1.0 - bisect_right(ordered, s) / n for s in values]
+    order = sorted(range(n), key=lambda i: -values[i])  # stable: ties keep their given order
+    out = [0.0] * n
+    for position, i in enumerate(order):
+        out[i] = position / n
+    return out
 
 
 def _task(row: TaskRow, image_url: Callable[[str], str], queue_score: float | None) -> dict:
