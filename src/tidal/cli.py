@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "ran, else the first method); must be a method stored in RUN_DIR")
     _add_analyze_parser(sub)
     _add_project_parsers(sub)
+    _add_labelstudio_parsers(sub)
     sub.add_parser("methods", help="list the registered selection strategies (--methods values)")
     sub.add_parser("datasets", help="list the registered data sources (--dataset values)",
                    description="One line per source: its --dataset spec (NAME, or NAME:PATH) and what it reads.")
@@ -268,6 +269,95 @@ def _add_project_parsers(sub: argparse._SubParsersAction) -> None:
                                     "accuracy, final training loss, time; a warning for a round whose model ended "
                                     "near chance) and what is still unlabeled. Reads only.")
     st.add_argument("project", metavar="PROJECT", help="the project directory")
+
+
+def _add_labelstudio_parsers(sub: argparse._SubParsersAction) -> None:
+    """`tidal serve` and `tidal labelstudio push / connect` (docs/labelstudio.md)."""
+    sv = sub.add_parser(
+        "serve", help="a Label Studio ML backend: orders the annotators' queue, pre-annotates, retrains as they label",
+        description="Serve PROJECT as a Label Studio ML backend (GET /health, POST /setup, /predict, /webhook, "
+                    "/train). Annotations arriving by webhook are validated like `tidal label` and stored in the "
+                    "project; Label Studio's training call runs a round of `tidal query` in the background (one at "
+                    "a time; calls meanwhile merge into one follow-up), then its predictions and model_version are "
+                    "pushed to Label Studio (with --label-studio and a token in $LABEL_STUDIO_API_KEY). With "
+                    "$TIDAL_SERVE_SECRET set, every request must carry it (the basic auth password, or "
+                    "Authorization: Bearer SECRET). "
+                    "Start Label Studio with ML_BLOCK_LOCAL_IP=false SSRF_PROTECTION_ENABLED=false to let it call a "
+                    "backend on this machine (docs/labelstudio.md, \"Label in Label Studio\").")
+    sv.add_argument("project", metavar="PROJECT", help="the project directory")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    sv.add_argument("--port", type=int, default=9090, help="port (default: 9090)")
+    sv.add_argument("--label-studio", metavar="URL", help="Label Studio's URL, to push predictions and model_version "
+                                                          "after each retrain (token: $LABEL_STUDIO_API_KEY)")
+    sv.add_argument("--ls-project", type=int, metavar="ID", help="the Label Studio project's id (default: learnt "
+                                                                  "from Label Studio's /setup call)")
+    sv.add_argument("--push", type=int, default=200, metavar="N",
+                    help="predictions pushed after a retrain: the N most informative candidates (default: 200)")
+    sv.add_argument("--top", type=int, metavar="K", help="candidates each retrain ranks (-k of its round; default: "
+                                                         "every unlabeled sample, so /predict answers for any task)")
+    sv.add_argument("--method", help="strategy (default: the project's)")
+    sv.add_argument("--retrain", choices=("scratch", "continue"), default="scratch",
+                    help="each retrain from scratch (default) or from the last round's weights")
+    sv.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+
+    ls = sub.add_parser("labelstudio", help="put a round into Label Studio, or connect `tidal serve` to a project",
+                        description="Talk to a running Label Studio through its REST API; the token comes from "
+                                    "$LABEL_STUDIO_API_KEY (a Personal Access Token: Account & Settings > Personal "
+                                    "Access Token).")
+    lsub = ls.add_subparsers(dest="ls_command", required=True, metavar="ACTION")
+    push = lsub.add_parser("push", help="import a round's tasks and set the project's model_version to the round's",
+                           description="Import round N's tasks.json (default: the latest round) into the Label Studio "
+                                       "project (samples already there get the round's prediction, not a second "
+                                       "task) and set the project's model_version, so the round is pre-annotated "
+                                       "and ordered (Uncertainty sampling, or the prediction score column) for any N.")
+    push.add_argument("project", metavar="PROJECT", help="the tidal project directory")
+    push.add_argument("--url", required=True, help="Label Studio's URL, e.g. http://127.0.0.1:8080")
+    push.add_argument("--ls-project", type=int, required=True, metavar="ID", help="the Label Studio project's id")
+    push.add_argument("--round", type=int, metavar="N", help="the round to push (default: the latest)")
+    con = lsub.add_parser("connect", help="connect `tidal serve` as the project's ML backend, with uncertainty "
+                                          "sampling and a retrain every N annotations",
+                          description="Add the ML backend (POST /api/ml; Label Studio then sends the project's "
+                                      "annotations to BACKEND/webhook), set sampling to Uncertainty sampling and, "
+                                      "with --every, min_annotations_to_start_training. With $TIDAL_SERVE_SECRET set, "
+                                      "the backend is called with it.")
+    con.add_argument("--url", required=True, help="Label Studio's URL, e.g. http://127.0.0.1:8080")
+    con.add_argument("--ls-project", type=int, required=True, metavar="ID", help="the Label Studio project's id")
+    con.add_argument("--backend", default="http://127.0.0.1:9090", help="tidal serve's URL (default: "
+                                                                         "http://127.0.0.1:9090)")
+    con.add_argument("--every", type=int, metavar="N", help="retrain after every N annotations")
+
+
+def _labelstudio_command(args: argparse.Namespace) -> int:
+    import os
+
+    from tidal.project.lsapi import TOKEN_ENV
+
+    token = os.environ.get(TOKEN_ENV, "")
+    secret = os.environ.get("TIDAL_SERVE_SECRET") or None
+    if args.command == "serve":
+        from tidal.project.serve import serve
+
+        serve(args.project, host=args.host, port=args.port, label_studio=args.label_studio, token=token,
+              ls_project=args.ls_project, push=args.push, top=args.top, method=args.method, retrain=args.retrain,
+              device=args.device, secret=secret)
+        return 0
+    if args.ls_command == "push":
+        from tidal.project.lsapi import push_round
+
+        r = push_round(args.project, url=args.url, token=token, ls_project=args.ls_project, round=args.round)
+        version = (f"; model_version is now {r.model_version!r}" if r.model_version else
+                   " (a random round: no predictions, model_version unchanged)")
+        print(f"round {r.round}: {r.imported} tasks imported, {r.predicted} tasks already there got its prediction"
+              f"{version}")
+        return 0
+    from tidal.project.lsapi import connect_backend
+
+    b = connect_backend(url=args.url, token=token, ls_project=args.ls_project, backend=args.backend, every=args.every,
+                        secret=secret)
+    every = f", a retrain every {args.every} annotations" if args.every else ""
+    print(f"Label Studio project {args.ls_project}: ML backend {b.get('id', '?')} at {args.backend}, uncertainty "
+          f"sampling{every}")
+    return 0
 
 
 def _project_command(args: argparse.Namespace) -> int:
@@ -610,6 +700,8 @@ def _run_command(args: argparse.Namespace) -> int:
         return 0
     if args.command in ("init", "label", "query", "status"):
         return _project_command(args)
+    if args.command in ("serve", "labelstudio"):
+        return _labelstudio_command(args)
     if args.command == "report" and (Path(args.run_dir) / "project.sqlite").is_file():
         from tidal.project.report import write_project_report
 

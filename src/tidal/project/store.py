@@ -189,6 +189,11 @@ class ProjectStore(SQLiteStore):
             self._conn.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?)",
                                    [(int(i), int(c), source, after, now) for i, c in labels])
 
+    def remove_labels(self, ids: Sequence[int]) -> None:
+        """Forget the labels of ``ids`` (a Label Studio annotation that gave them was deleted), in one transaction."""
+        with self._conn:
+            self._conn.executemany("DELETE FROM labels WHERE id = ?", [(int(i),) for i in ids])
+
     def set_holdout(self, items: Sequence[tuple[str, int]]) -> None:
         with self._conn:
             self._conn.execute("DELETE FROM holdout")
