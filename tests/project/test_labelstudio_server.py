@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tidal.project.labelstudio import TaskRow, label_config, local_files, read_export, write_tasks
+from tidal.project.labelstudio import TaskRow, label_config, local_files, queue_scores, read_export, write_tasks
 
 pytestmark = pytest.mark.timeout(900)  # real servers and process groups start slowly on a busy machine
 
@@ -96,16 +96,23 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=15)
 
 
-@pytest.fixture
-def label_studio(tmp_path: Path):
-    """A fresh Label Studio on 127.0.0.1 serving ``tmp_path/root`` as local files; yields (url, root)."""
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory: pytest.TempPathFactory):
+    """A fresh Label Studio on 127.0.0.1 serving ``tmp/root`` as local files, shared by this module's tests
+    (each makes its own Label Studio project and pool folder); yields (url, root, exe).
+
+    ``ML_BLOCK_LOCAL_IP=false SSRF_PROTECTION_ENABLED=false``: Label Studio may call an ML backend
+    and webhooks on this machine (``tidal serve`` on 127.0.0.1), as docs/labelstudio.md says.
+    """
     exe = _label_studio()
+    tmp_path = tmp_path_factory.mktemp("label-studio")
     root = tmp_path / "root"  # LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; the pool is root/pool
     root.mkdir()
     port = _free_port()
     env = dict(os.environ, LABEL_STUDIO_BASE_DATA_DIR=str(tmp_path / "ls-data"),
                LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true", LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(root),
-               LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
+               LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true", ML_BLOCK_LOCAL_IP="false",
+               SSRF_PROTECTION_ENABLED="false",
                XDG_CONFIG_HOME=str(tmp_path / "xdg-config"), XDG_DATA_HOME=str(tmp_path / "xdg-data"))  # not ~
     log = tmp_path / "label-studio.log"
     with open(log, "w") as out:
@@ -159,9 +166,10 @@ def test_round_trip_through_a_real_label_studio(label_studio, tmp_path: Path) ->
     assert {int(k): v for k, v in report["images"].items()} == digests
     assert report["storage_at_root_refused"]  # why docs/labelstudio.md puts the pool under the document root
     assert sorted(map(int, report["predictions"])) == sorted(POOL)
+    queue = dict(zip(POOL, queue_scores([r.score for r in rows])))  # in [0, 1], lowest = most informative
     for k, (score, version, choice) in report["predictions"].items():
         row = rows[int(k)]
-        assert (score, version, choice) == (pytest.approx(row.score), "tidal round 2", [row.predicted])
+        assert (score, version, choice) == (pytest.approx(queue[int(k)]), "tidal round 2", [row.predicted])
 
     # Each export format gives back the posted labels for the right ids and paths.
     for fmt, skipped in [("JSON", 2), ("JSON_MIN", 1), ("CSV", 1)]:
@@ -186,3 +194,87 @@ def test_round_trip_through_a_real_label_studio(label_studio, tmp_path: Path) ->
         assert (result.new, result.changed) == ((len(EXPECTED), 0) if fmt == "JSON" else (0, 0)), fmt
         with ProjectStore(project / DB_NAME, readonly=True) as store:
             assert {i: CLASSES[c] for i, c in store.labels().items()} == EXPECTED, fmt
+
+
+# ------------------------------------------------------------------ the manual loop, three rounds
+def _personal_token(url: str) -> str:
+    """A Personal Access Token of the test user (``POST /api/token/``), the path docs/labelstudio.md shows."""
+    from tidal.project.lsapi import LabelStudioAPI
+
+    answer = LabelStudioAPI(url, TOKEN).request("POST", "/api/token/", {})
+    pat = answer.get("token") or answer.get("refresh")
+    assert pat and pat.count(".") == 2, answer  # a JWT refresh token
+    return pat
+
+
+def _ls_project(api, title: str, classes: list[str], storage: Path) -> int:
+    project = api.request("POST", "/api/projects", {"title": title, "label_config": label_config(classes)})
+    api.request("POST", "/api/storages/localfiles/", {"project": project["id"], "path": str(storage),
+                                                      "use_blob_urls": True, "title": "pool"})
+    return project["id"]
+
+
+def _annotate(api, task: int, label: str) -> float:
+    """Post one annotation; the seconds Label Studio took (webhooks to tidal serve run inside it)."""
+    t0 = time.perf_counter()
+    api.request("POST", f"/api/tasks/{task}/annotations/", {
+        "result": [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}],
+        "was_cancelled": False})
+    return time.perf_counter() - t0
+
+
+def _export(api, ls_project: int, out: Path) -> Path:
+    out.write_text(json.dumps(api.request("GET", f"/api/projects/{ls_project}/export?exportType=JSON")))
+    return out
+
+
+@pytest.mark.slow
+def test_three_manual_rounds_each_pre_annotated_and_ordered(label_studio, tmp_path: Path, write_images, classes,
+                                                            fast) -> None:
+    """query -> `tidal labelstudio push` -> label in Label Studio -> export -> `tidal label`, three times:
+    round 3 is pre-annotated with its own model's guess and Label Studio serves it in TiDAL's order."""
+    from tidal.project.answers import import_labels
+    from tidal.project.lsapi import UNCERTAINTY, LabelStudioAPI, push_round, tidal_ids
+    from tidal.project.project import init_project
+    from tidal.project.query import query_project
+    from tidal.project.store import DB_NAME, ProjectStore
+
+    CLASSES = classes  # noqa: N806 - the module's CLASSES are the round trip's
+    url, root, _ = label_studio
+    truth = write_images(root / "manual pool", 45)
+    project = tmp_path / "project"
+    init_project(project, f"folder:{root / 'manual pool'}", CLASSES, **fast)
+    with ProjectStore(project / DB_NAME, readonly=True) as store:
+        paths = store.paths()
+    pat = _personal_token(url)
+    api = LabelStudioAPI(url, pat)  # tidal's client with the Personal Access Token (Bearer)
+    ls = _ls_project(api, "tidal manual loop", CLASSES, root / "manual pool")
+    api.update_project(ls, sampling=UNCERTAINTY)
+    for rnd in (1, 2, 3):
+        number, result, _ = query_project(project, 6, device="cpu")
+        assert number == rnd and result.random == (rnd == 1)
+        pushed = push_round(project, url=url, token=pat, ls_project=ls)
+        assert (pushed.round, pushed.imported) == (rnd, 6)
+        assert pushed.model_version == (None if rnd == 1 else f"tidal round {rnd}")
+        ids = tidal_ids(api.tasks(ls))
+        chosen = result.ids.tolist()
+        if rnd > 1:  # pre-annotated with this round's model, and the project's model_version is this round's
+            assert api.project(ls)["model_version"] == f"tidal round {rnd}"
+            for i, p in zip(chosen, result.predicted.tolist()):
+                preds = api.request("GET", f"/api/predictions/?task={ids[i]}")
+                current = [x for x in preds if x["model_version"] == f"tidal round {rnd}"]
+                assert len(current) == 1 and current[0]["result"][0]["value"]["choices"] == [CLASSES[p]]
+                assert 0.0 <= current[0]["score"] < 1.0
+        served = []
+        for _ in chosen:  # label in the order Label Studio serves (Uncertainty sampling)
+            task = api.request("GET", f"/api/projects/{ls}/next/")
+            served.append(task["data"]["tidal_id"])
+            _annotate(api, task["id"], truth[paths[served[-1]]])
+        if rnd > 1:
+            assert served == chosen  # TiDAL's ranking, most informative first
+        else:
+            assert sorted(served) == sorted(chosen)
+        answers = import_labels(project, _export(api, ls, tmp_path / f"export-{rnd}.json"))
+        assert answers.new == 6 and answers.changed == 0
+    with ProjectStore(project / DB_NAME, readonly=True) as store:
+        assert len(store.labels()) == 18 and all(CLASSES[c] == truth[paths[i]] for i, c in store.labels().items())
