@@ -278,3 +278,132 @@ def test_three_manual_rounds_each_pre_annotated_and_ordered(label_studio, tmp_pa
         assert answers.new == 6 and answers.changed == 0
     with ProjectStore(project / DB_NAME, readonly=True) as store:
         assert len(store.labels()) == 18 and all(CLASSES[c] == truth[paths[i]] for i, c in store.labels().items())
+
+
+# -------------------------------------------------------------------- tidal serve, connected
+EVERY = 4  # annotations between retrains (the project's min_annotations_to_start_training)
+
+
+def _wait_for(what: str, check, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = check()
+        if value:
+            return value, time.monotonic() - t0
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"tidal serve exited with {proc.returncode}:\n{log.read_text()[-3000:] if log else ''}")
+        time.sleep(0.2)
+    pytest.fail(f"{what}: not within {timeout:.0f} s\n{log.read_text()[-3000:] if log else ''}")
+
+
+@pytest.mark.slow
+def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio, tmp_path: Path, write_images,
+                                                                  classes, fast) -> None:
+    """Label Studio + `tidal serve`: N annotations (each answered in < 1 s) trigger one retrain in the
+    background; its predictions and model_version reach Label Studio, whose Uncertainty sampling then
+    serves the lowest pushed score first, in `tidal query`'s order; every label is stored once."""
+    import csv
+
+    from tidal.project.answers import import_labels
+    from tidal.project.lsapi import LabelStudioAPI, connect_backend, push_round, tidal_ids
+    from tidal.project.project import init_project
+    from tidal.project.query import query_project, round_dir
+    from tidal.project.store import DB_NAME, ProjectStore
+
+    url, root, _ = label_studio
+    pool = root / "serve pool"
+    truth = write_images(pool, 45)
+    project = tmp_path / "project"
+    init_project(project, f"folder:{pool}", classes, **fast)
+    with ProjectStore(project / DB_NAME, readonly=True) as store:
+        paths = store.paths()
+    (tmp_path / "first.csv").write_text("id,label\n" + "".join(f"{i},{truth[paths[i]]}\n" for i in range(6)))
+    import_labels(project, tmp_path / "first.csv")
+    query_project(project, 39, device="cpu")  # round 1: every unlabeled image, ranked
+    pat = _personal_token(url)
+    api = LabelStudioAPI(url, pat)
+    ls = _ls_project(api, "tidal serve", classes, pool)
+    push_round(project, url=url, token=pat, ls_project=ls)
+
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    env = dict(os.environ, LABEL_STUDIO_API_KEY=pat, PYTHONPATH=str(REPO / "src") + os.pathsep +
+               os.environ.get("PYTHONPATH", ""))
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tidal", "serve", str(project), "--port", str(port),
+                                 "--label-studio", url, "--ls-project", str(ls), "--device", "cpu", "--push", "50"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    backend = f"http://127.0.0.1:{port}"
+
+    def health() -> dict | None:
+        try:
+            with urllib.request.urlopen(backend + "/health", timeout=2) as r:
+                return json.loads(r.read())
+        except OSError:
+            return None
+
+    try:
+        _wait_for("tidal serve answers /health", health, 120, proc, log)
+        connect_backend(url=url, token=pat, ls_project=ls, backend=backend, every=EVERY)
+        settings = api.project(ls)
+        assert settings["sampling"] == "Uncertainty sampling"
+        assert settings["min_annotations_to_start_training"] == EVERY
+
+        posted: dict[int, str] = {}
+        seconds = []
+        for _ in range(EVERY):  # an annotator labels what Label Studio serves
+            task = api.request("GET", f"/api/projects/{ls}/next/")
+            i = task["data"]["tidal_id"]
+            posted[i] = truth[paths[i]]
+            seconds.append(_annotate(api, task["id"], posted[i]))
+        t_last = time.perf_counter()
+        print(f"annotation answered in {', '.join(f'{s:.2f}' for s in seconds)} s", file=sys.stderr)
+        assert max(seconds) < 1.0  # the webhooks (and the training call) run inside each of these
+
+        _, waited = _wait_for("Label Studio's model_version becomes tidal round 2",
+                              lambda: api.project(ls)["model_version"] == "tidal round 2", 300, proc, log)
+        print(f"N-th annotation -> reordered queue: {time.perf_counter() - t_last:.1f} s", file=sys.stderr)
+        h = health()
+        assert h["model_version"] == "tidal round 2" and h["trainings"] == 1 and not h["training"]
+
+        # Label Studio now serves the lowest pushed score first, and in the order of round 2's to_label.csv
+        ids = tidal_ids(api.tasks(ls))
+        with open(round_dir(project, 2) / "to_label.csv", newline="", encoding="utf-8") as f:
+            ranking = [int(r["id"]) for r in csv.DictReader(f)]
+        assert not set(ranking) & set(posted) and len(ranking) == 45 - 6 - EVERY
+        scores = {}
+        for i in ranking[:50]:
+            current = [p for p in api.request("GET", f"/api/predictions/?task={ids[i]}")
+                       if p["model_version"] == "tidal round 2"]
+            if current:
+                scores[i] = current[0]["score"]
+        assert scores and min(scores, key=scores.get) == ranking[0]
+        served = []
+        for _ in range(EVERY - 1):
+            task = api.request("GET", f"/api/projects/{ls}/next/")
+            i = task["data"]["tidal_id"]
+            served.append(i)
+            posted[i] = truth[paths[i]]
+            assert _annotate(api, task["id"], posted[i]) < 1.0
+        assert served == ranking[: EVERY - 1]
+
+        # every label reached the project store exactly once, from its annotation
+        def stored() -> bool:
+            with ProjectStore(project / DB_NAME, readonly=True) as store:
+                return all(i in store.labels() for i in posted) and not (project / "serve-inbox.jsonl").read_text()
+
+        _wait_for("the labels are stored", stored, 60, proc, log)
+        with ProjectStore(project / DB_NAME, readonly=True) as store:
+            labels, sources = store.labels(), store.label_sources()
+        assert len(labels) == 6 + len(posted)
+        assert {i: classes[labels[i]] for i in posted} == posted
+        ann = [sources[i][0] for i in posted]
+        assert all(s.startswith("Label Studio annotation ") for s in ann) and len(set(ann)) == len(posted)
+        assert len(api.request("GET", f"/api/projects/{ls}/export?exportType=JSON")) >= len(posted)
+        assert health()["trainings"] == 1  # 7 annotations, one retrain every 4
+    finally:
+        _stop(proc)
+    lines = log.read_text().splitlines()
+    assert all("Traceback" not in line for line in lines)
+    assert sum(" POST /webhook ANNOTATION_CREATED 200 " in line for line in lines) == len(posted)

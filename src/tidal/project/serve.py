@@ -103,7 +103,7 @@ class Backend:
     def __init__(self, project: str | Path, *, top: int | None = None, push: int = 200, method: str | None = None,
                  retrain: str = "scratch", device: str = "auto", label_studio: str | None = None,
                  token: str | None = None, ls_project: int | None = None, secret: str | None = None,
-                 log=None) -> None:
+                 settle: float = 1.0, log=None) -> None:
         from tidal.project.project import check_project_dir
         from tidal.project.store import DB_NAME, ProjectStore
 
@@ -120,6 +120,9 @@ class Backend:
 
             LabelStudioAPI(label_studio, token or "")  # a bad URL or no token: refused now, not after a retrain
         self.secret = secret or None
+        # seconds a retrain waits after it is asked for: Label Studio asks (in the annotation's save) BEFORE it
+        # sends that annotation's webhook, so the retrain waits for it to be trained on too
+        self.settle = settle
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         with ProjectStore(self.project / DB_NAME, readonly=True) as store:
             self.classes = store.classes
@@ -223,6 +226,8 @@ class Backend:
                 train, self._train_wanted = self._train_wanted, False
                 self.training = train
             try:
+                if train and self.settle > 0:
+                    time.sleep(self.settle)  # the webhook of the annotation that asked for it comes right after
                 self._apply_inbox()
                 if train:
                     self._train_once()
