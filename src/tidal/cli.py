@@ -644,6 +644,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "query":
             print("\ninterrupted: the round was not stored; run the same command again (the same labels and seed "
                   "give the same round)", file=sys.stderr)
+        elif args.command == "serve":
+            print("\ntidal serve stopped: every label it acknowledged is in the project or in its serve-inbox.jsonl, "
+                  "which the next `tidal serve` stores; a retrain that was running stored nothing", file=sys.stderr)
+            return 0
         else:
             print("\ninterrupted: nothing was written", file=sys.stderr)
         return code

@@ -197,10 +197,13 @@ def test_round_trip_through_a_real_label_studio(label_studio, tmp_path: Path) ->
 
 
 # ------------------------------------------------------------------ the manual loop, three rounds
-def _personal_token(url: str) -> str:
-    """A Personal Access Token of the test user (``POST /api/token/``), the path docs/labelstudio.md shows."""
+@pytest.fixture(scope="module")
+def personal_token(label_studio) -> str:
+    """The test user's Personal Access Token (``POST /api/token/``, the path docs/labelstudio.md shows;
+    a user has one at a time: a second POST answers 409 until the first is revoked)."""
     from tidal.project.lsapi import LabelStudioAPI
 
+    url = label_studio[0]
     answer = LabelStudioAPI(url, TOKEN).request("POST", "/api/token/", {})
     pat = answer.get("token") or answer.get("refresh")
     assert pat and pat.count(".") == 2, answer  # a JWT refresh token
@@ -229,8 +232,8 @@ def _export(api, ls_project: int, out: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_three_manual_rounds_each_pre_annotated_and_ordered(label_studio, tmp_path: Path, write_images, classes,
-                                                            fast) -> None:
+def test_three_manual_rounds_each_pre_annotated_and_ordered(label_studio, personal_token, tmp_path: Path,
+                                                            write_images, classes, fast) -> None:
     """query -> `tidal labelstudio push` -> label in Label Studio -> export -> `tidal label`, three times:
     round 3 is pre-annotated with its own model's guess and Label Studio serves it in TiDAL's order."""
     from tidal.project.answers import import_labels
@@ -246,7 +249,7 @@ def test_three_manual_rounds_each_pre_annotated_and_ordered(label_studio, tmp_pa
     init_project(project, f"folder:{root / 'manual pool'}", CLASSES, **fast)
     with ProjectStore(project / DB_NAME, readonly=True) as store:
         paths = store.paths()
-    pat = _personal_token(url)
+    pat = personal_token
     api = LabelStudioAPI(url, pat)  # tidal's client with the Personal Access Token (Bearer)
     ls = _ls_project(api, "tidal manual loop", CLASSES, root / "manual pool")
     api.update_project(ls, sampling=UNCERTAINTY)
@@ -297,8 +300,8 @@ def _wait_for(what: str, check, timeout: float, proc: subprocess.Popen | None = 
 
 
 @pytest.mark.slow
-def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio, tmp_path: Path, write_images,
-                                                                  classes, fast) -> None:
+def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio, personal_token, tmp_path: Path,
+                                                                  write_images, classes, fast) -> None:
     """Label Studio + `tidal serve`: N annotations (each answered in < 1 s) trigger one retrain in the
     background; its predictions and model_version reach Label Studio, whose Uncertainty sampling then
     serves the lowest pushed score first, in `tidal query`'s order; every label is stored once."""
@@ -320,7 +323,7 @@ def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio,
     (tmp_path / "first.csv").write_text("id,label\n" + "".join(f"{i},{truth[paths[i]]}\n" for i in range(6)))
     import_labels(project, tmp_path / "first.csv")
     query_project(project, 39, device="cpu")  # round 1: every unlabeled image, ranked
-    pat = _personal_token(url)
+    pat = personal_token
     api = LabelStudioAPI(url, pat)
     ls = _ls_project(api, "tidal serve", classes, pool)
     push_round(project, url=url, token=pat, ls_project=ls)
@@ -359,7 +362,9 @@ def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio,
             seconds.append(_annotate(api, task["id"], posted[i]))
         t_last = time.perf_counter()
         print(f"annotation answered in {', '.join(f'{s:.2f}' for s in seconds)} s", file=sys.stderr)
-        assert max(seconds) < 1.0  # the webhooks (and the training call) run inside each of these
+        # Label Studio's whole API call (its own saving, and inside it the training call and the webhook, each
+        # with Label Studio's 1 s webhook timeout) under a second here; a loaded machine gets some slack
+        assert max(seconds) < 3.0
 
         _, waited = _wait_for("Label Studio's model_version becomes tidal round 2",
                               lambda: api.project(ls)["model_version"] == "tidal round 2", 300, proc, log)
@@ -385,7 +390,7 @@ def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio,
             i = task["data"]["tidal_id"]
             served.append(i)
             posted[i] = truth[paths[i]]
-            assert _annotate(api, task["id"], posted[i]) < 1.0
+            assert _annotate(api, task["id"], posted[i]) < 3.0
         assert served == ranking[: EVERY - 1]
 
         # every label reached the project store exactly once, from its annotation
@@ -407,3 +412,10 @@ def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio,
     lines = log.read_text().splitlines()
     assert all("Traceback" not in line for line in lines)
     assert sum(" POST /webhook ANNOTATION_CREATED 200 " in line for line in lines) == len(posted)
+    # tidal serve answered every call of Label Studio well under Label Studio's 1 s webhook timeout
+    import re
+
+    ms = [float(m.group(1)) for line in lines for m in [re.search(r" (\d+\.\d) ms", line)] if m]
+    assert ms and max(ms) < 1000, max(ms)
+    print(f"tidal serve answered {len(ms)} requests in at most {max(ms):.1f} ms", file=sys.stderr)
+    assert any("START_TRAINING 200" in line or "POST /train" in line for line in lines)

@@ -233,7 +233,8 @@ class Backend:
                     self._train_once()
             except Exception as exc:  # noqa: BLE001 - a failed retrain is logged; the server keeps serving
                 self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-                self.log(f"tidal serve: retrain failed: {self.last_error}")
+                self.log(f"tidal serve: {'retrain' if train else 'storing the inbox'} failed: {self.last_error}")
+                time.sleep(1.0)  # e.g. another tidal command holds the project: try again, not in a busy loop
                 if os.environ.get("TIDAL_DEBUG"):
                     traceback.print_exc()
             finally:
