@@ -80,8 +80,11 @@ def make_projects(work: Path, pool: int, vectors: int) -> dict[str, tuple[Path, 
     sel = keep[:vectors]
     x = data.train.images[sel].reshape(len(sel), -1).float().numpy() / 255.0
     y = np.array([names.index(CLASSES[int(data.train.labels[i])]) for i in sel])
+    test = [i for i, t in enumerate(data.test.labels.tolist()) if t in CLASSES][:600]  # the holdout
+    xt = data.test.images[test].reshape(len(test), -1).float().numpy() / 255.0
+    yt = np.array([names.index(CLASSES[int(data.test.labels[i])]) for i in test])
     np.savez(work / "vectors.npz", x_train=x.astype(np.float32), y_train=np.full(len(sel), -1),
-             class_names=np.array(names))
+             x_test=xt.astype(np.float32), y_test=yt, class_names=np.array(names))
     init_project(work / "p-vectors", f"npz:{work / 'vectors.npz'}", names, model="mlp")
     out["vectors"] = (work / "p-vectors", [names[c] for c in y])
     return out

@@ -183,6 +183,10 @@ def test_replayed_label_studio_requests(served, classes) -> None:
         ("/predict", json.dumps({"tasks": [{"id": 1, "data": {"image": "https://elsewhere/x.png"}}]}).encode(), 422,
          "names no sample"),
         ("/predict", json.dumps({"tasks": []}).encode(), 400, "non-empty list"),
+        ("/predict", json.dumps({"tasks": [{"id": 1, "data": {"tidal_id": "1e400"}}]}).encode(), 400,
+         "not a sample id"),
+        ("/predict", json.dumps({"tasks": [{"id": 1, "data": {"tidal_id": 2.5}}]}).encode(), 400, "whole number"),
+        ("/setup", json.dumps({"schema": "<View><Image"}).encode(), 400, "not XML"),
         ("/nowhere", b"{}", 404, "no such endpoint"),
     ]
     for path, raw, code, why in bad:

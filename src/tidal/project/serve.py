@@ -355,9 +355,12 @@ class Backend:
             if isinstance(ident, bool) or not isinstance(ident, (int, str, float)):
                 raise ServeError(400, f"{where}: tidal_id {ident!r} is not a sample id")
             try:
-                i = int(float(ident))
-            except ValueError:
+                number = float(ident)
+                i = int(number)
+            except (ValueError, OverflowError):  # "x", "nan", "1e400"
                 raise ServeError(400, f"{where}: tidal_id {ident!r} is not a sample id") from None
+            if number != i:
+                raise ServeError(400, f"{where}: tidal_id {ident!r} is not a whole number")
             if not 0 <= i < len(self.paths):
                 raise ServeError(422, f"{where}: tidal_id {i} is not a sample of project {self.project} "
                                       f"(ids 0..{len(self.paths) - 1}); is this Label Studio project another one's?")
