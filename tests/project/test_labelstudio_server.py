@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -330,7 +331,8 @@ def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio,
 
     port = _free_port()
     log = tmp_path / "serve.log"
-    env = dict(os.environ, LABEL_STUDIO_API_KEY=pat, PYTHONPATH=str(REPO / "src") + os.pathsep +
+    secret = "tidal-serve-test-secret"  # required by tidal serve; connect_backend gives it to Label Studio
+    env = dict(os.environ, LABEL_STUDIO_API_KEY=pat, TIDAL_SERVE_SECRET=secret, PYTHONPATH=str(REPO / "src") + os.pathsep +
                os.environ.get("PYTHONPATH", ""))
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tidal", "serve", str(project), "--port", str(port),
@@ -339,16 +341,20 @@ def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio,
                                 start_new_session=True)
     backend = f"http://127.0.0.1:{port}"
 
-    def health() -> dict | None:
+    def health(auth: bool = True) -> dict | None:
+        request = urllib.request.Request(backend + "/health",
+                                         headers={"Authorization": f"Bearer {secret}"} if auth else {})
         try:
-            with urllib.request.urlopen(backend + "/health", timeout=2) as r:
+            with urllib.request.urlopen(request, timeout=2) as r:
                 return json.loads(r.read())
         except OSError:
             return None
 
     try:
         _wait_for("tidal serve answers /health", health, 120, proc, log)
-        connect_backend(url=url, token=pat, ls_project=ls, backend=backend, every=EVERY)
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(backend + "/health", timeout=2)
+        connect_backend(url=url, token=pat, ls_project=ls, backend=backend, every=EVERY, secret=secret)
         settings = api.project(ls)
         assert settings["sampling"] == "Uncertainty sampling"
         assert settings["min_annotations_to_start_training"] == EVERY
