@@ -247,3 +247,67 @@ def test_serve_help_and_labelstudio_commands_parse() -> None:
     args = build_parser().parse_args(["labelstudio", "push", "p", "--url", "http://h", "--ls-project", "3"])
     assert (args.ls_command, args.ls_project, args.round) == ("push", 3, None)
     assert round_dir(Path("p"), 3) == Path("p/rounds/003")
+
+
+def test_killing_tidal_serve_mid_retrain_loses_no_acknowledged_label(tmp_path, write_images, classes, fast) -> None:
+    """SIGKILL while a retrain holds the project: the labels acknowledged meanwhile are only in the inbox;
+    the next `tidal serve` stores them and serves the last finished model."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    truth = write_images(tmp_path / "pool", 45)
+    project = tmp_path / "project"
+    init_project(project, f"folder:{tmp_path / 'pool'}", classes, train={**fast["train"], "epochs": 30})
+    with ProjectStore(project / DB_NAME, readonly=True) as s:
+        paths = s.paths()
+    (tmp_path / "first.csv").write_text("id,label\n" + "".join(f"{i},{truth[paths[i]]}\n" for i in range(6)))
+    import_labels(project, tmp_path / "first.csv")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "tidal", "serve", str(project), "--port", str(port), "--device",
+                             "cpu"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if _call(url, "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "tidal serve did not start"
+            time.sleep(0.2)
+        assert _call(url, "/webhook", {"action": "START_TRAINING"})[1]["training"] == "started"
+        deadline = time.monotonic() + 60
+        while not _call(url, "/health")[1]["training"]:  # the retrain (and its 1 s settle) has begun
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        acked = {}
+        for n, i in enumerate(range(10, 16)):
+            status, body, seconds = _call(url, "/webhook", _event("ANNOTATION_CREATED", _annotation(n + 1, 500 + i,
+                                                                                                  truth[paths[i]]),
+                                                                  _task(500 + i, i, paths[i])))
+            assert status == 200 and body["stored"] == 1 and seconds < 1.0
+            acked[i] = truth[paths[i]]
+        assert _call(url, "/health")[1]["training"]  # still training: the labels wait in the inbox
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    with ProjectStore(project / DB_NAME, readonly=True) as s:
+        assert s.num_rounds() == 0  # the killed retrain stored nothing
+    again = make_server(project, port=0, device="cpu", log=lambda line: None)
+    try:
+        assert again.backend.wait_idle(60) and again.backend.cached.version == "tidal none"
+        with ProjectStore(project / DB_NAME, readonly=True) as s:
+            labels = s.labels()
+        assert {i: classes[labels[i]] for i in acked} == acked and len(labels) == 6 + len(acked)
+    finally:
+        again.server_close()
+        again.backend.close()
