@@ -309,7 +309,9 @@ def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio,
     import csv
 
     from tidal.project.answers import import_labels
-    from tidal.project.lsapi import LabelStudioAPI, connect_backend, push_round, tidal_ids
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    from tidal.project.lsapi import LabelStudioAPI, connect_backend
     from tidal.project.project import init_project
     from tidal.project.query import query_project, round_dir
     from tidal.project.store import DB_NAME, ProjectStore
@@ -327,7 +329,17 @@ def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio,
     pat = personal_token
     api = LabelStudioAPI(url, pat)
     ls = _ls_project(api, "tidal serve", classes, pool)
-    push_round(project, url=url, token=pat, ls_project=ls)
+    # the tasks come from the storage's Sync (one per image, only its URL): tidal serve finds them by it
+    storage = api.request("GET", f"/api/storages/localfiles?project={ls}")[0]
+    api.request("PATCH", f"/api/storages/localfiles/{storage['id']}",
+                {"path": storage["path"], "regex_filter": r".*\.png"})
+    api.request("POST", f"/api/storages/localfiles/{storage['id']}/sync", {})
+    by_path = {p: i for i, p in enumerate(paths)}
+
+    def sample(task: dict) -> int:
+        return by_path[unquote(parse_qs(urlsplit(task["data"]["image"]).query)["d"][0]).split("/", 1)[1]]
+
+    _wait_for("the Sync made a task of every image", lambda: len(api.tasks(ls)) == 45, 120)
 
     port = _free_port()
     log = tmp_path / "serve.log"
@@ -363,7 +375,7 @@ def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio,
         seconds = []
         for _ in range(EVERY):  # an annotator labels what Label Studio serves
             task = api.request("GET", f"/api/projects/{ls}/next/")
-            i = task["data"]["tidal_id"]
+            i = sample(task)
             posted[i] = truth[paths[i]]
             seconds.append(_annotate(api, task["id"], posted[i]))
         t_last = time.perf_counter()
@@ -379,7 +391,7 @@ def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio,
         assert h["model_version"] == "tidal round 2" and h["trainings"] == 1 and not h["training"]
 
         # Label Studio now serves the lowest pushed score first, and in the order of round 2's to_label.csv
-        ids = tidal_ids(api.tasks(ls))
+        ids = {sample(t): t["id"] for t in api.tasks(ls)}
         with open(round_dir(project, 2) / "to_label.csv", newline="", encoding="utf-8") as f:
             ranking = [int(r["id"]) for r in csv.DictReader(f)]
         assert not set(ranking) & set(posted) and len(ranking) == 45 - 6 - EVERY
@@ -393,7 +405,7 @@ def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio,
         served = []
         for _ in range(EVERY - 1):
             task = api.request("GET", f"/api/projects/{ls}/next/")
-            i = task["data"]["tidal_id"]
+            i = sample(task)
             served.append(i)
             posted[i] = truth[paths[i]]
             assert _annotate(api, task["id"], posted[i]) < 3.0
@@ -424,4 +436,5 @@ def test_tidal_serve_orders_the_queue_and_retrains_as_people_label(label_studio,
     ms = [float(m.group(1)) for line in lines for m in [re.search(r" (\d+\.\d) ms", line)] if m]
     assert ms and max(ms) < 1000, max(ms)
     print(f"tidal serve answered {len(ms)} requests in at most {max(ms):.1f} ms", file=sys.stderr)
+    print("\n".join(line for line in lines if " pushed " in line or " round " in line), file=sys.stderr)
     assert any("START_TRAINING 200" in line or "POST /train" in line for line in lines)

@@ -135,7 +135,9 @@ def test_replayed_label_studio_requests(served, classes) -> None:
     assert [r["result"][0]["value"]["choices"][0] for r in body["results"]] == [predicted[i] for i in reversed(ranked)]
 
     # the three annotation events; each answered well under a second
-    a, c, d = ranked[0], ranked[1], ranked[2]
+    a, c, d, e = ranked[0], ranked[1], ranked[2], ranked[3]
+    sync = _task(304, e, paths[e])
+    sync["data"] = {"image": sync["data"]["image"]}
     wrong = next(x for x in classes if x != truth[paths[a]])
     events = [
         ("ANNOTATION_CREATED", _annotation(1, 300, wrong), _task(300, a, paths[a]), 200),
@@ -143,6 +145,8 @@ def test_replayed_label_studio_requests(served, classes) -> None:
         ("ANNOTATION_CREATED", _annotation(2, 301, truth[paths[c]]), _task(301, c, paths[c]), 200),
         ("ANNOTATION_CREATED", _annotation(3, 302, None, cancelled=True), _task(302, d, paths[d]), 200),  # skipped
         ("ANNOTATION_CREATED", _annotation(4, 303, truth[paths[d]]), _task(303, d, paths[d]), 200),
+        # a task made by Label Studio's storage Sync has only its image URL: found by it, validated the same
+        ("ANNOTATION_CREATED", _annotation(6, 304, truth[paths[e]]), sync, 200),
     ]
     for action, ann, task, code in events:
         status, body, seconds = _call(url, "/webhook", _event(action, ann, task))
@@ -163,7 +167,8 @@ def test_replayed_label_studio_requests(served, classes) -> None:
         labels = s.labels()
         sources = s.label_sources()
     assert classes[labels[a]] == truth[paths[a]] and classes[labels[c]] == truth[paths[c]] and d not in labels
-    assert sources[a][0] == "Label Studio annotation 1" and len(labels) == 6 + 2
+    assert sources[a][0] == "Label Studio annotation 1" and len(labels) == 6 + 3
+    assert classes[labels[e]] == truth[paths[e]] and sources[e][0] == "Label Studio annotation 6"
     assert (project / INBOX_NAME).read_text() == ""
 
     # malformed and foreign payloads: 4xx with a one-line reason, never a traceback

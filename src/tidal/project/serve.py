@@ -277,7 +277,7 @@ class Backend:
     def _push(self) -> None:
         """Send the top candidates' predictions and the model_version to Label Studio."""
         from tidal.project.labelstudio import prediction
-        from tidal.project.lsapi import LabelStudioAPI, tidal_ids
+        from tidal.project.lsapi import LabelStudioAPI
 
         if self.ls_project is None:
             self.log("tidal serve: no Label Studio project id yet (give --ls-project, or connect the backend so "
@@ -286,7 +286,12 @@ class Backend:
         t0 = time.perf_counter()
         cached = self.cached
         api = LabelStudioAPI(self.label_studio, self.token or "")
-        there = tidal_ids(api.tasks(self.ls_project))
+        there = {}  # pool id -> Label Studio task: tidal's tasks by tidal_id, a storage Sync's by image URL
+        for t in api.tasks(self.ls_project):
+            try:
+                there.setdefault(self._resolve(t, "push"), t["id"])
+            except ServeError:
+                continue  # not a sample of this project
         chosen = [i for i in cached.order if i in there][: self.push]
         preds = [{**prediction(cached.entries[i][1], cached.entries[i][0], cached.version), "task": there[i]}
                  for i in chosen]
@@ -442,7 +447,10 @@ class Backend:
                 if ann.get("was_cancelled"):
                     skipped += 1
                     continue
-                export = [{"id": task.get("id"), "data": task["data"], "annotations": [ann]}]
+                data = task["data"]
+                if "tidal_id" not in data and "path" not in data:  # a task of a storage Sync: found by its image
+                    data = {**data, "tidal_id": i, "path": self.paths[i]}
+                export = [{"id": task.get("id"), "data": data, "annotations": [ann]}]
                 with tempfile.NamedTemporaryFile("w", suffix=".json", dir=self.project, prefix=".tidal-serve-",
                                                  delete=False, encoding="utf-8") as f:
                     json.dump(export, f)
