@@ -113,7 +113,7 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory):
     env = dict(os.environ, LABEL_STUDIO_BASE_DATA_DIR=str(tmp_path / "ls-data"),
                LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true", LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(root),
                LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true", ML_BLOCK_LOCAL_IP="false",
-               SSRF_PROTECTION_ENABLED="false",
+               SSRF_PROTECTION_ENABLED="false", LATEST_VERSION_CHECK="false", COLLECT_ANALYTICS="false",
                XDG_CONFIG_HOME=str(tmp_path / "xdg-config"), XDG_DATA_HOME=str(tmp_path / "xdg-data"))  # not ~
     log = tmp_path / "label-studio.log"
     with open(log, "w") as out:

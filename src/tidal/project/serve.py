@@ -131,9 +131,13 @@ class Backend:
             root = Path(store.meta("pool_root")) if store.meta("pool_root") else None
             self.cached = _cached(store)
         self.by_path = {p: i for i, p in enumerate(self.paths)}
-        from tidal.project.query import _image_url
+        from urllib.parse import quote
 
-        url = _image_url(settings["image_url"], self.project, root)
+        def url(path: str) -> str:  # the image URL tidal's tasks.json gives this sample (--image-url's template)
+            absolute = (root / path) if root is not None else (self.project / path)
+            return settings["image_url"].format(path=quote(path), abspath=quote(str(absolute)),
+                                                pool=quote(root.name if root is not None else ""))
+
         self.by_url = {url(p): i for i, p in enumerate(self.paths)}
         self.inbox = self.project / INBOX_NAME
         self._inbox_lock = threading.Lock()  # one writer of the inbox and the pending overlay at a time
