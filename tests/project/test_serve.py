@@ -316,3 +316,21 @@ def test_killing_tidal_serve_mid_retrain_loses_no_acknowledged_label(tmp_path, w
     finally:
         again.server_close()
         again.backend.close()
+
+
+def test_cli_mistakes_are_one_line(tmp_path, capsys, write_images, classes, fast, monkeypatch) -> None:
+    from tidal.cli import main
+
+    assert main(["serve", str(tmp_path / "nowhere")]) == 2
+    assert "is not a tidal project" in capsys.readouterr().err
+    write_images(tmp_path / "pool", 6)
+    init_project(tmp_path / "p", f"folder:{tmp_path / 'pool'}", classes, **fast)
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    assert main(["serve", str(tmp_path / "p"), "--label-studio", "http://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "no Label Studio API token" in err and err.count("\n") == 1
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "a.b.c")
+    assert main(["labelstudio", "push", str(tmp_path / "p"), "--url", "http://127.0.0.1:8080", "--ls-project", "1"]) == 2
+    assert "has no round yet" in capsys.readouterr().err
+    assert main(["labelstudio", "connect", "--url", "ftp://x", "--ls-project", "1"]) == 2
+    assert "must start with http://" in capsys.readouterr().err
