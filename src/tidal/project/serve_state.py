@@ -4,6 +4,8 @@ Labels: an accepted annotation is appended to ``PROJECT/serve-inbox.jsonl`` and 
 the answer (so killing the server loses nothing acknowledged), then written into the project
 store under the project lock by a background thread, at once unless a retrain holds the lock
 (then as soon as it ends). At start the inbox is applied first; applying twice changes nothing.
+While another tidal command holds the project, the labels wait in the inbox: logged once when
+the wait begins (naming the holder) and once when they are stored.
 
 Retraining runs in one background thread, one at a time; requests that arrive meanwhile are
 merged into one follow-up run. A retrain is a round of ``tidal query`` (:func:`query_project`,
@@ -25,6 +27,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tidal.errors import RunDirectoryError
 
 __all__ = ["INBOX_NAME", "NO_MODEL", "Cached", "ServeState"]
 
@@ -105,6 +109,7 @@ class ServeState:
         self.training = False
         self.trainings = 0  # retrains finished
         self.last_error: str | None = None
+        self._held_since: float | None = None  # time.monotonic() when storing the inbox began waiting for the lock
         self._stop = False
         for rec in self._read_inbox():
             self._overlay(rec)
@@ -149,7 +154,7 @@ class ServeState:
             records = self._read_inbox()
         if not records:
             return 0
-        with open_project(self.project) as (store, _):
+        with open_project(self.project, on_wait=self._lock_held) as (store, _):
             for rec in records:
                 sets = [(i, c) for i, c in rec["pairs"] if c is not None]
                 if sets:
@@ -164,7 +169,19 @@ class ServeState:
             self.pending.clear()
             for rec in rest:
                 self._overlay(rec)
+        if self._held_since is not None:
+            self.log(f"tidal serve: project {self.project} is free again; stored {len(records)} inbox records after "
+                     f"waiting {time.monotonic() - self._held_since:.1f} s")
+            self._held_since = None
         return len(records)
+
+    def _lock_held(self, holder: str) -> None:
+        """``open_project``'s ``on_wait``: say once, when the wait begins, that the labels wait for the lock."""
+        if self._held_since is None:
+            self._held_since = time.monotonic()
+            who = f" ({holder[:200]})" if holder else ""
+            self.log(f"tidal serve: project {self.project} is in use by another tidal process{who}; acknowledged "
+                     f"labels wait in {INBOX_NAME} until it finishes")
 
     def apply_soon(self) -> None:
         with self._wake:
@@ -195,7 +212,10 @@ class ServeState:
                     self._train_once()
             except Exception as exc:  # noqa: BLE001 - a failed retrain is logged; the server keeps serving
                 self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-                self.log(f"tidal serve: {'retrain' if train else 'storing the inbox'} failed: {self.last_error}")
+                if train or not (isinstance(exc, RunDirectoryError) and self._held_since is not None):
+                    # (still waiting for another process's lock to store the inbox: said once, when it began)
+                    self.log(f"tidal serve: {'retrain' if train else 'storing the inbox'} failed: "
+                             f"{self.last_error}")
                 time.sleep(1.0)  # e.g. another tidal command holds the project: try again, not in a busy loop
                 if os.environ.get("TIDAL_DEBUG"):
                     traceback.print_exc()
