@@ -226,6 +226,34 @@ def test_training_requests_merge_and_a_restart_resumes(served, classes) -> None:
         again.backend.close()
 
 
+def test_a_project_held_by_another_command_is_logged_once_then_once_stored(served, monkeypatch, capsys) -> None:
+    """While another tidal command holds the project, the inbox waits for it: one line when the wait
+    begins (naming the holder) and one when the labels are stored, not one per try."""
+    import os
+
+    from tidal.rundir import RunDirLock
+
+    url, project, (truth, paths), server, logs = served
+    monkeypatch.setattr("tidal.project.project.LOCK_WAIT_S", 0.2)  # each try gives up fast: several tries
+    held = RunDirLock(project)  # this process plays the other tidal command
+    try:
+        status, body, _ = _call(url, "/webhook", _event("ANNOTATION_CREATED", _annotation(1, 300, truth[paths[20]]),
+                                                        _task(300, 20, paths[20])))
+        assert (status, body["stored"]) == (200, 1)
+        time.sleep(3.0)  # the worker tries about every 1.2 s
+        assert not server.backend.wait_idle(0)  # still in the inbox
+    finally:
+        held.release()
+    assert server.backend.wait_idle(60)
+    with ProjectStore(project / DB_NAME, readonly=True) as s:
+        assert s.label_sources()[20][0] == "Label Studio annotation 1"
+    said = [line for line in logs if not line.startswith("tidal serve: 127.0.0.1 ")]  # not the request lines
+    assert len(said) == 2, said
+    assert f"is in use by another tidal process (pid {os.getpid()}: " in said[0] and INBOX_NAME in said[0]
+    assert "is free again; stored 1 inbox records after waiting" in said[1]
+    assert "waiting up to" not in capsys.readouterr().err  # nor a line per try on stderr
+
+
 def test_a_shared_secret_is_required_when_set(tmp_path, write_images, classes, fast) -> None:
     write_images(tmp_path / "pool", 6)
     init_project(tmp_path / "p", f"folder:{tmp_path / 'pool'}", classes, **fast)

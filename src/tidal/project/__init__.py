@@ -9,7 +9,8 @@ how the model is doing (``tidal init / query / label / status / report``).
 ``status``     the state as text; ``report``: the rounds as an HTML page
 ``labelstudio`` Label Studio's config, tasks and exports
 ``lsapi``      a running Label Studio's REST API (``tidal labelstudio push / connect``)
-``serve``      ``tidal serve``: a Label Studio ML backend that stores webhooks' labels and retrains
+``serve``      ``tidal serve``: a Label Studio ML backend that stores webhooks' labels and retrains (its
+               HTTP front; ``serve_requests``: each call's answer; ``serve_state``: model, inbox, retrains)
 
 Importing this package imports no torch; the modules that train do, when called.
 """

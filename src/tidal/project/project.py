@@ -14,7 +14,7 @@ import dataclasses
 import io
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,8 +92,12 @@ def check_project_dir(project: Path, must_exist: bool) -> None:
 
 
 @contextmanager
-def open_project(project: Path, create: bool = False) -> Iterator[tuple[ProjectStore, Any]]:
-    """The project's store, with the directory's lock held until the block ends."""
+def open_project(project: Path, create: bool = False,
+                 on_wait: Callable[[str], None] | None = None) -> Iterator[tuple[ProjectStore, Any]]:
+    """The project's store, with the directory's lock held until the block ends.
+
+    ``on_wait(holder)``: called when the wait for another process's lock begins (default: say so on stderr).
+    """
     from tidal.rundir import LOCK_NAME, RunDirLock
 
     check_project_dir(project, must_exist=not create)
@@ -105,7 +109,7 @@ def open_project(project: Path, create: bool = False) -> Iterator[tuple[ProjectS
               "for it", file=sys.stderr, flush=True)
 
     try:
-        lock = RunDirLock(project, wait=LOCK_WAIT_S, on_wait=say_waiting)
+        lock = RunDirLock(project, wait=LOCK_WAIT_S, on_wait=on_wait or say_waiting)
     except RunDirectoryError:
         holder = (project / LOCK_NAME).read_text(errors="replace").strip()[:200]
         raise RunDirectoryError(f"project {project} is in use by another tidal process ({holder}), still after "
