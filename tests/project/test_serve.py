@@ -362,3 +362,148 @@ def test_cli_mistakes_are_one_line(tmp_path, capsys, write_images, classes, fast
     assert "has no round yet" in capsys.readouterr().err
     assert main(["labelstudio", "connect", "--url", "ftp://x", "--ls-project", "1"]) == 2
     assert "must start with http://" in capsys.readouterr().err
+
+
+class _FakeLabelStudio:
+    """A Label Studio API stand-in on loopback: the tasks list (with their annotations), predictions import
+    and project PATCH (``delay`` s each: a slow push); records the calls."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.annotations: list[dict] = []  # {"id", "task", "updated_at", "was_cancelled"}
+        self.calls: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _send(self, body) -> None:
+                raw = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self) -> None:  # noqa: N802
+                fake.calls.append("GET " + self.path)
+                tasks = {}
+                for a in list(fake.annotations):
+                    tasks.setdefault(a["task"], {"id": a["task"], "data": {}, "annotations": []})["annotations"].append(a)
+                self._send({"tasks": list(tasks.values()), "total": len(tasks)})
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                fake.calls.append("POST " + self.path)
+                time.sleep(delay)
+                self._send({"created": 0})
+
+            def do_PATCH(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                fake.calls.append("PATCH " + self.path)
+                time.sleep(delay)
+                self._send({})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _serve_with(project: Path, fake: _FakeLabelStudio, logs: list[str], **kw):
+    server = make_server(project, port=0, device="cpu", log=logs.append, label_studio=fake.url,
+                         token="legacy0token", ls_project=1, **kw)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_start_training_waits_for_the_webhook_of_the_annotation_that_asked(tmp_path, write_images, classes,
+                                                                            fast) -> None:
+    """Label Studio sends START_TRAINING inside the save of the N-th annotation, before that annotation's
+    webhook, which may come seconds later on a loaded machine: the retrain waits for it (Label Studio's API
+    lists it; the payload's project counts it), not for a fixed second."""
+    truth = write_images(tmp_path / "pool", 45)
+    project = tmp_path / "project"
+    init_project(project, f"folder:{tmp_path / 'pool'}", classes, **fast)
+    with ProjectStore(project / DB_NAME, readonly=True) as s:
+        paths = s.paths()
+    (tmp_path / "first.csv").write_text("id,label\n" + "".join(f"{i},{truth[paths[i]]}\n" for i in range(6)))
+    import_labels(project, tmp_path / "first.csv")
+    fake = _FakeLabelStudio()
+    logs: list[str] = []
+    server, url = _serve_with(project, fake, logs)
+    b = server.backend
+    try:
+        assert b.wait_idle(60)
+        for n, i in enumerate(range(10, 14)):  # 4 annotations; the 4th one's webhook comes 2.5 s after the ask
+            ann = _annotation(n + 1, 500 + i, truth[paths[i]])
+            fake.annotations.append({"id": ann["id"], "task": 500 + i, "updated_at": ann["updated_at"],
+                                     "was_cancelled": False})
+            if n < 3:
+                assert _call(url, "/webhook", _event("ANNOTATION_CREATED", ann, _task(500 + i, i, paths[i])))[0] == 200
+        status, body, seconds = _call(url, "/webhook", {"action": "START_TRAINING",
+                                                        "project": {"id": 1, "total_annotations_number": 4}})
+        assert status == 200 and body["training"] == "started" and seconds < 1.0
+        time.sleep(2.5)
+        assert b.trainings == 0 and _call(url, "/health")[1]["training"]  # still waiting for the 4th webhook
+        assert _call(url, "/webhook", _event("ANNOTATION_CREATED", ann, _task(513, 13, paths[13])))[0] == 200
+        assert b.wait_idle(240) and b.trainings == 1 and b.last_error is None
+        with ProjectStore(project / DB_NAME, readonly=True) as s:
+            rnd = s.rounds()[-1]
+        assert rnd.round == 1 and len(rnd.selections) == 45 - 6 - 4  # trained on all 10 labels
+        assert any("waited" in line and "webhooks" in line for line in logs), logs
+
+        # a count Label Studio has not committed yet (it asks inside the save): waits, bounded, then says so
+        b.wait_labels = 1.0
+        assert _call(url, "/webhook", {"action": "START_TRAINING",
+                                       "project": {"id": 1, "total_annotations_number": 5}})[0] == 200
+        assert b.wait_idle(240) and b.trainings == 2
+        assert any("retraining without 1 of the 5 annotations" in line for line in logs), logs
+    finally:
+        server.shutdown()
+        server.server_close()
+        b.close()
+        fake.close()
+
+
+def test_health_never_shows_the_new_model_still_training(tmp_path, write_images, classes, fast) -> None:
+    """model_version, training and trainings change in one step; the push to Label Studio (slow here) comes
+    after, with training already false, so whoever sees the new model_version in Label Studio sees
+    ``training: false`` too."""
+    truth = write_images(tmp_path / "pool", 45)
+    project = tmp_path / "project"
+    init_project(project, f"folder:{tmp_path / 'pool'}", classes, **fast)
+    with ProjectStore(project / DB_NAME, readonly=True) as s:
+        paths = s.paths()
+    (tmp_path / "first.csv").write_text("id,label\n" + "".join(f"{i},{truth[paths[i]]}\n" for i in range(6)))
+    import_labels(project, tmp_path / "first.csv")
+    fake = _FakeLabelStudio(delay=1.5)
+    logs: list[str] = []
+    server, url = _serve_with(project, fake, logs)
+    b = server.backend
+    try:
+        assert b.wait_idle(60)
+        assert _call(url, "/webhook", {"action": "START_TRAINING", "project": {"id": 1,
+                                                                               "total_annotations_number": 0}})[0] == 200
+        seen = []
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            h = _call(url, "/health")[1]
+            seen.append((h["model_version"], h["training"], h["trainings"], h["pushing"]))
+            if h["trainings"] == 1 and not h["pushing"]:
+                break
+            time.sleep(0.02)
+        assert ("tidal round 1", False, 1, True) in seen  # the push, after the model is published
+        assert all(not training for version, training, _, _ in seen if version == "tidal round 1")
+        assert all(n == (version == "tidal round 1") for version, _, n, _ in seen)
+        assert b.wait_idle(30)
+    finally:
+        server.shutdown()
+        server.server_close()
+        b.close()
+        fake.close()

@@ -110,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/webhook":
                 return self._answer(200, b.webhook(body), what, t0)
             if path == "/train":
-                return self._answer(200, {"training": b.request_training()}, what, t0)
+                return self._answer(200, b.train(body), what, t0)
             if path == "/validate":
                 b._check_config(str(body.get("config", "")))
                 return self._answer(200, {"status": "ok"}, what, t0)

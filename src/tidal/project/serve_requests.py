@@ -38,8 +38,9 @@ class Backend(ServeState):
 
     # -- requests ----------------------------------------------------------------------------
     def health(self) -> dict:
-        return {"status": "UP", "model_class": "tidal", "model_version": self.cached.version,
-                "training": self.training, "trainings": self.trainings}
+        version, training, trainings, pushing = self.status()  # read together: never a new model "training"
+        return {"status": "UP", "model_class": "tidal", "model_version": version,
+                "training": training, "trainings": trainings, "pushing": pushing}
 
     def setup(self, body: dict) -> dict:
         schema = body.get("schema")
@@ -49,6 +50,7 @@ class Backend(ServeState):
         project = body.get("project")
         if self.ls_project is None and isinstance(project, str) and re.fullmatch(r"\d+(\.\d+)?", project):
             self.ls_project = int(project.split(".")[0])  # Label Studio's "<project id>.<created timestamp>"
+            self.apply_soon()  # the worker lists the project's annotations already there (no webhook brings them)
         return {"model_version": self.cached.version}
 
     def _check_config(self, schema: str) -> None:
@@ -127,6 +129,16 @@ class Backend(ServeState):
                 results.append({"result": [], "score": 1.0, "model_version": cached.version})
         return {"results": results}
 
+    def train(self, body: dict) -> dict:
+        """The older ``POST /train``: its ``annotations`` are the project's annotated tasks, each with its
+        annotations; the retrain waits for their webhooks."""
+        listed = {}
+        for task in body.get("annotations") or [] if isinstance(body.get("annotations"), list) else []:
+            for a in (task.get("annotations") or []) if isinstance(task, dict) else []:
+                if isinstance(a, dict) and isinstance(a.get("id"), int) and not isinstance(a.get("id"), bool):
+                    listed[a["id"]] = a.get("updated_at") if isinstance(a.get("updated_at"), str) else None
+        return {"training": self.request_training(annotations=listed)}
+
     def webhook(self, body: dict) -> dict:
         action = body.get("action")
         if not isinstance(action, str):
@@ -136,7 +148,13 @@ class Backend(ServeState):
         if action == "ANNOTATIONS_DELETED":
             return self._deleted(body)
         if action == "START_TRAINING":
-            return {"action": action, "training": self.request_training()}
+            # Label Studio counted the project's annotations (the one whose save asks included) in the project
+            project = body.get("project")
+            count = project.get("total_annotations_number") if isinstance(project, dict) else None
+            if self.ls_project is None and isinstance(project, dict) and isinstance(project.get("id"), int):
+                self.ls_project = project["id"]
+            return {"action": action, "training": self.request_training(
+                count=count if isinstance(count, int) and not isinstance(count, bool) else None)}
         if action in IGNORED_ACTIONS:
             return {"action": action, "ignored": True}
         raise ServeError(400, f"webhook: unknown action {action[:60]!r}")
@@ -161,6 +179,7 @@ class Backend(ServeState):
                 if not isinstance(ann, dict) or not isinstance(task, dict):
                     raise ServeError(400, f"webhook {action}: no 'annotation' and 'task' objects")
                 aid = ann.get("id")
+                self.note_annotation(aid, ann.get("updated_at"))  # it came, whatever becomes of it
                 where = f"webhook {action} annotation {aid}"
                 i = self._resolve(task, where)
                 if ann.get("was_cancelled"):
@@ -219,7 +238,7 @@ class Backend(ServeState):
         return {"action": "ANNOTATIONS_DELETED", "forgotten": forgotten}
 
 
-    def _push(self) -> None:
+    def _push(self, cached) -> None:
         """Send the top candidates' predictions and the model_version to Label Studio."""
         from tidal.project.labelstudio import prediction
         from tidal.project.lsapi import LabelStudioAPI
@@ -229,7 +248,6 @@ class Backend(ServeState):
                      "Label Studio calls /setup); predictions not pushed")
             return
         t0 = time.perf_counter()
-        cached = self.cached
         api = LabelStudioAPI(self.label_studio, self.token or "")
         there = {}  # pool id -> Label Studio task: tidal's tasks by tidal_id, a storage Sync's by image URL
         for t in api.tasks(self.ls_project):

@@ -8,12 +8,21 @@ While another tidal command holds the project, the labels wait in the inbox: log
 the wait begins (naming the holder) and once when they are stored.
 
 Retraining runs in one background thread, one at a time; requests that arrive meanwhile are
-merged into one follow-up run. A retrain is a round of ``tidal query`` (:func:`query_project`,
+merged into one follow-up run. Label Studio asks for a retrain (``START_TRAINING``, inside the
+save of the N-th annotation) BEFORE it sends that annotation's webhook, so a retrain first waits
+for the annotations it was asked for: with a Label Studio URL, token and project id it reads the
+project's annotations from Label Studio's API and waits (at most ``wait_labels`` s, 30, polling)
+until there are at least as many as the request counted (``total_annotations_number`` of the
+payload's project; a ``/train`` call lists them) and the webhook of every one, at its last
+update, has arrived (or it existed before the server started); the wait is logged when it is
+not instant, and a timeout is logged and the retrain goes on without the missing ones. Without
+API access it sleeps ``settle`` s (1) instead. A retrain is a round of ``tidal query`` (:func:`query_project`,
 ``-k`` = every unlabeled sample unless ``top`` says fewer), so it trains and scores exactly as
-``tidal query`` does and is stored as a round; its selection replaces the cached one in one
-assignment, ``model_version`` becomes ``"tidal round N"``, and, with a Label Studio URL and
-token, the top ``push`` candidates' predictions and the new ``model_version`` are pushed to
-Label Studio so its "Uncertainty sampling" queue serves TiDAL's order. A restarted server
+``tidal query`` does and is stored as a round; its selection replaces the cached one, ``model_version`` becomes ``"tidal round N"`` and
+``training`` becomes false in one step under one lock (``/health`` never shows the new
+``model_version`` with ``training: true``); then, with a Label Studio URL and token, the top
+``push`` candidates' predictions and the new ``model_version`` are pushed to Label Studio so its
+"Uncertainty sampling" queue serves TiDAL's order (``/health``'s ``pushing`` is true meanwhile). A restarted server
 serves the last stored round's model.
 """
 
@@ -34,6 +43,21 @@ __all__ = ["INBOX_NAME", "NO_MODEL", "Cached", "ServeState"]
 
 INBOX_NAME = "serve-inbox.jsonl"  # accepted annotations not yet in the store, one JSON record a line
 NO_MODEL = "tidal none"  # model_version before any model is trained
+WAIT_LABELS = 30.0  # s: the longest a retrain waits for the webhooks of the annotations it was asked for
+EARLIER = 2.0  # s: an annotation's webhook seen at most this much before its last update counts as that update's
+
+
+def _when(stamp) -> float | None:
+    """Label Studio's ``updated_at`` (ISO 8601) as POSIX seconds; None if it is not one."""
+    from datetime import datetime, timezone
+
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        t = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
 
 
 @dataclass(frozen=True)
@@ -65,7 +89,7 @@ class ServeState:
     def __init__(self, project: str | Path, *, top: int | None = None, push: int = 200, method: str | None = None,
                  retrain: str = "scratch", device: str = "auto", label_studio: str | None = None,
                  token: str | None = None, ls_project: int | None = None, secret: str | None = None,
-                 settle: float = 1.0, log=None) -> None:
+                 settle: float = 1.0, wait_labels: float = WAIT_LABELS, log=None) -> None:
         from tidal.project.project import check_project_dir
         from tidal.project.store import DB_NAME, ProjectStore
 
@@ -82,9 +106,10 @@ class ServeState:
 
             LabelStudioAPI(label_studio, token or "")  # a bad URL or no token: refused now, not after a retrain
         self.secret = secret or None
-        # seconds a retrain waits after it is asked for: Label Studio asks (in the annotation's save) BEFORE it
-        # sends that annotation's webhook, so the retrain waits for it to be trained on too
+        # Label Studio asks for a retrain (in the annotation's save) BEFORE it sends that annotation's webhook, so
+        # the retrain waits for it: up to wait_labels s for what Label Studio's API lists, or (no API) settle s
         self.settle = settle
+        self.wait_labels = wait_labels
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         with ProjectStore(self.project / DB_NAME, readonly=True) as store:
             self.classes = store.classes
@@ -104,15 +129,30 @@ class ServeState:
         self.inbox = self.project / INBOX_NAME
         self._inbox_lock = threading.Lock()  # one writer of the inbox and the pending overlay at a time
         self.pending: dict[int, tuple[int | None, str]] = {}  # id -> (class or None: deleted, source), not yet stored
-        self._wake = threading.Condition()
+        self._wake = threading.Condition()  # guards the fields below; cached, training and trainings change together
         self._train_wanted = False
-        self.training = False
+        self._busy = False  # the worker is storing, training or pushing
+        self.training = False  # a retrain is running and its model is not published yet
+        self.pushing = False  # the published model's predictions are being sent to Label Studio
         self.trainings = 0  # retrains finished
+        # what the retrain requests since the last retrain began asked for: Label Studio's annotation count, and
+        # annotation ids -> updated_at (a /train call lists them)
+        self._want_count: int | None = None
+        self._want_annotations: dict[int, str | None] = {}
+        # annotation id -> (updated_at, when received) of every annotation a webhook brought (guarded by _wake)
+        self.seen: dict[int, tuple[str | None, float]] = {}
+        self._baseline: dict[int, str | None] | None = None  # Label Studio's annotations when the server started
+        self._baseline_ok = False  # ... listed (else annotations updated before _started count as there)
+        self._started = time.time()
         self.last_error: str | None = None
         self._held_since: float | None = None  # time.monotonic() when storing the inbox began waiting for the lock
         self._stop = False
         for rec in self._read_inbox():
             self._overlay(rec)
+        # before the first answer: Label Studio's annotations that no webhook will bring, and the stored model's
+        # predictions, so that its queue serves that model's order (not random tasks) from the first request
+        self._take_baseline()
+        self._push_at_start()
         self._worker = threading.Thread(target=self._work, name="tidal-serve-worker", daemon=True)
         self._worker.start()
         self.apply_soon()
@@ -188,25 +228,142 @@ class ServeState:
             self._wake.notify_all()
 
     # -- retraining --------------------------------------------------------------------------
-    def request_training(self) -> str:
+    def request_training(self, count: int | None = None, annotations: dict[int, str | None] | None = None) -> str:
+        """Ask for a retrain; ``count``: Label Studio's count of (non-cancelled) annotations when it asked,
+        ``annotations``: the annotations it listed (id -> updated_at). The retrain waits for their webhooks."""
         with self._wake:
-            queued = self.training or self._train_wanted
+            queued = self.training or self.pushing or self._train_wanted
             self._train_wanted = True
+            if count is not None:
+                self._want_count = max(count, self._want_count or 0)
+            self._want_annotations.update(annotations or {})
             self._wake.notify_all()
         return "queued" if queued else "started"
+
+    def note_annotation(self, aid, updated_at) -> None:
+        """A webhook brought annotation ``aid`` as of ``updated_at`` (stored, skipped or refused: it came)."""
+        if isinstance(aid, bool) or not isinstance(aid, int):
+            return
+        with self._wake:
+            self.seen[aid] = (updated_at if isinstance(updated_at, str) else None, time.time())
+            self._wake.notify_all()
+
+    def _api(self):
+        from tidal.project.lsapi import LabelStudioAPI
+
+        if not self.label_studio or self.ls_project is None:
+            return None
+        return LabelStudioAPI(self.label_studio, self.token or "")
+
+    def _ls_annotations(self, api) -> dict[int, tuple[str | None, bool]]:
+        """Label Studio's annotations of the project: id -> (updated_at, was_cancelled)."""
+        out = {}
+        for t in api.tasks(self.ls_project):
+            for a in t.get("annotations") or []:
+                if isinstance(a, dict) and isinstance(a.get("id"), int):
+                    out[a["id"]] = (a.get("updated_at"), bool(a.get("was_cancelled")))
+        return out
+
+    def _take_baseline(self) -> None:
+        """Remember the annotations Label Studio has when the server starts: no webhook will bring them."""
+        api = self._api()
+        if api is None or self._baseline is not None:
+            return
+        try:
+            self._baseline = {i: u for i, (u, _) in self._ls_annotations(api).items()}
+            self._baseline_ok = True
+        except Exception as exc:  # noqa: BLE001 - Label Studio not up yet: annotations from before now are not waited for
+            self._baseline = {}
+            self.log(f"tidal serve: could not list Label Studio project {self.ls_project}'s annotations "
+                     f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); a retrain waits only for "
+                     "annotations updated after the server started")
+
+    def _came(self, aid: int, updated_at) -> bool:
+        """Has the webhook of annotation ``aid`` as of ``updated_at`` arrived, or was it in Label Studio already
+        when the server started? (Called with ``_wake`` held.)"""
+        t = _when(updated_at)
+
+        def covers(stamp) -> bool:  # a webhook of this update, or of a later one
+            w = _when(stamp)
+            return t is None or w is None or w >= t - EARLIER
+
+        if aid in self.seen and covers(self.seen[aid][0]):
+            return True
+        if self._baseline and aid in self._baseline and covers(self._baseline[aid]):
+            return True
+        if not self._baseline_ok:  # Label Studio's annotations at the start are unknown: go by the clock
+            return t is not None and t < self._started - EARLIER
+        return False
+
+    def _await_labels(self, count: int | None, listed: dict[int, str | None]) -> None:
+        """Wait until the annotations a retrain was asked for have come by webhook (see the module's doc)."""
+        api = self._api()
+        if api is None:
+            if self.settle > 0:
+                time.sleep(self.settle)  # no API: the webhook of the annotation that asked comes right after
+            return
+        t0 = time.monotonic()
+        while True:
+            try:
+                there = self._ls_annotations(api)
+            except Exception as exc:  # noqa: BLE001 - Label Studio unreachable: the old fixed wait
+                self.log(f"tidal serve: could not list Label Studio project {self.ls_project}'s annotations "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); retraining after "
+                         f"{self.settle:g} s")
+                time.sleep(self.settle)
+                return
+            live = sum(1 for _, cancelled in there.values() if not cancelled)
+            with self._wake:
+                missing = sorted({i for i, (u, _) in there.items() if not self._came(i, u)}
+                                 | {i for i, u in listed.items() if not self._came(i, u)})
+            short = count is not None and live < count
+            waited = time.monotonic() - t0
+            if not missing and not short:
+                if waited >= 0.5:
+                    self.log(f"tidal serve: waited {waited:.1f} s for the webhooks of the annotations Label Studio "
+                             "has before retraining")
+                return
+            if waited >= self.wait_labels:
+                what = [f"annotation{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing[:20]))}"] if missing \
+                    else []
+                if short:
+                    what.append(f"{count - live} of the {count} annotations it counted")
+                self.log(f"tidal serve: retraining without {' and '.join(what)}: no webhook within "
+                         f"{self.wait_labels:g} s")
+                return
+            with self._wake:
+                self._wake.wait(timeout=0.25)
+
+    def _push_at_start(self) -> None:
+        """Give Label Studio the stored model's predictions when the server starts, so its queue serves that
+        model's order (not random tasks, labelled ones included) until the first retrain."""
+        if not self.label_studio or self.ls_project is None or self.cached.round < 1:
+            return
+        try:
+            self._push(self.cached)
+        except Exception as exc:  # noqa: BLE001 - Label Studio not reachable: the queue waits for the next push
+            self.log(f"tidal serve: pushing {self.cached.version!r} at start failed: {type(exc).__name__}: "
+                     f"{' '.join(str(exc).split())[:300]}")
 
     def _work(self) -> None:
         while True:
             with self._wake:
                 while not self._stop and not self._train_wanted and not self._inbox_has_records():
                     self._wake.wait(timeout=1.0)
+                    if self._baseline is None and self._api() is not None:
+                        break  # the project id came with /setup: take the baseline first
                 if self._stop:
                     return
                 train, self._train_wanted = self._train_wanted, False
+                count, listed = self._want_count, self._want_annotations
+                self._want_count, self._want_annotations = None, {}
+                self._busy = True
                 self.training = train
             try:
-                if train and self.settle > 0:
-                    time.sleep(self.settle)  # the webhook of the annotation that asked for it comes right after
+                if self._baseline is None:
+                    self._take_baseline()
+                if train:
+                    self._await_labels(count, listed)
                 self._apply_inbox()
                 if train:
                     self._train_once()
@@ -221,8 +378,13 @@ class ServeState:
                     traceback.print_exc()
             finally:
                 with self._wake:
-                    self.training = False
+                    self.training = self.pushing = self._busy = False
                     self._wake.notify_all()
+
+    def status(self) -> tuple[str, bool, int, bool]:
+        """(model_version, training, trainings, pushing), read together."""
+        with self._wake:
+            return self.cached.version, self.training, self.trainings, self.pushing
 
     def _inbox_has_records(self) -> bool:
         try:
@@ -247,16 +409,20 @@ class ServeState:
         rnd, result, _ = query_project(self.project, k, method=self.method, retrain=self.retrain,
                                        device=self.device, progress=False)
         with ProjectStore(self.project / DB_NAME, readonly=True) as store:
-            self.cached = _cached(store)  # one assignment: requests see the old model or the new one
-        self.trainings += 1
+            cached = _cached(store)
+        with self._wake:  # published in one step: requests see the old model (training) or the new one (not)
+            self.cached = cached
+            self.trainings += 1
+            self.training = False
+            self.pushing = bool(self.label_studio) and cached.round == rnd
         what = "drew at random (fewer than 2 labels)" if result.random else f"trained on {result.n_labeled} labels"
         self.log(f"tidal serve: round {rnd} {what} in {time.perf_counter() - t0:.1f} s; model_version "
                  f"{self.cached.version!r}")
         self._apply_inbox()  # labels that came in while training held the lock
-        if self.label_studio and self.cached.round == rnd:
-            self._push()
+        if self.label_studio and cached.round == rnd:
+            self._push(cached)
 
-    def _push(self) -> None:
+    def _push(self, cached: Cached) -> None:
         """Send the new model's predictions to Label Studio: :class:`tidal.project.serve_requests.Backend` does."""
         raise NotImplementedError
 
@@ -269,7 +435,7 @@ class ServeState:
         """Block until no retrain is running or wanted and the inbox is stored (tests, benchmarks)."""
         deadline = time.monotonic() + timeout
         with self._wake:
-            while self.training or self._train_wanted or self._inbox_has_records():
+            while self._busy or self._train_wanted or self._inbox_has_records():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
