@@ -17,7 +17,9 @@ Label Studio (1.23.x, ``label_studio/ml/api_connector.py``) calls an ML backend 
                      acknowledged and not stored), ``ANNOTATIONS_DELETED`` (a label given by a deleted
                      annotation is forgotten) and ``START_TRAINING``; other Label Studio actions are
                      acknowledged and ignored.
-``POST /train``      the older training call: like ``START_TRAINING``.
+``POST /train``      the older training call: like ``START_TRAINING``. A retrain first waits for the
+                     webhooks of the annotations Label Studio has (its API; ``START_TRAINING``'s
+                     count, ``/train``'s list), as :mod:`tidal.project.serve_state` says.
 
 Every handler answers in milliseconds: Label Studio delivers webhooks synchronously with a 1 s
 timeout inside the annotator's submit.

@@ -133,7 +133,8 @@ class Backend(ServeState):
         """The older ``POST /train``: its ``annotations`` are the project's annotated tasks, each with its
         annotations; the retrain waits for their webhooks."""
         listed = {}
-        for task in body.get("annotations") or [] if isinstance(body.get("annotations"), list) else []:
+        tasks = body.get("annotations")
+        for task in tasks if isinstance(tasks, list) else []:
             for a in (task.get("annotations") or []) if isinstance(task, dict) else []:
                 if isinstance(a, dict) and isinstance(a.get("id"), int) and not isinstance(a.get("id"), bool):
                     listed[a["id"]] = a.get("updated_at") if isinstance(a.get("updated_at"), str) else None

@@ -11,19 +11,22 @@ Retraining runs in one background thread, one at a time; requests that arrive me
 merged into one follow-up run. Label Studio asks for a retrain (``START_TRAINING``, inside the
 save of the N-th annotation) BEFORE it sends that annotation's webhook, so a retrain first waits
 for the annotations it was asked for: with a Label Studio URL, token and project id it reads the
-project's annotations from Label Studio's API and waits (at most ``wait_labels`` s, 30, polling)
+project's annotations from Label Studio's API and waits (polling, ``wait_labels`` s at most: 30)
 until there are at least as many as the request counted (``total_annotations_number`` of the
 payload's project; a ``/train`` call lists them) and the webhook of every one, at its last
-update, has arrived (or it existed before the server started); the wait is logged when it is
-not instant, and a timeout is logged and the retrain goes on without the missing ones. Without
-API access it sleeps ``settle`` s (1) instead. A retrain is a round of ``tidal query`` (:func:`query_project`,
-``-k`` = every unlabeled sample unless ``top`` says fewer), so it trains and scores exactly as
-``tidal query`` does and is stored as a round; its selection replaces the cached one, ``model_version`` becomes ``"tidal round N"`` and
-``training`` becomes false in one step under one lock (``/health`` never shows the new
-``model_version`` with ``training: true``); then, with a Label Studio URL and token, the top
-``push`` candidates' predictions and the new ``model_version`` are pushed to Label Studio so its
-"Uncertainty sampling" queue serves TiDAL's order (``/health``'s ``pushing`` is true meanwhile). A restarted server
-serves the last stored round's model.
+update, has arrived (or it was there when the server started); a wait that is not instant is
+logged, and after a timeout the retrain goes on without the missing ones and logs them. Without
+API access it sleeps ``settle`` s (1) instead.
+
+A retrain is a round of ``tidal query`` (:func:`query_project`, ``-k`` = every unlabeled sample
+unless ``top`` says fewer), so it trains and scores exactly as ``tidal query`` does and is
+stored as a round; its selection replaces the cached one, ``model_version`` becomes ``"tidal
+round N"``, ``trainings`` grows and ``training`` becomes false in one step under one lock
+(``/health`` never shows the new ``model_version`` with ``training: true``); then, with a Label
+Studio URL and token, the top ``push`` candidates' predictions and the new ``model_version`` are
+pushed to Label Studio so its "Uncertainty sampling" queue serves TiDAL's order (``pushing`` is
+true meanwhile; Label Studio's ``model_version`` changes only after ``training`` is false). A
+restarted server serves the last stored round's model, and pushes it before its first answer.
 """
 
 from __future__ import annotations
@@ -272,7 +275,7 @@ class ServeState:
         try:
             self._baseline = {i: u for i, (u, _) in self._ls_annotations(api).items()}
             self._baseline_ok = True
-        except Exception as exc:  # noqa: BLE001 - Label Studio not up yet: annotations from before now are not waited for
+        except Exception as exc:  # noqa: BLE001 - Label Studio not up: go by the clock (_came)
             self._baseline = {}
             self.log(f"tidal serve: could not list Label Studio project {self.ls_project}'s annotations "
                      f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); a retrain waits only for "
