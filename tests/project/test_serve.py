@@ -372,6 +372,7 @@ class _FakeLabelStudio:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.annotations: list[dict] = []  # {"id", "task", "updated_at", "was_cancelled"}
+        self.tasks: list[dict] = []  # {"id", "data"}: tasks without annotations too
         self.calls: list[str] = []
         fake = self
 
@@ -389,7 +390,7 @@ class _FakeLabelStudio:
 
             def do_GET(self) -> None:  # noqa: N802
                 fake.calls.append("GET " + self.path)
-                tasks = {}
+                tasks = {t["id"]: {**t, "annotations": []} for t in fake.tasks}
                 for a in list(fake.annotations):
                     task = tasks.setdefault(a["task"], {"id": a["task"], "data": {}, "annotations": []})
                     task["annotations"].append(a)
@@ -507,4 +508,33 @@ def test_health_never_shows_the_new_model_still_training(tmp_path, write_images,
         server.shutdown()
         server.server_close()
         b.close()
+        fake.close()
+
+
+def test_a_started_server_pushes_the_stored_model_before_it_answers(tmp_path, write_images, classes, fast) -> None:
+    """With a stored round, Label Studio gets its predictions and model_version before tidal serve answers
+    anything: its queue serves TiDAL's order (never a random task, a labelled one perhaps) from the start."""
+    from tidal.project.query import query_project
+
+    truth = write_images(tmp_path / "pool", 45)
+    project = tmp_path / "project"
+    init_project(project, f"folder:{tmp_path / 'pool'}", classes, **fast)
+    with ProjectStore(project / DB_NAME, readonly=True) as s:
+        paths = s.paths()
+    (tmp_path / "first.csv").write_text("id,label\n" + "".join(f"{i},{truth[paths[i]]}\n" for i in range(6)))
+    import_labels(project, tmp_path / "first.csv")
+    query_project(project, 39, device="cpu")
+    fake = _FakeLabelStudio()
+    fake.tasks = [{"id": 500 + i, "data": {"tidal_id": i, "path": p}} for i, p in enumerate(paths)]
+    logs: list[str] = []
+    server, url = _serve_with(project, fake, logs)
+    try:
+        assert fake.calls[-2:] == ["POST /api/projects/1/import/predictions", "PATCH /api/projects/1"]
+        assert any("pushed 39 predictions and model_version 'tidal round 1'" in line for line in logs), logs
+        h = _call(url, "/health")[1]
+        assert (h["model_version"], h["training"], h["trainings"]) == ("tidal round 1", False, 0)
+    finally:
+        server.shutdown()
+        server.server_close()
+        server.backend.close()
         fake.close()
