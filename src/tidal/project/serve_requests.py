@@ -250,15 +250,17 @@ class Backend(ServeState):
             return
         t0 = time.perf_counter()
         api = LabelStudioAPI(self.label_studio, self.token or "")
-        there = {}  # pool id -> Label Studio task: tidal's tasks by tidal_id, a storage Sync's by image URL
+        # pool id -> its Label Studio tasks: tidal's tasks by tidal_id, a storage Sync's by image URL (every one of
+        # them: a sample with two tasks, e.g. imported and synced, gets the prediction on both, never a stale one)
+        there: dict[int, list[int]] = {}
         for t in api.tasks(self.ls_project):
             try:
-                there.setdefault(self._resolve(t, "push"), t["id"])
+                there.setdefault(self._resolve(t, "push"), []).append(t["id"])
             except ServeError:
                 continue  # not a sample of this project
         chosen = [i for i in cached.order if i in there][: self.push]
-        preds = [{**prediction(cached.entries[i][1], cached.entries[i][0], cached.version), "task": there[i]}
-                 for i in chosen]
+        preds = [{**prediction(cached.entries[i][1], cached.entries[i][0], cached.version), "task": task}
+                 for i in chosen for task in there[i]]
         if preds:
             api.import_predictions(self.ls_project, preds)
         api.update_project(self.ls_project, model_version=cached.version)
