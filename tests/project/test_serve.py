@@ -374,6 +374,7 @@ class _FakeLabelStudio:
         self.annotations: list[dict] = []  # {"id", "task", "updated_at", "was_cancelled"}
         self.tasks: list[dict] = []  # {"id", "data"}: tasks without annotations too
         self.calls: list[str] = []
+        self.bodies: list = []  # the POST bodies, in order
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -397,7 +398,7 @@ class _FakeLabelStudio:
                 self._send({"tasks": list(tasks.values()), "total": len(tasks)})
 
             def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                fake.bodies.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
                 fake.calls.append("POST " + self.path)
                 time.sleep(delay)
                 self._send({"created": 0})
@@ -466,6 +467,18 @@ def test_start_training_waits_for_the_webhook_of_the_annotation_that_asked(tmp_p
                                        "project": {"id": 1, "total_annotations_number": 5}})[0] == 200
         assert b.wait_idle(240) and b.trainings == 2
         assert any("retraining without 1 of the 5 annotations" in line for line in logs), logs
+
+        # the older /train lists the annotated tasks with their annotations: it waits for those webhooks too
+        b.wait_labels = 30.0
+        late = _annotation(77, 514, truth[paths[14]])
+        listed = [{**_task(514, 14, paths[14]), "annotations": [late]}]
+        assert _call(url, "/train", {"annotations": listed, "project": "1.1", "label_config": ""})[0] == 200
+        time.sleep(2.0)
+        assert b.trainings == 2  # still waiting for annotation 77's webhook
+        assert _call(url, "/webhook", _event("ANNOTATION_CREATED", late, _task(514, 14, paths[14])))[0] == 200
+        assert b.wait_idle(240) and b.trainings == 3
+        with ProjectStore(project / DB_NAME, readonly=True) as s:
+            assert 14 not in [sel.id for sel in s.rounds()[-1].selections]  # trained with it
     finally:
         server.shutdown()
         server.server_close()
@@ -526,11 +539,15 @@ def test_a_started_server_pushes_the_stored_model_before_it_answers(tmp_path, wr
     query_project(project, 39, device="cpu")
     fake = _FakeLabelStudio()
     fake.tasks = [{"id": 500 + i, "data": {"tidal_id": i, "path": p}} for i, p in enumerate(paths)]
+    fake.tasks.append({"id": 999, "data": {"image": f"/data/local-files/?d=pool/{paths[20]}"}})  # synced too
     logs: list[str] = []
     server, url = _serve_with(project, fake, logs)
     try:
         assert fake.calls[-2:] == ["POST /api/projects/1/import/predictions", "PATCH /api/projects/1"]
-        assert any("pushed 39 predictions and model_version 'tidal round 1'" in line for line in logs), logs
+        assert any("pushed 40 predictions and model_version 'tidal round 1'" in line for line in logs), logs
+        pushed = {p["task"]: p for p in fake.bodies[-1]}
+        assert set(pushed) == {500 + i for i in range(6, 45)} | {999}  # both of sample 20's tasks
+        assert pushed[999]["score"] == pushed[520]["score"] and pushed[520]["model_version"] == "tidal round 1"
         h = _call(url, "/health")[1]
         assert (h["model_version"], h["training"], h["trainings"]) == ("tidal round 1", False, 0)
     finally:
