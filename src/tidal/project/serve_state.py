@@ -353,7 +353,7 @@ class ServeState:
             with self._wake:
                 while not self._stop and not self._train_wanted and not self._inbox_has_records():
                     self._wake.wait(timeout=1.0)
-                    if self._baseline is None and self._api() is not None:
+                    if self._baseline is None and self.label_studio and self.ls_project is not None:
                         break  # the project id came with /setup: take the baseline first
                 if self._stop:
                     return
