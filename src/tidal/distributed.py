@@ -52,6 +52,7 @@ from tidal.errors import TidalError
 if TYPE_CHECKING:
     from tidal.data.dataset import Split
     from tidal.embedstore import StoreSpec
+    from tidal.gather import ScoringPass
     from tidal.dynamics import TrainingDynamics
     from tidal.strategies.base import AuxObjective, Strategy
 
@@ -62,7 +63,6 @@ BACKENDS = ("nccl", "gloo")  # torch.distributed backends: nccl for CUDA, gloo f
 # rank 0 alone runs a set strategy's selection or writes the store. A rank that dies is noticed at
 # once anyway (torchrun stops the others).
 _TIMEOUT = timedelta(hours=2)
-_MODEL_NEEDS = frozenset({"probs", "embedding", "aux", "mc_probs", "labeled_embedding"})
 T = TypeVar("T")
 
 
@@ -380,9 +380,7 @@ class Ranks:
             raise NonFiniteError(f"{int(total[1])} of {len(dataset)} test samples have NaN or infinite logits")
         return int(total[0].item()) / max(len(dataset), 1)
 
-    def select(self, strategy: "Strategy", model: nn.Module, objective: "AuxObjective | None", dataset: "Split",
-               candidates: torch.Tensor, labeled: torch.Tensor, k: int, generator: torch.Generator,
-               batch_size: int = 1024, chunk_size: int | None = None,
+    def select(self, strategy: "Strategy", scoring: "ScoringPass", chunk_size: int | None = None, *,
                store: "StoreSpec | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`tidal.gather.select` over the ranks: ``(ids [k], scores [k])``, best first, on every rank.
 
@@ -393,17 +391,15 @@ class Ranks:
         Any other strategy runs on rank 0, which sends the result.
         """
         from tidal.gather import select
-        from tidal.strategies.base import select_top_k
+        from tidal.strategies.base import NEEDS, select_top_k
 
-        args = (strategy, model, objective, dataset)
-        if not strategy.per_sample or not strategy.needs & _MODEL_NEEDS:
-            return self.from_main(lambda: select(*args, candidates, labeled, k, generator, batch_size, chunk_size,
-                                                 store=store))
-        lo, hi = _block(len(candidates), self.world_size, self.rank, batch_size)
-        mine = (candidates[:0].cpu(), torch.zeros(0)) if lo == hi else \
-            select(*args, candidates[lo:hi], labeled, min(k, hi - lo), generator, batch_size, chunk_size, store=store)
+        if not strategy.per_sample or not strategy.needs & NEEDS:  # every need is a model pass
+            return self.from_main(lambda: select(strategy, scoring, chunk_size, store=store))
+        lo, hi = _block(len(scoring.candidates), self.world_size, self.rank, scoring.batch_size)
+        mine = (scoring.candidates[:0].cpu(), torch.zeros(0)) if lo == hi else \
+            select(strategy, scoring.part(lo, hi), chunk_size, store=store)
         parts = [p for p in self._objects(mine) if len(p[0])]
         if not parts:
-            return select_top_k(torch.zeros(0), torch.zeros(0, dtype=torch.int64), k)
+            return select_top_k(torch.zeros(0), torch.zeros(0, dtype=torch.int64), scoring.k)
         ids, scores = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        return select_top_k(scores, ids, k)
+        return select_top_k(scores, ids, scoring.k)

@@ -27,7 +27,7 @@ from tidal.data.dataset import Split
 from tidal.errors import ModelError, NonFiniteError, TidalError, TrainingDivergedError
 from tidal.embedstore import StoreSpec
 from tidal.finite import check_weights, diagnose, input_problem
-from tidal.gather import select
+from tidal.gather import ScoringPass, select
 from tidal.inference import evaluate
 from tidal.pool import LabelPool
 from tidal.strategies.base import Strategy, TrainContext
@@ -281,9 +281,9 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
     if selects:
         store = StoreSpec(al.embedding_store, al.embedding_dtype, al.store_dir)
         try:
-            selected, scores = (select if ranks is None else ranks.select)(
-                strategy, model, objective, train, candidates.to(device), lab.to(device), al.budget, g,
-                train_config.eval_batch_size, chunk_size, store=store)
+            scoring = ScoringPass(model, objective, train, candidates.to(device), lab.to(device), al.budget, g,
+                                  train_config.eval_batch_size)
+            selected, scores = (select if ranks is None else ranks.select)(strategy, scoring, chunk_size, store=store)
             if not bool(torch.isfinite(scores).all()):  # under torchrun: the selection every rank got
                 raise NonFiniteError(f"{int((~torch.isfinite(scores)).sum())} of the {len(scores)} selected "
                                      f"candidates got NaN or infinite {strategy.name} scores")
