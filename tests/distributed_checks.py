@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from conftest import make_tiny_splits  # tests/ is this script's folder, hence on sys.path
+from tidal.comm import LOCAL
 from tidal.config import StrategyConfig, TrainConfig
 from tidal.data import from_arrays
 from tidal.distributed import launched, rank_device, start
@@ -34,7 +35,8 @@ def trained(split, model_spec, method, labeled, config, ranks, width=2):
     ctx = TrainContext(split, labeled, torch.arange(0), split.num_classes, model.feature_channels,
                        model.embedding_dim, config.epochs, torch.device("cpu"))
     objective = create_strategy(method, StrategyConfig()).make_objective(ctx)
-    train_model(model, objective, split, labeled, config, torch.Generator().manual_seed(1), ranks=ranks)
+    train_model(model, objective, split, labeled, config, torch.Generator().manual_seed(1),
+                comm=ranks or LOCAL)
     return model, objective
 
 

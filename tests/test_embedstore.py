@@ -13,7 +13,7 @@ from tidal.config import ALConfig, ExperimentConfig, StrategyConfig, TrainConfig
 from tidal.data.dataset import FeatureDataset
 from tidal.embedstore import ALIGN, EmbeddingStore, StoreSpec, StoredRows, as_rows, row_spans
 from tidal.gather import ScoringPass, gather, select
-from tidal.loop import configured_model
+from tidal.loop import configured_model, new_model, new_objective
 from tidal.models.mlp import MLP
 from tidal.strategies import TrainContext, create_strategy, select_top_k
 from tidal.strategies.cal import fit_logistic_regression
@@ -37,10 +37,8 @@ def _trained(name, tiny_splits):
     strategy = create_strategy(name)
     train, labeled = tiny_splits.train, torch.arange(0, 48)
     torch.manual_seed(0)
-    model = configured_model(TC)(train.num_classes, train.input_shape, strategy.dropout)
-    ctx = TrainContext(train, labeled, torch.arange(49, 240), train.num_classes, model.feature_channels,
-                       model.embedding_dim, TC.epochs, torch.device("cpu"), TC.eval_batch_size)
-    objective = strategy.make_objective(ctx)
+    model = new_model(configured_model(TC), train, strategy)
+    objective = new_objective(strategy, model, train, (labeled, torch.arange(49, 240)), TC, torch.device("cpu"))
     train_model(model, objective, train, labeled, TC, torch.Generator().manual_seed(1))
     return strategy, model, objective, labeled
 

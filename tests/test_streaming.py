@@ -11,7 +11,7 @@ import tidal.gather as gather_module
 from tidal.config import StrategyConfig, TrainConfig
 from tidal.data.dataset import FeatureDataset
 from tidal.gather import ScoringPass, gather, select
-from tidal.loop import configured_model
+from tidal.loop import configured_model, new_model, new_objective
 from tidal.models.mlp import MLP
 from tidal.strategies import RunningTopK, TrainContext, create_strategy, list_strategies, select_top_k, strategy_class
 from tidal.train import train_model
@@ -65,10 +65,8 @@ def _trained(name: str, tiny_splits):
     train = tiny_splits.train
     labeled, candidates = torch.arange(0, 48), torch.arange(100, 153)  # 53 candidates: not a multiple of 7 or 16
     torch.manual_seed(0)
-    model = configured_model(TC)(train.num_classes, train.input_shape, strategy.dropout)
-    ctx = TrainContext(train, labeled, candidates, train.num_classes, model.feature_channels, model.embedding_dim,
-                       TC.epochs, torch.device("cpu"), TC.eval_batch_size)
-    objective = strategy.make_objective(ctx)
+    model = new_model(configured_model(TC), train, strategy)
+    objective = new_objective(strategy, model, train, (labeled, candidates), TC, torch.device("cpu"))
     train_model(model, objective, train, labeled, TC, torch.Generator().manual_seed(1))
     return strategy, model, objective, candidates, labeled
 
@@ -96,13 +94,13 @@ def test_chunked_selection_equals_the_whole_array_one(name, tiny_splits):
 @pytest.mark.parametrize("name", ["entropy", "bald"])
 def test_loop_selection_does_not_depend_on_the_chunk_size(name, tiny_splits, monkeypatch):
     from tidal.config import ALConfig
-    from tidal.loop import active_learning
+    from loop_helpers import cycles
 
     pool = torch.arange(0, len(tiny_splits.train), 2)
     al = ALConfig(initial=24, budget=8, cycles=2, subset=40)
 
     def run(chunk_size):
-        return list(active_learning(tiny_splits.train, tiny_splits.test, pool, create_strategy(name, FAST), al, TC,
+        return list(cycles(tiny_splits.train, tiny_splits.test, pool, create_strategy(name, FAST), al, TC,
                                     seed=0, chunk_size=chunk_size))[0]
 
     chunked = [run(c) for c in (1, 7)]

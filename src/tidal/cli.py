@@ -543,19 +543,27 @@ class _TermWatchdog:
         os.close(self.read_fd)
 
 
-def _ranked() -> bool:
-    """Whether torchrun started this process as one of several ranks."""
-    import os
+def _launch() -> Any:
+    """torchrun's :class:`tidal.distributed.Launch` of this process, or None when it runs alone (or
+    the variables are malformed: the run itself then says so)."""
+    from tidal.distributed import launched
 
-    return os.environ.get("WORLD_SIZE", "1") not in ("", "1")
+    try:
+        return launched()
+    except ValueError:
+        return None
+
+
+def _ranked() -> bool:
+    """Whether torchrun started this process as one of several."""
+    return _launch() is not None
 
 
 def _other_rank() -> bool:
     """Whether this process is a torchrun rank other than 0: rank 0 alone prints errors and
     reports (another rank's failure reaches rank 0, which names it)."""
-    import os
-
-    return _ranked() and os.environ.get("RANK", "0") not in ("", "0")
+    launch = _launch()
+    return launch is not None and launch.rank != 0
 
 
 # Arguments that name a file or folder: an empty one would silently mean the current directory.

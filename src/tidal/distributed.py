@@ -12,7 +12,7 @@ group (``nccl`` on CUDA, ``gloo`` on the CPU). Rank ``r`` trains on ``cuda:LOCAL
   lockstep) and trains on its contiguous piece of each batch; piece sizes differ by at most
   one and each rank's loss is weighted by ``N * b_r / b``, so the averaged gradient is the
   gradient of the batch's mean loss. Gradients of the backbone and of the objective's module
-  are all-reduced by hand in one flat buffer after ``backward`` (:meth:`Ranks.all_reduce_grads`).
+  are all-reduced by hand in one flat buffer after ``backward`` (:meth:`Ranks.reduce_grads`).
   An epoch's last batch with fewer than ``2 N`` samples joins the one before it, so every
   piece holds at least 2 samples (batch norm's minimum); every rank takes the same steps.
 * **Batch norm**: statistics are each rank's own piece (``SyncBatchNorm`` has no CPU kernel);
@@ -176,7 +176,8 @@ def _block(n: int, parts: int, part: int, unit: int = 1) -> tuple[int, int]:
 
 @dataclass
 class Ranks:
-    """This process's place in the process group and the collectives a cycle needs.
+    """This process's place in the process group and the collectives a cycle needs: the
+    :class:`tidal.comm.Comm` of torchrun's ranks.
 
     ``device``: where this rank trains; ``comm``: where collectives' tensors go (the GPU for
     nccl, the CPU for gloo). Built by :func:`start`.
@@ -291,7 +292,7 @@ class Ranks:
             for t, piece in zip(group, flat.split([t.numel() for t in group])):
                 t.data.copy_(piece.view_as(t))
 
-    def all_reduce_grads(self, params: Sequence[nn.Parameter]) -> None:
+    def reduce_grads(self, params: Sequence[nn.Parameter]) -> None:
         """Average the gradients of ``params`` over the ranks (what DDP does, in one bucket after
         ``backward``). Parameters without a gradient (e.g. VAAL's VAE during the classifier's step)
         must lack it on every rank; they are left without one."""
@@ -343,7 +344,7 @@ class Ranks:
                 record.counts[idx] = other[:, 1].to(record.counts.dtype)
                 record.sums[idx] = other[:, 2:].to(record.sums.dtype)
 
-    def average_buffers(self, modules: Iterable[nn.Module | None]) -> None:
+    def sync_buffers(self, modules: Iterable[nn.Module | None]) -> None:
         """Average the floating-point buffers (batch norm's running statistics) over the ranks."""
         import torch.distributed as dist
 

@@ -2,9 +2,9 @@
 
 Each worker is a spawned process with a fixed number of torch threads. It takes (dataset,
 imbalance, seed, method) runs from a shared queue, trains each with
-:func:`tidal.runs.run_one` and commits every finished cycle to the run directory's
-SQLite database itself (WAL mode lets several processes write one file), so what a worker
-finished is stored whatever happens to the others. The parent hands out the runs and
+:func:`tidal.runs.train_run` and commits every finished cycle to the run directory itself,
+through a :class:`tidal.runs.RunWriter` (SQLite's WAL mode lets several processes write one
+file), so what a worker finished is stored whatever happens to the others. The parent hands out the runs and
 passes each stored cycle to ``on_cycle`` (progress bar, log lines, trackers).
 
 A run's numbers depend on its seed and the thread count only, so N jobs of T threads give
@@ -36,8 +36,9 @@ import torch
 from tidal.config import ExperimentConfig
 from tidal.data import DatasetSplits
 from tidal.errors import TidalError
-from tidal.runs import RunKey, load_splits, resolve_device, run_one, set_deterministic
-from tidal.results import DB_NAME, CycleRecord, ResultStore
+from tidal.loop import CycleEnv, configured_model
+from tidal.results import DB_NAME, CycleRecord, ResultStore, RunKey
+from tidal.runs import RunWriter, load_splits, resolve_device, set_deterministic, train_run
 
 __all__ = ["WorkerError", "run_in_workers"]
 
@@ -148,11 +149,13 @@ def _worker(spec: _WorkerSpec, tasks: mp.Queue, events: mp.Queue) -> None:
         set_deterministic(device)
         loaded = load_splits(spec.config, device, spec.splits)
         store = ResultStore(Path(spec.out) / DB_NAME)
+        writer = RunWriter(Path(spec.out), store, spec.config.al)
+        env = CycleEnv(spec.config.train, spec.config.al, device, configured_model(spec.config.train, spec.model))
         while (key := tasks.get()) is not None:
             if os.getppid() != spec.parent_pid:  # orphaned (where the kernel does not end us): stop
                 return
-            run_one(key, spec.config, Path(spec.out), loaded[key[0]], device, store, spec.track_td,
-                    on_cycle=lambda record: events.put(("cycle", record)), model=spec.model)
+            train_run(key, spec.config, loaded[key.dataset], env, writer, spec.track_td,
+                      on_cycle=lambda record: events.put(("cycle", record)))
             events.put(("done", key))
     except _Stopped:
         return
