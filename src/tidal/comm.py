@@ -4,16 +4,15 @@
 of each batch this process trains (``shard``), how gradients, losses, per-sample records and
 batch-norm statistics are shared (``reduce_grads``, ``mean``, ``sync_records``,
 ``sync_buffers``, ``broadcast``), evaluation and selection (``evaluate``, ``select``) and
-running a step once for everyone (``from_main``, ``main_first``). :class:`Local` is one
-process: every method passes through to the single-process functions.
-:class:`tidal.distributed.Ranks` is the same interface over torchrun's ranks.
+running a step once for everyone (``from_main``, ``main_first``). The base class is one
+process (every method passes through to the single-process functions; :data:`LOCAL`);
+:class:`tidal.distributed.Ranks` is the same interface over torchrun's processes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from torch import nn
@@ -31,96 +30,74 @@ T = TypeVar("T")
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # (ids [b], inputs [b, ...]) per training batch
 
 
-class Comm(Protocol):
-    """What a cycle needs from where it runs (one process, or torchrun's ranks)."""
+class Comm:
+    """What a cycle needs from where it runs. This base is one process: nothing is shared and
+    everything runs here (the single-process functions); :class:`tidal.distributed.Ranks`
+    overrides every method for torchrun's processes."""
 
-    rank: int  # this process's place, 0 for one process
+    rank: int  # this process's place among world_size
     world_size: int  # processes that train one run together
 
     @property
-    def is_main(self) -> bool: ...  # writes the results and shows progress
-
-    def from_main(self, fn: Callable[[], T], share: bool = True) -> T | None: ...
-
-    def main_first(self, fn: Callable[[], T]) -> T: ...
-
-    def close(self) -> None: ...
-
-    def shard(self, batches: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]: ...
-
-    def reduce_grads(self, params: Sequence[nn.Parameter]) -> None: ...
-
-    def mean(self, value: torch.Tensor) -> torch.Tensor: ...
-
-    def snapshot(self, records: Sequence["TrainingDynamics"]) -> list[torch.Tensor]: ...
-
-    def sync_records(self, records: Sequence["TrainingDynamics"], before: Sequence[torch.Tensor]) -> None: ...
-
-    def sync_buffers(self, modules: Iterable[nn.Module | None]) -> None: ...
-
-    def broadcast(self, modules: Iterable[nn.Module | None]) -> None: ...
-
-    def evaluate(self, model: nn.Module, dataset: "Split", batch_size: int = 1024) -> float: ...
-
-    def select(self, strategy: "Strategy", scoring: "ScoringPass", chunk_size: int | None = None, *,
-               store: "StoreSpec | None" = None) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-@dataclass(frozen=True)
-class Local:
-    """One process: nothing is shared, everything runs here (the single-process functions)."""
-
-    rank: int = 0  # the only process
-    world_size: int = 1  # alone
-
-    @property
     def is_main(self) -> bool:
-        return True
+        """The process that writes the results and shows progress."""
+        return self.rank == 0
+
+    def close(self) -> None:
+        """Leave the group (nothing to leave alone)."""
 
     def from_main(self, fn: Callable[[], T], share: bool = True) -> T | None:
-        """``fn()``: this process is the main one."""
+        """``fn()`` on the main process; every process returns its result (``share=False``: the
+        main one alone) or raises its error."""
         return fn()
 
     def main_first(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the main process, then on the others (e.g. the main one downloads)."""
         return fn()
 
     def shard(self, batches: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
-        """Every batch whole, with loss weight 1."""
+        """This process's piece of each batch, ``(ids, inputs, share)``; ``share`` weighs its mean loss."""
         return ((ids, x, 1.0) for ids, x in batches)
 
     def reduce_grads(self, params: Sequence[nn.Parameter]) -> None:
-        pass
+        """Average the gradients of ``params`` over the processes."""
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of ``value`` over the processes."""
         return value
 
     def snapshot(self, records: Sequence["TrainingDynamics"]) -> list[torch.Tensor]:
+        """What :meth:`sync_records` compares with after an epoch."""
         return []
 
     def sync_records(self, records: Sequence["TrainingDynamics"], before: Sequence[torch.Tensor]) -> None:
-        pass
+        """Give every process the per-sample rows the others updated since ``before``."""
 
     def sync_buffers(self, modules: Iterable[nn.Module | None]) -> None:
-        pass
+        """Average batch norm's running statistics over the processes."""
 
     def broadcast(self, modules: Iterable[nn.Module | None]) -> None:
-        pass
+        """The main process's weights into every process's ``modules``."""
 
     def evaluate(self, model: nn.Module, dataset: "Split", batch_size: int = 1024) -> float:
-        """:func:`tidal.inference.evaluate`."""
+        """Test accuracy: :func:`tidal.inference.evaluate`."""
         from tidal.inference import evaluate
 
         return evaluate(model, dataset, batch_size)
 
     def select(self, strategy: "Strategy", scoring: "ScoringPass", chunk_size: int | None = None, *,
                store: "StoreSpec | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`tidal.gather.select`."""
+        """``(ids [k], scores [k])``, best first: :func:`tidal.gather.select`."""
         from tidal.gather import select
 
         return select(strategy, scoring, chunk_size, store=store)
 
-    def close(self) -> None:
-        pass
+
+class Local(Comm):
+    """One process."""
+
+    rank = 0  # the only process
+    world_size = 1  # alone
 
 
 LOCAL = Local()  # the one-process Comm every call defaults to

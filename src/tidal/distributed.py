@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from torch import nn
 
+from tidal.comm import Comm
 from tidal.errors import TidalError
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ def _block(n: int, parts: int, part: int, unit: int = 1) -> tuple[int, int]:
 
 
 @dataclass
-class Ranks:
+class Ranks(Comm):
     """This process's place in the process group and the collectives a cycle needs: the
     :class:`tidal.comm.Comm` of torchrun's ranks.
 
@@ -188,11 +189,6 @@ class Ranks:
     device: torch.device
     comm: torch.device
     owns_group: bool = True
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0: writes the results and shows progress."""
-        return self.rank == 0
 
     def close(self) -> None:
         """Leave the process group (when :func:`start` created it)."""
