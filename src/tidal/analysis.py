@@ -161,6 +161,7 @@ def format_aurocs(analysis: ScoreAnalysis) -> str:
 
 def analyze_scores(
     out: str | Path,
+    *,
     dataset: str = "fashion-mnist",
     imbalance: float = 10.0,
     seed: int = 0,

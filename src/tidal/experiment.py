@@ -39,6 +39,7 @@ def run_experiment(
     config: ExperimentConfig,
     out: str | Path,
     device: str | torch.device = "cpu",
+    *,
     progress: bool = True,
     log: Callable[[str], None] = print,
     splits: dict[str, DatasetSplits] | None = None,

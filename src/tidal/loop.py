@@ -228,8 +228,8 @@ def run_cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, s
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(derive_seed(seed, cycle, 3))
         try:
-            return _cycle(train, test, state, strategy, (seed, cycle), env, model, carried, epoch_hook, selects,
-                          desc)
+            return _cycle(train, test, state, strategy, (seed, cycle), env, model=model, carried=carried,
+                          epoch_hook=epoch_hook, selects=selects, desc=desc)
         except Exception as exc:
             from tidal.models.factory import raised_in_user_code
 
@@ -254,7 +254,7 @@ def _load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], what:
                          "saved by a run with another method or configuration") from exc
 
 
-def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, at: tuple[int, int], env: CycleEnv,
+def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, at: tuple[int, int], env: CycleEnv, *,
            model: nn.Module | None, carried: dict[str, torch.Tensor] | None, epoch_hook: EpochHook | None,
            selects: bool, desc: str | None) -> tuple[CycleResult, nn.Module]:
     """One cycle at ``at = (seed, cycle)``: subset draw, (re)build, train, evaluate, and select when ``selects``."""
