@@ -3,6 +3,8 @@ built into the :class:`~tidal.loop.CycleEnv` and :class:`~tidal.loop.Resume` it 
 
 from __future__ import annotations
 
+import torch
+
 from tidal.loop import CycleEnv, Resume, active_learning
 
 
@@ -11,6 +13,6 @@ def cycles(train, test, pool, strategy, al, train_config, seed, device="cpu", *,
            progress=False):
     """``active_learning`` of ``strategy`` on ``pool`` with ``al`` and ``train_config``, resumed
     at ``start_cycle`` when given."""
-    env = CycleEnv(train_config, al, device, model_factory, chunk_size=chunk_size, progress=progress)
+    env = CycleEnv(train_config, al, torch.device(device), model_factory, chunk_size=chunk_size, progress=progress)
     resume = Resume(start_cycle, labeled, model_state, objective_state)
     return active_learning(train, test, pool, strategy, seed, env, resume, epoch_hooks)

@@ -16,7 +16,7 @@ from tidal.comm import LOCAL, Comm
 from tidal.loop import CycleEnv, check_pool_fits, configured_model
 from tidal.results import DB_NAME, CycleRecord, ResultStore, RunKey
 from tidal.rundir import RunDirLock, check_unlocked, remove_stale_temp_files
-from tidal.runs import (RunWriter, experiment_runs, load_splits, make_pool, prepare_out, resolve_device, run_one,
+from tidal.runs import (RunOptions, RunWriter, experiment_runs, load_splits, make_pool, prepare_out, resolve_device, run_one,
                         set_deterministic, train_run)
 from tidal.tracking import check_trackers, make_trackers
 
@@ -138,33 +138,15 @@ def run_experiment(
 
         dev, dist = rank_device(launch, dev, dist_backend)
         comm = start(launch, dev, dist)
+    opts = RunOptions(dev, progress and comm.is_main, log, splits, mlflow, tensorboard, track_td, jobs, model, backend,
+                      address, device)
     try:
-        return _run_experiment(config, Path(out), comm, _Options(dev, progress and comm.is_main, log, splits, mlflow,
-                                                                 tensorboard, track_td, jobs, model, backend, address,
-                                                                 device))
+        return _run_experiment(config, Path(out), comm, opts)
     finally:
         comm.close()
 
 
-@dataclass(frozen=True)
-class _Options:
-    """:func:`run_experiment`'s arguments after they are checked."""
-
-    device: torch.device  # where this process trains (under Ray: the CPU; it only checks and writes)
-    progress: bool  # progress bars (on the main process only)
-    log: Callable[[str], None]  # where log lines go
-    splits: dict[str, DatasetSplits] | None  # preloaded datasets by name
-    mlflow: bool  # log each cycle to MLflow
-    tensorboard: bool  # log each cycle to TensorBoard
-    track_td: bool  # store Figure 7's per-epoch rows
-    jobs: int | None  # worker processes (Ray: CPUs of a local Ray)
-    model: object  # the user's model, else config.train.model
-    backend: str  # "local" or "ray"
-    address: str | None  # the Ray cluster
-    device_spec: torch.device | str  # the device as given (each Ray task resolves its own)
-
-
-def _run_experiment(config: ExperimentConfig, out: Path, comm: Comm, opts: _Options) -> RunSummary:
+def _run_experiment(config: ExperimentConfig, out: Path, comm: Comm, opts: RunOptions) -> RunSummary:
     """:func:`run_experiment` after its arguments are checked (on every rank under torchrun)."""
     dev, log, al = opts.device, opts.log, config.al
     set_deterministic(dev)
@@ -233,11 +215,10 @@ def _run_experiment(config: ExperimentConfig, out: Path, comm: Comm, opts: _Opti
         writer = RunWriter(out, store, al) if store is not None else None
         if opts.backend == "ray":
             if todo:
-                from tidal.ray_backend import RayPlan, run_in_ray
+                from tidal.ray_backend import run_in_ray
 
                 bar.set_postfix_str("Ray tasks")
-                run_in_ray(todo, config, writer, RayPlan(opts.device_spec, opts.jobs, opts.address, opts.splits,
-                                                         opts.track_td, opts.model), on_cycle=on_cycle, log=log)
+                run_in_ray(todo, config, writer, opts, on_cycle)
         elif opts.jobs == 1:
             env = CycleEnv(config.train, al, dev, configured_model(config.train, opts.model), comm,
                            progress=opts.progress)
@@ -248,9 +229,7 @@ def _run_experiment(config: ExperimentConfig, out: Path, comm: Comm, opts: _Opti
             from tidal.workers import run_in_workers
 
             bar.set_postfix_str(f"{opts.jobs} jobs")
-            run_in_workers(todo, config, out, dev, jobs=opts.jobs,
-                           threads=max(1, torch.get_num_threads() // opts.jobs), splits=opts.splits,
-                           track_td=opts.track_td, on_cycle=on_cycle, model=opts.model)
+            run_in_workers(todo, config, out, opts, max(1, torch.get_num_threads() // opts.jobs), on_cycle)
         bar.close()
     finally:
         if store is not None:

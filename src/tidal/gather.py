@@ -70,10 +70,11 @@ def _piece(chunk: torch.Tensor, out, needs: frozenset[str], objective: AuxObject
     return piece
 
 
-def _batches(model: nn.Module, objective: AuxObjective | None, needs: frozenset[str], dataset: Split,
-             candidates: torch.Tensor, batch_size: int, mc_samples: int) -> Iterator[dict]:
+def _batches(scoring: "ScoringPass", needs: frozenset[str], mc_samples: int) -> Iterator[dict]:
     """The candidates' needs (all but ``labeled_embedding``) one batch of ``batch_size`` at a time,
     in candidate order: dicts with ``candidates [b]`` and the needed fields, on the CPU."""
+    model, objective, dataset, candidates, batch_size = (scoring.model, scoring.objective, scoring.dataset,
+                                                        scoring.candidates, scoring.batch_size)
     mc = "mc_probs" in needs and mc_samples > 0
     if mc and not hasattr(model, "logits_from_embedding"):
         yield from _stochastic_batches(model, objective, needs, dataset, candidates, batch_size, mc_samples)
@@ -190,7 +191,7 @@ def gather_chunks(scoring: ScoringPass, needs: frozenset[str], mc_samples: int =
     size = p.batch_size if chunk_size is None else chunk_size
     if size < 1:
         raise ValueError(f"chunk_size={chunk_size} must be >= 1")
-    pieces = _batches(p.model, p.objective, needs, p.dataset, p.candidates, p.batch_size, mc_samples)
+    pieces = _batches(p, needs, mc_samples)
     for piece in _rechunk(pieces, size):
         yield _inputs(piece, p.labeled, p.k, p.generator, p.objective)
 
@@ -204,7 +205,7 @@ def gather(scoring: ScoringPass, needs: frozenset[str], mc_samples: int = 0) -> 
     the loop uses it only for set strategies (:func:`select`).
     """
     p = scoring
-    pieces = list(_batches(p.model, p.objective, needs, p.dataset, p.candidates, p.batch_size, mc_samples))
+    pieces = list(_batches(p, needs, mc_samples))
     inputs = _inputs(_cat(pieces) if pieces else {"candidates": p.candidates.cpu()}, p.labeled, p.k, p.generator,
                      p.objective)
     inputs.candidates = p.candidates.cpu()
@@ -225,8 +226,7 @@ def gather_stored(scoring: ScoringPass, needs: frozenset[str], store: EmbeddingS
     p = scoring
     inputs = _inputs({"candidates": p.candidates.cpu()}, p.labeled, p.k, p.generator, p.objective)
     n, start = len(p.candidates), 0
-    for piece in _batches(p.model, p.objective, needs - {"labeled_embedding"}, p.dataset, p.candidates, p.batch_size,
-                          0):
+    for piece in _batches(p, needs - {"labeled_embedding"}, 0):
         for name in ("probs", "embedding"):
             if name in piece:
                 if getattr(inputs, name) is None:

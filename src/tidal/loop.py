@@ -112,9 +112,6 @@ class CycleEnv:
     chunk_size: int | None = None  # candidates a per_sample strategy scores at a time (None: the eval batch)
     progress: bool = False  # show the training progress bar
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "device", torch.device(self.device))  # "cpu", "cuda:1": a torch.device
-
     @property
     def model_factory(self) -> ModelFactory:
         return self.factory or configured_model(self.train)

@@ -36,7 +36,6 @@ import os
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -47,14 +46,15 @@ from tidal.data import DatasetSplits
 from tidal.errors import TidalError
 from tidal.loop import CycleEnv, Resume, configured_model
 from tidal.results import CycleRecord, RunKey
-from tidal.runs import CycleOutput, RunWriter, load_splits, resolve_device, run_one, set_deterministic
+from tidal.runs import CycleOutput, RunOptions, RunWriter, load_splits, resolve_device, run_one, set_deterministic
 from tidal.workers import WorkerError
 
-__all__ = ["INSTALL", "MAX_RETRIES", "RayNotInstalledError", "RayPlan", "check_address", "check_ray_device",
+__all__ = ["INSTALL", "MAX_RETRIES", "RayNotInstalledError", "check_address", "check_ray_device",
            "require_ray", "run_in_ray"]
 
 INSTALL = "pip install 'ray[default]>=2.9' (or pip install -e '.[ray]' in the tidal checkout)"  # what errors quote
 MAX_RETRIES = 3  # times a run whose worker process died is started again (Ray's max_retries)
+THREADS = 1  # torch threads (and Ray CPUs) of a task: a serial run's numbers with OMP_NUM_THREADS=1
 
 
 class RayNotInstalledError(TidalError, ImportError):
@@ -105,22 +105,8 @@ def check_address(address: str, timeout: float = 5.0) -> None:
                               f"with `ray start --head --port {port}`, or fix --address") from None
 
 
-@dataclass(frozen=True)
-class RayPlan:
-    """How the runs are sent to Ray."""
-
-    device: str | torch.device = "auto"  # cpu, cuda or auto (decided by the cluster's GPUs)
-    jobs: int | None = None  # CPUs of a local Ray (default: all); also runs per GPU (default 1)
-    address: str | None = None  # the cluster (HOST:PORT, ray://HOST:PORT or auto); None: a local Ray
-    splits: dict[str, DatasetSplits] | None = None  # preloaded datasets, sent to the object store once
-    track_td: bool = False  # also return Figure 7's per-epoch rows
-    model: object = None  # the user's model, else config.train.model
-    threads: int = 1  # torch threads (and Ray CPUs) per task
-    max_retries: int = MAX_RETRIES  # restarts of a task whose worker process died
-
-
-def run_in_ray(keys: list[RunKey], config: ExperimentConfig, writer: RunWriter, plan: RayPlan,
-               on_cycle: Callable[[CycleRecord], None] | None = None, log: Callable[[str], None] = print) -> None:
+def run_in_ray(keys: list[RunKey], config: ExperimentConfig, writer: RunWriter, plan: RunOptions,
+               on_cycle: Callable[[CycleRecord], None] | None = None) -> None:
     """Train the runs ``keys`` as Ray tasks and write their cycles with ``writer`` (its store bound
     to ``config``); ``on_cycle(record)`` runs after each stored cycle.
 
@@ -130,10 +116,10 @@ def run_in_ray(keys: list[RunKey], config: ExperimentConfig, writer: RunWriter, 
 
     Raises:
         the first error a task raised (as raised there); :class:`tidal.workers.WorkerError`
-        when a run's worker process died more than ``plan.max_retries`` times.
+        when a run's worker process died more than ``MAX_RETRIES`` times.
     """
     ray = require_ray()
-    kind = check_ray_device(plan.device)
+    kind, log = check_ray_device(plan.device_spec), plan.log
     started = not ray.is_initialized()
     if started:
         options: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING)
@@ -152,15 +138,15 @@ def run_in_ray(keys: list[RunKey], config: ExperimentConfig, writer: RunWriter, 
         if kind == "cuda" and gpus <= 0:
             raise ValueError("device='cuda' but the Ray cluster has no GPU; use --device cpu or add GPU nodes")
         task = ray.remote(_train_run).options(
-            num_cpus=plan.threads, num_gpus=1.0 / (plan.jobs or 1) if kind == "cuda" else 0,
-            max_retries=plan.max_retries, retry_exceptions=False)
+            num_cpus=THREADS, num_gpus=1.0 / (plan.jobs or 1) if kind == "cuda" else 0,
+            max_retries=MAX_RETRIES, retry_exceptions=False)
         shared = ray.put(plan.splits) if plan.splits else None  # sent to the object store once, not once per task
         for key in keys:  # a run interrupted part-way goes on after its stored cycles (and checkpoint)
-            pending[task.remote(key, config, kind, shared, plan, writer.resume(key))] = key
+            pending[task.remote(key, config, kind, shared, plan.model, plan.track_td, writer.resume(key))] = key
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                for output in _result(ray, ref, pending.pop(ref), plan.max_retries):
+                for output in _result(ray, ref, pending.pop(ref)):
                     writer.write(output)
                     if on_cycle is not None:
                         on_cycle(output.record)
@@ -174,7 +160,7 @@ def run_in_ray(keys: list[RunKey], config: ExperimentConfig, writer: RunWriter, 
             ray.shutdown()
 
 
-def _result(ray: ModuleType, ref: Any, key: RunKey, max_retries: int) -> list[CycleOutput]:
+def _result(ray: ModuleType, ref: Any, key: RunKey) -> list[CycleOutput]:
     """``ray.get(ref)``; the task's own error re-raised as it was, a lost worker as WorkerError."""
     name, ir, method, seed = key
     try:
@@ -186,18 +172,18 @@ def _result(ray: ModuleType, ref: Any, key: RunKey, max_retries: int) -> list[Cy
         raise WorkerError(f"{name} IR={ir:g} {method} seed={seed} failed in Ray: {str(exc).splitlines()[0]}") from None
     except ray.exceptions.RayError as exc:
         raise WorkerError(f"the Ray worker training {name} IR={ir:g} {method} seed={seed} was lost "
-                          f"{max_retries + 1} times ({type(exc).__name__}); the runs that finished are stored: run "
+                          f"{MAX_RETRIES + 1} times ({type(exc).__name__}); the runs that finished are stored: run "
                           "the same command again to continue (with fewer --jobs if memory ran out)") from None
 
 
 def _train_run(key: RunKey, config: ExperimentConfig, device: str, splits: dict[str, DatasetSplits] | None,
-               plan: RayPlan, resume: Resume) -> list[CycleOutput]:
+               model: object, track_td: bool, resume: Resume) -> list[CycleOutput]:
     """The Ray task: train the cycles of ``key`` after ``resume`` and return their outputs (the
     checkpoint of the last one only: it is the one the driver keeps)."""
-    torch.set_num_threads(plan.threads)
+    torch.set_num_threads(THREADS)
     dev = resolve_device(device)
     set_deterministic(dev)
     loaded = load_splits(dataclasses.replace(config, datasets=(key.dataset,)), dev, splits)
-    env = CycleEnv(config.train, config.al, dev, configured_model(config.train, plan.model))
-    outputs = list(run_one(key, config, loaded[key.dataset], env, resume, plan.track_td))
+    env = CycleEnv(config.train, config.al, dev, configured_model(config.train, model))
+    outputs = list(run_one(key, config, loaded[key.dataset], env, resume, track_td))
     return [dataclasses.replace(o, checkpoint=None) for o in outputs[:-1]] + outputs[-1:]

@@ -29,7 +29,7 @@ from tidal.rundir import is_tidal_leftover
 from tidal.strategies import create_strategy
 from tidal.td_tracking import TDTrackerFactory
 
-__all__ = ["CycleOutput", "RunKey", "RunWriter", "checkpoint_path", "cpu_platform", "experiment_runs", "load_splits",
+__all__ = ["CycleOutput", "RunKey", "RunOptions", "RunWriter", "checkpoint_path", "cpu_platform", "experiment_runs", "load_splits",
            "make_pool", "platform_difference", "prepare_out", "resolve_device", "run_one", "set_deterministic",
            "train_run"]
 
@@ -182,6 +182,25 @@ def platform_difference(recorded: dict[str, str] | None, here: dict[str, str]) -
     diffs = [f"{key} {recorded.get(key)!r} there, {here.get(key)!r} here" for key in sorted(here)
              if recorded.get(key) != here.get(key)]
     return "; ".join(diffs) or None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How an experiment's runs are trained beyond its configuration: :func:`tidal.experiment.run_experiment`'s
+    arguments after they are checked."""
+
+    device: torch.device  # where this process trains (under Ray: the CPU; it only checks and writes)
+    progress: bool  # progress bars (on the main process only)
+    log: Callable[[str], None]  # where log lines go
+    splits: dict[str, DatasetSplits] | None  # preloaded datasets by name
+    mlflow: bool  # log each cycle to MLflow
+    tensorboard: bool  # log each cycle to TensorBoard
+    track_td: bool  # store Figure 7's per-epoch rows
+    jobs: int | None  # worker processes (Ray: CPUs of a local Ray)
+    model: object  # the user's model, else config.train.model
+    backend: str  # "local" or "ray"
+    address: str | None  # the Ray cluster
+    device_spec: torch.device | str  # the device as given (each Ray task resolves its own)
 
 
 @dataclass(frozen=True)
