@@ -1,13 +1,7 @@
-"""Where a cycle runs: the one interface training, the loop and a run need from it.
-
-:class:`Comm` is what a cycle asks of "where it runs": who writes (``is_main``), which piece
-of each batch this process trains (``shard``), how gradients, losses, per-sample records and
-batch-norm statistics are shared (``reduce_grads``, ``mean``, ``sync_records``,
-``sync_buffers``, ``broadcast``), evaluation and selection (``evaluate``, ``select``) and
-running a step once for everyone (``from_main``, ``main_first``). The base class is one
-process (every method passes through to the single-process functions; :data:`LOCAL`);
-:class:`tidal.distributed.Ranks` is the same interface over torchrun's processes.
-"""
+"""Where a cycle runs: :class:`Comm`, what training, the loop and a run ask of it (who writes,
+which piece of a batch this process trains, what is shared, evaluation and selection). The base
+class is one process, passing through to the single-process functions (:data:`LOCAL`);
+:class:`tidal.distributed.Ranks` is the same interface over torchrun's processes."""
 
 from __future__ import annotations
 

@@ -10,14 +10,14 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from tidal.comm import LOCAL, Comm
 from tidal.config import ExperimentConfig, adapt_train
 from tidal.data import DatasetSplits
-from tidal.comm import LOCAL, Comm
 from tidal.loop import CycleEnv, check_pool_fits, configured_model
 from tidal.results import DB_NAME, CycleRecord, ResultStore, RunKey
-from tidal.rundir import RunDirLock, check_unlocked, remove_stale_temp_files
-from tidal.runs import (RunOptions, RunWriter, experiment_runs, load_splits, make_pool, prepare_out, resolve_device, run_one,
-                        set_deterministic, train_run)
+from tidal.rundir import check_unlocked
+from tidal.runs import (RunOptions, RunWriter, experiment_runs, load_splits, make_pool, prepare_out, resolve_device,
+                        run_one, set_deterministic, train_run)
 from tidal.tracking import check_trackers, make_trackers
 
 __all__ = ["BACKENDS", "RunKey", "RunSummary", "experiment_runs", "load_splits", "make_pool", "prepare_out",
@@ -174,25 +174,23 @@ def _run_experiment(config: ExperimentConfig, out: Path, comm: Comm, opts: RunOp
             log(f"note: {name}: the first cycle trains with {'; '.join(notes)}; re-checked every cycle "
                 "(README, \"Presets\")")
 
-    def open_out() -> tuple[RunDirLock, list, ResultStore]:
-        prepare_out(out)
-        lock = RunDirLock(out)  # released in the `finally` below, or by the OS if this process dies
+    def open_out() -> tuple[RunWriter, list]:
+        writer = RunWriter.open(out, al)  # closed in the `finally` below (the lock: by the OS if this process dies)
         try:
-            remove_stale_temp_files(out)
-            return lock, make_trackers(out, mlflow=opts.mlflow, tensorboard=opts.tensorboard), ResultStore(out / DB_NAME)
+            return writer, make_trackers(out, mlflow=opts.mlflow, tensorboard=opts.tensorboard)
         except BaseException:
-            lock.release()
+            writer.close()
             raise
 
-    lock, trackers, store = comm.from_main(open_out, share=False) or (None, [], None)
+    writer, trackers = comm.from_main(open_out, share=False) or (None, [])
     start, ran = time.perf_counter(), 0
     try:
         runs = experiment_runs(config)
 
         def stored_cycles() -> dict[RunKey, int]:
-            store.bind(config)
-            store.set_class_names({name: loaded[name].class_names for name in config.datasets})
-            counts = store.cycle_counts()
+            writer.store.bind(config)
+            writer.store.set_class_names({name: loaded[name].class_names for name in config.datasets})
+            counts = writer.store.cycle_counts()
             return {key: counts.get(key, 0) for key in runs}
 
         stored = comm.from_main(stored_cycles)
@@ -212,7 +210,6 @@ def _run_experiment(config: ExperimentConfig, out: Path, comm: Comm, opts: RunOp
                     f"{record.cycle + 1}/{al.cycles}: {record.n_labeled} labeled, "
                     f"accuracy {100 * record.accuracy:.2f}%")
 
-        writer = RunWriter(out, store, al) if store is not None else None
         if opts.backend == "ray":
             if todo:
                 from tidal.ray_backend import run_in_ray
@@ -232,12 +229,10 @@ def _run_experiment(config: ExperimentConfig, out: Path, comm: Comm, opts: RunOp
             run_in_workers(todo, config, out, opts, max(1, torch.get_num_threads() // opts.jobs), on_cycle)
         bar.close()
     finally:
-        if store is not None:
-            store.close()
         for tracker in trackers:
             tracker.close()
-        if lock is not None:
-            lock.release()
+        if writer is not None:
+            writer.close()
     return RunSummary(out, ran, skipped, time.perf_counter() - start, comm.rank)
 
 

@@ -77,7 +77,7 @@ def _batches(scoring: "ScoringPass", needs: frozenset[str], mc_samples: int) -> 
                                                         scoring.candidates, scoring.batch_size)
     mc = "mc_probs" in needs and mc_samples > 0
     if mc and not hasattr(model, "logits_from_embedding"):
-        yield from _stochastic_batches(model, objective, needs, dataset, candidates, batch_size, mc_samples)
+        yield from _stochastic_batches(scoring, needs, mc_samples)
         return
     if not needs & {"probs", "embedding", "aux", "mc_probs"}:
         for chunk in candidates.split(batch_size):
@@ -99,8 +99,7 @@ def _batches(scoring: "ScoringPass", needs: frozenset[str], mc_samples: int) -> 
         yield piece
 
 
-def _stochastic_batches(model: nn.Module, objective: AuxObjective | None, needs: frozenset[str], dataset: Split,
-                        candidates: torch.Tensor, batch_size: int, mc_samples: int) -> Iterator[dict]:
+def _stochastic_batches(scoring: "ScoringPass", needs: frozenset[str], mc_samples: int) -> Iterator[dict]:
     """:func:`_batches` for a model without ``logits_from_embedding``: batch by batch, one eval pass
     for the deterministic needs, then ``mc_samples`` full passes over the same batch with dropout
     active (batch norm stays in eval mode). Holds ``[T, batch, C]`` at a time, never ``[T, n, C]``.
@@ -109,11 +108,12 @@ def _stochastic_batches(model: nn.Module, objective: AuxObjective | None, needs:
     pass by pass over all candidates as before this path was chunked: the same distribution,
     other draws from the global generator.
     """
+    model, objective, dataset = scoring.model, scoring.objective, scoring.dataset
     was_training = model.training
     model.eval()
     deterministic = needs & {"probs", "embedding", "aux"}
     try:
-        for chunk, x in dataset.batches(candidates.split(batch_size)):
+        for chunk, x in dataset.batches(scoring.candidates.split(scoring.batch_size)):
             with torch.no_grad():
                 piece = _piece(chunk, model(x), needs, objective) if deterministic else {"candidates": chunk.cpu()}
                 _set_dropout(model, True)

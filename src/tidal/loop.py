@@ -106,15 +106,11 @@ class CycleEnv:
 
     train: TrainConfig  # the training settings (fitted to each cycle's labels by config.adapt_train)
     al: ALConfig  # the protocol: budget, subset size, cycles, retrain mode, embedding store
-    device: torch.device = torch.device("cpu")  # where the splits live and the model trains
-    factory: ModelFactory | None = None  # builds each cycle's model (None: configured_model(train))
+    device: torch.device  # where the splits live and the model trains
+    factory: ModelFactory  # builds each cycle's model (e.g. configured_model(train))
     comm: Comm = LOCAL  # one process, or torchrun's processes (tidal.comm)
     chunk_size: int | None = None  # candidates a per_sample strategy scores at a time (None: the eval batch)
     progress: bool = False  # show the training progress bar
-
-    @property
-    def model_factory(self) -> ModelFactory:
-        return self.factory or configured_model(self.train)
 
     @property
     def store(self) -> StoreSpec:
@@ -195,7 +191,7 @@ def active_learning(train: Split, test: Split, pool: torch.Tensor, strategy: Str
     if (resume.model_state is not None or resume.objective_state is not None) and al.retrain != "continue":
         raise ValueError("model_state and objective_state are only used with retrain='continue'")
     if resume.model_state is not None:
-        model = new_model(env.model_factory, train, strategy)
+        model = new_model(env.factory, train, strategy)
         _load_weights(model, resume.model_state, "model_state")
     carried = resume.objective_state
     for cycle in range(resume.cycle, al.cycles):
@@ -261,7 +257,7 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, at: 
     candidates = unlabeled[torch.randperm(len(unlabeled), generator=g)[: al.subset]]
     lab = state.labeled
     if model is None or al.retrain == "scratch":  # weights drawn on the CPU, from this cycle's seed
-        model = new_model(env.model_factory, train, strategy, derive_seed(seed, cycle, 1))
+        model = new_model(env.factory, train, strategy, derive_seed(seed, cycle, 1))
     objective = new_objective(strategy, model, train, (lab.to(device), candidates.to(device)), train_config, device,
                               selects, derive_seed(seed, cycle, 2))
     keep = al.retrain == "continue"

@@ -1,26 +1,19 @@
 """The runs of an experiment as Ray tasks (``tidal run --backend ray [--address HOST:PORT]``).
 
-Each (dataset, imbalance, method, seed) run is one Ray task. The task trains the run with
-:func:`tidal.runs.run_one`, the body the serial loop and the ``--jobs`` workers execute, and
-returns its outputs to the driver: each new cycle's record, its Figure 7 rows (``--track-td``)
-and, with ``retrain="continue"``, the last checkpoint. The driver alone writes the run
-directory, with the :class:`tidal.runs.RunWriter` a serial run uses, so resume, the refusal of
-a different experiment and the report work as for a serial run. A run that was interrupted
-part-way is sent with the writer's :class:`~tidal.loop.Resume` (its labeled set and
-checkpointed weights), and its task continues after the last stored cycle.
-
-Where a run's numbers come from: its seed and its thread count only (:mod:`tidal.workers`).
-A task trains with ``threads`` torch threads (default 1) and asks Ray for as many CPUs, so the
-stored numbers equal a serial run's with ``OMP_NUM_THREADS=1``, whichever node trains a run.
+Each (dataset, imbalance, method, seed) run is one Ray task: :func:`tidal.runs.run_one` from the
+:class:`~tidal.loop.Resume` the driver's :class:`tidal.runs.RunWriter` read, returning its outputs
+(records, Figure 7 rows, the last checkpoint). The driver alone writes them, with the writer a
+serial run uses. A task trains with :data:`THREADS` torch threads, so the stored numbers equal a
+serial run's with ``OMP_NUM_THREADS=1``, whichever node trains a run (:mod:`tidal.workers`).
 
 Failures: a task whose worker process dies (killed, out of memory, a node lost) is run again
-from its start, up to ``max_retries`` times; it is the same computation, so the result is
+from its start, up to :data:`MAX_RETRIES` times; it is the same computation, so the result is
 the same. An error raised by the training itself (e.g. ``TrainingDivergedError``) is not
 retried; it stops the experiment and is raised in the driver as it was raised in the task.
 The cycles of runs that finished are stored; those of runs in flight are not (a run reaches
 the driver whole): re-running the same command continues from the stored cycles.
 
-GPUs: with ``device`` ``cuda`` every task asks Ray for ``1 / runs_per_gpu`` of a GPU, and Ray
+GPUs: with ``device`` ``cuda`` every task asks Ray for ``1 / jobs`` of a GPU, and Ray
 makes the one it assigns the task's ``cuda`` device (``CUDA_VISIBLE_DEVICES``); with
 ``auto`` the tasks use CUDA when the cluster has GPUs.
 
@@ -106,7 +99,7 @@ def check_address(address: str, timeout: float = 5.0) -> None:
 
 
 def run_in_ray(keys: list[RunKey], config: ExperimentConfig, writer: RunWriter, plan: RunOptions,
-               on_cycle: Callable[[CycleRecord], None] | None = None) -> None:
+               on_cycle: Callable[[CycleRecord], None]) -> None:
     """Train the runs ``keys`` as Ray tasks and write their cycles with ``writer`` (its store bound
     to ``config``); ``on_cycle(record)`` runs after each stored cycle.
 
@@ -148,8 +141,7 @@ def run_in_ray(keys: list[RunKey], config: ExperimentConfig, writer: RunWriter, 
             for ref in done:
                 for output in _result(ray, ref, pending.pop(ref)):
                     writer.write(output)
-                    if on_cycle is not None:
-                        on_cycle(output.record)
+                    on_cycle(output.record)
     finally:
         for ref in pending:
             try:

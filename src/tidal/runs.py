@@ -25,7 +25,7 @@ from tidal.errors import RunDirectoryError
 from tidal.io import atomic_path
 from tidal.loop import CycleEnv, Resume, active_learning, derive_seed
 from tidal.results import ANALYSIS_DIR, DB_NAME, CycleRecord, EpochKL, ResultStore, RunKey
-from tidal.rundir import is_tidal_leftover
+from tidal.rundir import RunDirLock, is_tidal_leftover, remove_stale_temp_files
 from tidal.strategies import create_strategy
 from tidal.td_tracking import TDTrackerFactory
 
@@ -238,13 +238,33 @@ def run_one(key: RunKey, config: ExperimentConfig, split: DatasetSplits, env: Cy
 
 @dataclass
 class RunWriter:
-    """The one writer of a run directory's runs: reads where a run resumes from, and writes each
-    finished cycle (its checkpoint, then its row, then the checkpoint it replaces goes). The
-    serial loop, ``--jobs`` workers, the Ray driver and torchrun's rank 0 all write through it."""
+    """The one writer of a run directory's runs: holds its lock and store, reads where a run resumes
+    from, and writes each finished cycle (its checkpoint, then its row, then the checkpoints it
+    replaces go). The serial loop, ``--jobs`` workers, the Ray driver and torchrun's rank 0 all
+    write through it."""
 
     out: Path  # the run directory
     store: ResultStore  # its database, bound to the experiment
     al: ALConfig  # the experiment's protocol (its cycles; retrain="continue" keeps checkpoints)
+    lock: RunDirLock | None = None  # the directory's lock (None in a --jobs worker: its parent holds it)
+
+    @classmethod
+    def open(cls, out: Path, al: ALConfig) -> "RunWriter":
+        """Take the run directory ``out``: create or accept it (:func:`prepare_out`), lock it,
+        remove stale temporary files and open its store."""
+        prepare_out(out)
+        lock = RunDirLock(out)  # released by close, or by the OS if this process dies
+        try:
+            remove_stale_temp_files(out)
+            return cls(out, ResultStore(out / DB_NAME), al, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    def close(self) -> None:
+        self.store.close()
+        if self.lock is not None:
+            self.lock.release()
 
     def resume(self, key: RunKey) -> Resume:
         """Where ``key`` goes on from: after its stored cycles, with their labeled set and, with
@@ -275,7 +295,7 @@ class RunWriter:
 
 
 def train_run(key: RunKey, config: ExperimentConfig, split: DatasetSplits, env: CycleEnv, writer: RunWriter | None,
-              track_td: bool = False, on_cycle: Callable[[CycleRecord], None] | None = None) -> None:
+              track_td: bool, on_cycle: Callable[[CycleRecord], None]) -> None:
     """Train the cycles of ``key`` that ``writer``'s store lacks, committing each as it finishes;
     ``on_cycle(record)`` runs after each commit. Under torchrun every rank calls it; the main
     rank alone holds the writer (the others pass None), reads the resume state and sends it."""
@@ -284,5 +304,4 @@ def train_run(key: RunKey, config: ExperimentConfig, split: DatasetSplits, env: 
     for output in run_one(key, config, split, env, resume, track_td and comm.is_main):
         if comm.is_main:
             writer.write(output)
-            if on_cycle is not None:
-                on_cycle(output.record)
+            on_cycle(output.record)

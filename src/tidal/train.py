@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -61,7 +61,7 @@ class _WorkerSpec:
 
 
 def run_in_workers(keys: list[RunKey], config: ExperimentConfig, out: Path, opts: RunOptions, threads: int,
-                   on_cycle: Callable[[CycleRecord], None] | None = None) -> None:
+                   on_cycle: Callable[[CycleRecord], None]) -> None:
     """Train the runs ``keys`` (in this order of hand-out) on ``min(opts.jobs, len(keys))`` worker
     processes with ``threads`` torch threads each; ``on_cycle(record)`` runs in this process
     after each cycle a worker stored. ``out`` must already be bound to ``config``
@@ -95,8 +95,7 @@ def run_in_workers(keys: list[RunKey], config: ExperimentConfig, out: Path, opts
                 _check_alive(procs)
                 continue
             if kind == "cycle":
-                if on_cycle is not None:
-                    on_cycle(payload)
+                on_cycle(payload)
             elif kind == "done":
                 remaining -= 1
             else:  # "error": the worker's exception, already picklable
