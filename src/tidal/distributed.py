@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -393,8 +393,9 @@ class Ranks(Comm):
         if not strategy.per_sample or not strategy.needs & NEEDS:  # every need is a model pass
             return self.from_main(lambda: select(strategy, scoring, chunk_size, store=store))
         lo, hi = _block(len(scoring.candidates), self.world_size, self.rank, scoring.batch_size)
-        mine = (scoring.candidates[:0].cpu(), torch.zeros(0)) if lo == hi else \
-            select(strategy, scoring.part(lo, hi), chunk_size, store=store)
+        piece = replace(scoring, candidates=scoring.candidates[lo:hi], k=min(scoring.k, hi - lo))
+        mine = (piece.candidates.cpu(), torch.zeros(0)) if lo == hi else select(strategy, piece, chunk_size,
+                                                                                 store=store)
         parts = [p for p in self._objects(mine) if len(p[0])]
         if not parts:
             return select_top_k(torch.zeros(0), torch.zeros(0, dtype=torch.int64), scoring.k)

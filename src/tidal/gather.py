@@ -16,7 +16,7 @@ bit (a float16 store: on the rounded arrays).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -45,10 +45,6 @@ class ScoringPass:
     k: int  # how many to select
     generator: torch.Generator  # the cycle's generator (random and seeded strategies draw from it)
     batch_size: int = 1024  # samples per model forward pass
-
-    def part(self, lo: int, hi: int) -> "ScoringPass":
-        """The pass over candidates ``lo:hi`` alone, selecting at most their number."""
-        return replace(self, candidates=self.candidates[lo:hi], k=min(self.k, hi - lo))
 
 
 def _set_dropout(model: nn.Module, active: bool) -> None:

@@ -105,17 +105,12 @@ class CycleEnv:
     """What every cycle of a run is run with: the settings and where it runs."""
 
     train: TrainConfig  # the training settings (fitted to each cycle's labels by config.adapt_train)
-    al: ALConfig  # the protocol: budget, subset size, cycles, retrain mode, embedding store
+    al: ALConfig  # the protocol: budget, subset size, cycles, retrain mode, embedding store (StoreSpec)
     device: torch.device  # where the splits live and the model trains
     factory: ModelFactory  # builds each cycle's model (e.g. configured_model(train))
     comm: Comm = LOCAL  # one process, or torchrun's processes (tidal.comm)
     chunk_size: int | None = None  # candidates a per_sample strategy scores at a time (None: the eval batch)
     progress: bool = False  # show the training progress bar
-
-    @property
-    def store(self) -> StoreSpec:
-        """Where a set strategy's arrays are kept while it scores (tidal.embedstore)."""
-        return StoreSpec(self.al.embedding_store, self.al.embedding_dtype, self.al.store_dir)
 
 
 @dataclass(frozen=True)
@@ -149,11 +144,9 @@ def new_objective(strategy: Strategy, model: nn.Module, split: Split, ids: tuple
 @contextlib.contextmanager
 def _seeded(seed: int | None) -> Iterator[None]:
     """The CPU generator seeded by ``seed`` inside, restored after (None: left alone)."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
         yield
 
 
@@ -165,12 +158,10 @@ def active_learning(train: Split, test: Split, pool: torch.Tensor, strategy: Str
     Args:
         train, test: splits already on ``env.device``.
         pool: absolute indices of the training samples that may be labeled, ``[N]``.
-        env: the settings and where it runs (:class:`CycleEnv`; ``env.comm`` under torchrun:
-            training, evaluation and scoring are shared out and every rank yields the same
-            cycles, which the caller writes on rank 0 alone).
+        env: the settings and where it runs (:class:`CycleEnv`; under torchrun every rank
+            yields the same cycles, which the caller writes on the main one alone).
         resume: go on after ``resume.cycle`` cycles with its labeled set (default: the random
-            initial set at cycle 0) and, with ``retrain="continue"``, its backbone weights and
-            the objective's carried module (None: a fresh module, as a run that never carried one).
+            initial set) and, with ``retrain="continue"``, its weights (:class:`Resume`).
         epoch_hooks: a hook factory, called with the cycle number before each cycle's training;
             the hook it returns (or None) is passed to ``train_model`` as ``epoch_hook``. The
             caller keeps what the hooks record (e.g. ``tidal.analysis.TDTrackerFactory``).
@@ -215,10 +206,9 @@ def run_cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, s
     ``carried``: with ``retrain="continue"``, the previous cycle's weights of the objective's
     carried module, loaded into this cycle's fresh objective (its per-cycle state stays fresh).
     """
-    device = env.device
     # Everything random in a cycle (dropout masks included) is drawn from generators seeded
     # by (seed, cycle), so a cycle's numbers do not depend on what ran before it in the process.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
         torch.manual_seed(derive_seed(seed, cycle, 3))
         try:
             return _cycle(train, test, state, strategy, (seed, cycle), env, model=model, carried=carried,
@@ -229,11 +219,10 @@ def run_cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, s
             if isinstance(exc, TidalError) or not raised_in_user_code(exc):
                 raise
             text = " ".join(str(exc).split())
-            tc = env.train
             raise ModelError(f"{strategy.name}, seed {seed}, cycle {cycle + 1}: your code (the model, or a strategy of "
                              f"yours) failed while tidal trained, evaluated or scored it on inputs of shape "
-                             f"{tuple(train.input_shape)} in batches of up to {tc.batch_size} (training) / "
-                             f"{tc.eval_batch_size} (inference), {train.num_classes} classes: "
+                             f"{tuple(train.input_shape)} in batches of up to {env.train.batch_size} (training) / "
+                             f"{env.train.eval_batch_size} (inference), {train.num_classes} classes: "
                              f"{type(exc).__name__}{': ' + text if text else ''} (TIDAL_DEBUG=1 shows the traceback)"
                              ) from exc
 
@@ -300,7 +289,8 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, at: 
         try:
             scoring = ScoringPass(model, objective, train, candidates.to(device), lab.to(device), al.budget, g,
                                   train_config.eval_batch_size)
-            selected, scores = comm.select(strategy, scoring, env.chunk_size, store=env.store)
+            store = StoreSpec(al.embedding_store, al.embedding_dtype, al.store_dir)
+            selected, scores = comm.select(strategy, scoring, env.chunk_size, store=store)
             if not bool(torch.isfinite(scores).all()):  # under torchrun: the selection every rank got
                 raise NonFiniteError(f"{int((~torch.isfinite(scores)).sum())} of the {len(scores)} selected "
                                      f"candidates got NaN or infinite {strategy.name} scores")

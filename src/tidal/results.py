@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 from tidal.config import ExperimentConfig
 from tidal.errors import RunDirectoryError
 
-__all__ = ["ANALYSIS_DIR", "DB_NAME", "CycleRecord", "EpochKL", "ResultStore", "RunKey", "TDTrackingRecord", "connect_readonly",
-           "create_database", "identify_database"]
+__all__ = ["ANALYSIS_DIR", "DB_NAME", "CycleRecord", "EpochKL", "ResultStore", "RunKey", "TDTrackingRecord",
+           "connect_readonly", "create_database", "identify_database"]
 
 DB_NAME = "results.sqlite"  # the database of a run directory
 ANALYSIS_DIR = "analysis"  # the run directory's folder of per-sample analyses (tidal.analysis, .npz files)

@@ -1,13 +1,8 @@
-"""One run of an experiment: a (dataset, imbalance, method, seed) trained cycle by cycle into
-the run directory's store, resumable at every cycle boundary.
-
-:func:`run_one` is the one body every way of running executes (the serial loop of
-:func:`tidal.experiment.run_experiment`, each ``--jobs`` worker of :mod:`tidal.workers`, a Ray
-task of :mod:`tidal.ray_backend`, every torchrun rank): it takes a :class:`~tidal.loop.Resume`
-and yields each cycle's outputs. :class:`RunWriter` is the one writer of a run directory's runs
-(resume read, checkpoints, rows); :func:`train_run` joins the two. This module imports neither
-caller.
-"""
+"""One run of an experiment, a (dataset, imbalance, method, seed) trained cycle by cycle and
+resumable at every cycle boundary. :func:`run_one` is the body every way of running executes
+(serial, ``--jobs`` workers, Ray tasks, torchrun ranks): from a :class:`~tidal.loop.Resume` it
+yields each cycle's outputs. :class:`RunWriter` is the one writer of a run directory (lock,
+store, checkpoints, resume read); :func:`train_run` joins the two."""
 
 from __future__ import annotations
 
@@ -29,9 +24,9 @@ from tidal.rundir import RunDirLock, is_tidal_leftover, remove_stale_temp_files
 from tidal.strategies import create_strategy
 from tidal.td_tracking import TDTrackerFactory
 
-__all__ = ["CycleOutput", "RunKey", "RunOptions", "RunWriter", "checkpoint_path", "cpu_platform", "experiment_runs", "load_splits",
-           "make_pool", "platform_difference", "prepare_out", "resolve_device", "run_one", "set_deterministic",
-           "train_run"]
+__all__ = ["CycleOutput", "RunKey", "RunOptions", "RunWriter", "checkpoint_path", "cpu_platform", "experiment_runs",
+           "load_splits", "make_pool", "platform_difference", "prepare_out", "resolve_device", "run_one",
+           "set_deterministic", "train_run"]
 
 _POOL_STREAM = 2_000_003  # stream id for the pool draw (long-tail sampling and slicing)
 
@@ -82,8 +77,7 @@ def _is_weights(state: object) -> bool:
                                            for k, v in state.items())
 
 
-def _load_checkpoint(path: Path, key: RunKey, cycle: int) -> tuple[dict[str, torch.Tensor],
-                                                                  dict[str, torch.Tensor] | None]:
+def _load_checkpoint(path: Path, key: RunKey, cycle: int) -> tuple[dict, dict | None]:
     """``(backbone weights, carried objective weights or None)`` after ``cycle``.
 
     Also reads the older backbone-only files (a bare state dict), whose objective starts afresh.
@@ -186,8 +180,7 @@ def platform_difference(recorded: dict[str, str] | None, here: dict[str, str]) -
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How an experiment's runs are trained beyond its configuration: :func:`tidal.experiment.run_experiment`'s
-    arguments after they are checked."""
+    """How an experiment's runs are trained beyond its configuration (run_experiment's checked arguments)."""
 
     device: torch.device  # where this process trains (under Ray: the CPU; it only checks and writes)
     progress: bool  # progress bars (on the main process only)
@@ -216,14 +209,8 @@ class CycleOutput:
 def run_one(key: RunKey, config: ExperimentConfig, split: DatasetSplits, env: CycleEnv, resume: Resume,
             track_td: bool = False) -> Iterator[CycleOutput]:
     """Train the cycles of run ``key`` after ``resume`` (:meth:`RunWriter.resume`), yielding each
-    finished cycle's outputs; it owns no store and no folder.
-
-    ``split`` is the run's dataset on ``env.device``. ``track_td`` also records the Figure 7
-    rows of each cycle (:class:`tidal.td_tracking.TDTrackerFactory`). Under torchrun every rank
-    calls it with the same arguments and yields the same cycles.
-    """
-    if resume.cycle >= config.al.cycles:
-        return
+    finished cycle's outputs; it owns no store and no folder. ``split``: the run's dataset on
+    ``env.device``; ``track_td``: also the Figure 7 rows (:class:`tidal.td_tracking.TDTrackerFactory`)."""
     hooks = TDTrackerFactory(split.test, config.train.eval_batch_size) if track_td else None
     pool = make_pool(split.train, key.imbalance, config.data.pool_limit, key.seed)
     for r in active_learning(split.train, split.test, pool, create_strategy(key.method, config.strategy), key.seed,
@@ -238,10 +225,9 @@ def run_one(key: RunKey, config: ExperimentConfig, split: DatasetSplits, env: Cy
 
 @dataclass
 class RunWriter:
-    """The one writer of a run directory's runs: holds its lock and store, reads where a run resumes
-    from, and writes each finished cycle (its checkpoint, then its row, then the checkpoints it
-    replaces go). The serial loop, ``--jobs`` workers, the Ray driver and torchrun's rank 0 all
-    write through it."""
+    """The one writer of a run directory: its lock and store, where a run resumes from, and each
+    finished cycle (checkpoint, then row, then the older checkpoints go). The serial loop,
+    ``--jobs`` workers, the Ray driver and torchrun's rank 0 all write through it."""
 
     out: Path  # the run directory
     store: ResultStore  # its database, bound to the experiment

@@ -114,8 +114,7 @@ def train_model(
                 group["lr"] = lr
             total = torch.zeros((), device=device)
             batches = epoch_batches(labeled, config.batch_size, generator)
-            before = comm.snapshot(records)
-            # the same batches and augmentation on every rank; each trains on its piece
+            before = comm.snapshot(records)  # the same batches and augmentation on every rank; each trains its piece
             steps = comm.shard(dataset.batches(batches, aug, generator))
             n_steps = 0
             for idx_dev, x, share in steps:
