@@ -1,6 +1,6 @@
 """One run of an experiment, a (dataset, imbalance, method, seed) trained cycle by cycle and
 resumable at every cycle boundary. :func:`run_one` is the body every way of running executes
-(serial, ``--jobs`` workers, Ray tasks, torchrun ranks): from a :class:`~tidal.loop.Resume` it
+(serial, ``--jobs`` workers, Ray tasks, torchrun processes): from a :class:`~tidal.loop.Resume` it
 yields each cycle's outputs. :class:`RunWriter` is the one writer of a run directory (lock,
 store, checkpoints, resume read); :func:`train_run` joins the two."""
 
