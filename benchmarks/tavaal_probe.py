@@ -27,7 +27,7 @@ from tidal.config import PRESETS
 from tidal.data import load_dataset
 from tidal.experiment import make_pool
 from tidal.models import ResNet18
-from tidal.report.summary import tail_classes
+from tidal.metrics import tail_classes
 from tidal.results import DB_NAME, ResultStore
 from tidal.strategies import TrainContext, create_strategy
 from tidal.train import train_model

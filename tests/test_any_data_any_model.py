@@ -1,8 +1,10 @@
 """Every registered strategy x {built-in ResNet-18, a user CNN found by hooks, an MLP on feature
-vectors} x {in memory, on disk}, two cycles each, through the public ``run_experiment``."""
+vectors} x {in memory, on disk}, and every registered model with the main method, two cycles
+each, through the public ``run_experiment``."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from tidal import ExperimentConfig, run_experiment
 from tidal.config import ALConfig, DataConfig, StrategyConfig, TrainConfig
 from tidal.data import DatasetSplits, FeatureDataset, from_arrays
 from tidal.results import DB_NAME, ResultStore
+from tidal.models import list_models, model_info
 from tidal.strategies import list_strategies
 
 CLASSES = 3
@@ -123,6 +126,25 @@ def test_every_strategy_runs_two_cycles(model: str, storage: str, arrays, image_
         assert r.n_labeled == 20 + 10 * r.cycle
         if r.cycle == 0:
             assert len(r.selected) == 10 and not set(r.selected) & set(r.labeled)
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_every_registered_model_runs_two_cycles_of_the_main_method(model: str, arrays, tmp_path: Path) -> None:
+    """The model registry's loop test (the strategy registry's is tests/strategies/test_registry.py):
+    tidal-entropy reads the features, the embedding and the TD module's outputs of every model."""
+    images = "images" in model_info(model).inputs
+    dataset = from_arrays(*arrays, name="arrays") if images else _features(False, tmp_path)
+    cfg = _config(("tidal-entropy",), model)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1, batch_size=32))  # ResNet-50 on CPU
+    run_experiment(cfg, tmp_path / "run", progress=False, log=lambda _: None, dataset=dataset)
+    store = ResultStore(tmp_path / "run" / DB_NAME)
+    try:
+        rows, stored = store.records(), store.config()
+    finally:
+        store.close()
+    assert stored is not None and stored.train.model == model
+    assert sorted(r.cycle for r in rows) == [0, 1] and len(rows[0].selected) == 10
+    assert all(0.0 <= r.accuracy <= 1.0 for r in rows)
 
 
 @pytest.mark.slow

@@ -81,7 +81,9 @@ def test_folder_with_a_user_model_named_by_module_and_function(tmp_path, capsys,
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--model", "resnet81"], r"unknown model spec 'resnet81' \(did you mean 'resnet18'\?\)"),
+    (["--model", "resnet81"], r"unknown model spec 'resnet81' \(did you mean 'resnet18'\?\); use one of 'mlp', "
+                              r"'resnet18', 'resnet50', 'auto' or 'package.module:function'"),
+    (["--dataset", "cifar-10"], r"unknown dataset 'cifar-10' \(did you mean 'cifar10'\?\); choose one of: cifar10, "),
     (["--model", "no_such_pkg_xyz:f"], r"cannot import 'no_such_pkg_xyz'"),
     (["--dataset", "folder:"], r"names no path"),
     (["--dataset", "npz:/nonexistent/x.npz"], r"/nonexistent/x.npz"),
@@ -100,3 +102,15 @@ def test_datasets_lists_every_source(capsys):
     assert code == 0
     specs = [line.split()[0] for line in stdout.splitlines()]
     assert specs == ["cifar10", "cifar100", "fashion-mnist", "inat2018", "svhn", "folder:PATH", "npz:PATH"]
+    assert all(len(line.split()) > 3 for line in stdout.splitlines())  # each with its description
+
+
+def test_models_lists_every_registered_model_with_its_inputs(capsys):
+    from tidal.models import list_models
+
+    code, stdout, _ = _cli(capsys, "models")
+    assert code == 0
+    rows = [line.split(maxsplit=2) for line in stdout.splitlines()]
+    assert [r[0] for r in rows] == [*list_models(), "auto"] and "resnet18" in list_models()
+    assert {r[0]: r[1] for r in rows}["mlp"] == "vectors" and {r[0]: r[1] for r in rows}["resnet50"] == "images"
+    assert all(len(r) == 3 and r[2] for r in rows)

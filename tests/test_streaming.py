@@ -23,10 +23,13 @@ TC = TrainConfig(epochs=2, width=2, batch_size=16, eval_batch_size=16)
 
 def test_the_per_sample_strategies_are_the_expected_ones():
     assert set(PER_SAMPLE) == {"random", "entropy", "margin", "least-confidence", "bald", "lloss", "tidal-entropy",
-                               "tidal-margin", "tidal-margin-self", "tidal-exact", "vaal", "ta-vaal"}
+                               "tidal-margin", "tidal-margin-self", "tidal-exact", "vaal", "ta-vaal",
+                               "tidal-detached-entropy", "tidal-detached-margin", "tidal-calibrated-entropy",
+                               "tidal-calibrated-margin"}
     # VAAL/TA-VAAL's VAE gives batch-dependent float results (see vaal.py): chunks follow the eval batches.
     assert {n for n in PER_SAMPLE if strategy_class(n).batch_aligned} == {"vaal", "ta-vaal"}
-    assert {"coreset", "badge", "cal", "cal-uncertain"} <= set(list_strategies()) - set(PER_SAMPLE)
+    assert {"coreset", "badge", "cal", "cal-uncertain", "tidal-diverse-entropy", "tidal-diverse-margin"} <= set(
+        list_strategies()) - set(PER_SAMPLE)
 
 
 # Few distinct values so that ties, NaNs and infinities are common.

@@ -31,8 +31,7 @@ from tidal.td_tracking import TDTracker, TDTrackerFactory, kl_to_final_td  # noq
 from tidal.io import atomic_path
 from tidal.inference import batched_outputs
 from tidal.loop import configured_model, derive_seed, new_model, new_objective
-from tidal.report.stats import auroc
-from tidal.report.summary import tail_classes
+from tidal.metrics import auroc, tail_classes
 from tidal.results import ANALYSIS_DIR
 from tidal.strategies import AuxObjective, create_strategy
 from tidal.strategies.scores import entropy, margin

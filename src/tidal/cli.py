@@ -3,7 +3,7 @@
     tidal run --preset quick --methods tidal-entropy random --seeds 0 1 --out runs/demo
     tidal report runs/demo
     tidal analyze-scores --imbalance 10 --out runs/demo
-    tidal methods
+    tidal methods;  tidal datasets;  tidal models
     tidal init PROJECT --data folder:PATH --classes cat dog;  tidal query PROJECT -k 100
     tidal label PROJECT answers.csv;  tidal status PROJECT;  tidal report PROJECT
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import math
 import os
 import re
 import signal
@@ -158,10 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", metavar="RUN_DIR",
                      help="a `tidal run --out` or `tidal analyze-scores --out` directory, or a labelling project "
                           "(`tidal init`: writes PROJECT/report.html)")
+    rep.add_argument("--reference", metavar="METHOD", default=None,
+                     help="the method the paired forest plot compares every other with (default: random where it "
+                          "ran, else the first method); must be a method stored in RUN_DIR")
     _add_analyze_parser(sub)
     _add_project_parsers(sub)
-    sub.add_parser("methods", help="list the registered selection strategies")
-    sub.add_parser("datasets", help="list the data sources (--dataset values)")
+    _add_labelstudio_parsers(sub)
+    sub.add_parser("methods", help="list the registered selection strategies (--methods values)")
+    sub.add_parser("datasets", help="list the registered data sources (--dataset values)",
+                   description="One line per source: its --dataset spec (NAME, or NAME:PATH) and what it reads.")
+    sub.add_parser("models", help="list the registered models (--model values; also auto and package.module:function)",
+                   description="One line per model: its --model name, the inputs it takes (images (C, H, W), vectors "
+                               "(D,)) and what it is; then 'auto'. --model also takes package.module:function, a "
+                               "function of yours returning an nn.Module for num_classes.")
     for command in sub.choices.values():  # `tidal run ... --debug` works as well as `tidal --debug run ...`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the full traceback of an error instead of one line (also: TIDAL_DEBUG=1)")
@@ -261,6 +269,95 @@ def _add_project_parsers(sub: argparse._SubParsersAction) -> None:
                                     "accuracy, final training loss, time; a warning for a round whose model ended "
                                     "near chance) and what is still unlabeled. Reads only.")
     st.add_argument("project", metavar="PROJECT", help="the project directory")
+
+
+def _add_labelstudio_parsers(sub: argparse._SubParsersAction) -> None:
+    """`tidal serve` and `tidal labelstudio push / connect` (docs/labelstudio.md)."""
+    sv = sub.add_parser(
+        "serve", help="a Label Studio ML backend: orders the annotators' queue, pre-annotates, retrains as they label",
+        description="Serve PROJECT as a Label Studio ML backend (GET /health, POST /setup, /predict, /webhook, "
+                    "/train). Annotations arriving by webhook are validated like `tidal label` and stored in the "
+                    "project; Label Studio's training call runs a round of `tidal query` in the background (one at "
+                    "a time; calls meanwhile merge into one follow-up), then its predictions and model_version are "
+                    "pushed to Label Studio (with --label-studio and a token in $LABEL_STUDIO_API_KEY). With "
+                    "$TIDAL_SERVE_SECRET set, every request must carry it (the basic auth password, or "
+                    "Authorization: Bearer SECRET). "
+                    "Start Label Studio with ML_BLOCK_LOCAL_IP=false SSRF_PROTECTION_ENABLED=false to let it call a "
+                    "backend on this machine (docs/labelstudio.md, \"Label in Label Studio\").")
+    sv.add_argument("project", metavar="PROJECT", help="the project directory")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    sv.add_argument("--port", type=int, default=9090, help="port (default: 9090)")
+    sv.add_argument("--label-studio", metavar="URL", help="Label Studio's URL, to push predictions and model_version "
+                                                          "after each retrain (token: $LABEL_STUDIO_API_KEY)")
+    sv.add_argument("--ls-project", type=int, metavar="ID", help="the Label Studio project's id (default: learnt "
+                                                                  "from Label Studio's /setup call)")
+    sv.add_argument("--push", type=int, default=200, metavar="N",
+                    help="predictions pushed after a retrain: the N most informative candidates (default: 200)")
+    sv.add_argument("--top", type=int, metavar="K", help="candidates each retrain ranks (-k of its round; default: "
+                                                         "every unlabeled sample, so /predict answers for any task)")
+    sv.add_argument("--method", help="strategy (default: the project's)")
+    sv.add_argument("--retrain", choices=("scratch", "continue"), default="scratch",
+                    help="each retrain from scratch (default) or from the last round's weights")
+    sv.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+
+    ls = sub.add_parser("labelstudio", help="put a round into Label Studio, or connect `tidal serve` to a project",
+                        description="Talk to a running Label Studio through its REST API; the token comes from "
+                                    "$LABEL_STUDIO_API_KEY (a Personal Access Token: Account & Settings > Personal "
+                                    "Access Token).")
+    lsub = ls.add_subparsers(dest="ls_command", required=True, metavar="ACTION")
+    push = lsub.add_parser("push", help="import a round's tasks and set the project's model_version to the round's",
+                           description="Import round N's tasks.json (default: the latest round) into the Label Studio "
+                                       "project (samples already there get the round's prediction, not a second "
+                                       "task) and set the project's model_version, so the round is pre-annotated "
+                                       "and ordered (Uncertainty sampling, or the prediction score column) for any N.")
+    push.add_argument("project", metavar="PROJECT", help="the tidal project directory")
+    push.add_argument("--url", required=True, help="Label Studio's URL, e.g. http://127.0.0.1:8080")
+    push.add_argument("--ls-project", type=int, required=True, metavar="ID", help="the Label Studio project's id")
+    push.add_argument("--round", type=int, metavar="N", help="the round to push (default: the latest)")
+    con = lsub.add_parser("connect", help="connect `tidal serve` as the project's ML backend, with uncertainty "
+                                          "sampling and a retrain every N annotations",
+                          description="Add the ML backend (POST /api/ml; Label Studio then sends the project's "
+                                      "annotations to BACKEND/webhook), set sampling to Uncertainty sampling and, "
+                                      "with --every, min_annotations_to_start_training. With $TIDAL_SERVE_SECRET set, "
+                                      "the backend is called with it.")
+    con.add_argument("--url", required=True, help="Label Studio's URL, e.g. http://127.0.0.1:8080")
+    con.add_argument("--ls-project", type=int, required=True, metavar="ID", help="the Label Studio project's id")
+    con.add_argument("--backend", default="http://127.0.0.1:9090", help="tidal serve's URL (default: "
+                                                                         "http://127.0.0.1:9090)")
+    con.add_argument("--every", type=int, metavar="N", help="retrain after every N annotations")
+
+
+def _labelstudio_command(args: argparse.Namespace) -> int:
+    import os
+
+    from tidal.project.lsapi import TOKEN_ENV
+
+    token = os.environ.get(TOKEN_ENV, "")
+    secret = os.environ.get("TIDAL_SERVE_SECRET") or None
+    if args.command == "serve":
+        from tidal.project.serve import serve
+
+        serve(args.project, host=args.host, port=args.port, label_studio=args.label_studio, token=token,
+              ls_project=args.ls_project, push=args.push, top=args.top, method=args.method, retrain=args.retrain,
+              device=args.device, secret=secret)
+        return 0
+    if args.ls_command == "push":
+        from tidal.project.lsapi import push_round
+
+        r = push_round(args.project, url=args.url, token=token, ls_project=args.ls_project, round=args.round)
+        version = (f"; model_version is now {r.model_version!r}" if r.model_version else
+                   " (a random round: no predictions, model_version unchanged)")
+        print(f"round {r.round}: {r.imported} tasks imported, {r.predicted} tasks already there got its prediction"
+              f"{version}")
+        return 0
+    from tidal.project.lsapi import connect_backend
+
+    b = connect_backend(url=args.url, token=token, ls_project=args.ls_project, backend=args.backend, every=args.every,
+                        secret=secret)
+    every = f", a retrain every {args.every} annotations" if args.every else ""
+    print(f"Label Studio project {args.ls_project}: ML backend {b.get('id', '?')} at {args.backend}, uncertainty "
+          f"sampling{every}")
+    return 0
 
 
 def _project_command(args: argparse.Namespace) -> int:
@@ -365,78 +462,6 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
             top[flag.name] = value
     return dataclasses.replace(cfg, **top, **{name: dataclasses.replace(getattr(cfg, name), **fields)
                                               for name, fields in sections.items()})
-
-
-# --- what the commands print ------------------------------------------------------------------
-
-def _saved_cycles(out: str | None) -> str:
-    """What an interrupted run left on disk, in words."""
-    from tidal.results import DB_NAME, ResultStore
-
-    if out is None or not (Path(out) / DB_NAME).is_file():
-        return "nothing was saved yet"
-    try:
-        with ResultStore(Path(out) / DB_NAME, readonly=True) as store:
-            counts = store.cycle_counts()
-    except Exception:  # noqa: BLE001 - unreadable now: say so rather than fail while stopping
-        return f"the finished cycles are saved in {Path(out) / DB_NAME}"
-    return (f"{sum(counts.values())} finished cycles of {len(counts)} (method, seed) runs are saved in "
-            f"{Path(out) / DB_NAME}")
-
-
-def _number(x: float, signed: bool = False) -> str:
-    return "-" if not math.isfinite(x) else (f"{x:+.2f}" if signed else f"{x:.2f}")
-
-
-def _aligned(rows: list[list[str]]) -> list[str]:
-    """Rows as lines of columns padded to one width, the first column left-aligned, the others right."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-            for r in rows]
-
-
-def run_summary(out: str | Path) -> str:
-    """Per (dataset, imbalance) setting, a short aligned table of every method: seeds, final test
-    accuracy, relative improvement over random (when random ran) at the last cycle and averaged over
-    cycles 2..K, and area under the accuracy curve: the report's numbers (tidal.report.summary), each
-    column named after its definition; then a warning for every cycle that ended near chance."""
-    from tidal.report import summarize
-    from tidal.results import DB_NAME, ResultStore
-
-    with ResultStore(Path(out) / DB_NAME, readonly=True) as store:
-        records, config = store.records(), store.config()
-    blocks = []
-    for s in summarize(records, cycles=config.al.cycles if config else None):
-        has_random = bool(s.relative)
-        k = len(s.n_labeled)
-        later = "cycle 2" if k == 2 else (f"cycles 2-{k}" if k > 2 else "cycle 1")
-        head = (["method", "seeds", "final acc. (%)"]
-                + ([f"vs random at cycle {k} (%)", f"vs random, mean of {later} (%)"] if has_random else [])
-                + ["area (%)"])
-        rows = [head]
-        for m in s.methods:
-            o = s.overall[m]
-            rel = ((["(reference)", "(reference)"] if m == "random" else
-                    [_number(s.relative[m].mean[-1], signed=True), _number(o.relative[0], signed=True)])
-                   if has_random else [])
-            rows.append([m + (" *" if m == s.best else ""), str(s.accuracy[m].n[-1]),
-                         _number(s.accuracy[m].mean[-1])] + rel + [_number(o.auc[0])])
-        title = (f"{s.dataset}, imbalance {s.imbalance:g}: cycle {k} of {s.cycles}, "
-                 f"{s.n_labeled[-1]} labeled")
-        lines = [title, *("  " + line for line in _aligned(rows))]
-        if s.near_chance:
-            shown = s.near_chance[:3] + ([f"... ({len(s.near_chance) - 3} more in the report)"]
-                                         if len(s.near_chance) > 3 else [])
-            lines.append(f"  warning: {len(s.near_chance)} cycle(s) ended near chance, the model learned (almost) "
-                         "nothing; the training settings may not fit this data (README, \"Presets\"):")
-            lines += [f"    - {w}" for w in shown]
-        blocks.append("\n".join(lines))
-    note = ("Means across seeds, as in the report. vs random: relative improvement over random in %, "
-            "100 x (acc - acc_random) / acc_random\nper seed, at the last cycle and averaged over the cycles after "
-            "the shared random initial set (the report's overview);\nthe average can disagree in sign with the "
-            "final accuracy and the area when one cycle is far off. area: under accuracy vs labeled\n"
-            "samples; *: the highest area. The report gives confidence intervals and per-cycle numbers.")
-    return "\n\n".join(blocks + [note])
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -586,6 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from tidal.errors import TidalError
+    if args.command == "run":  # a stopped run says what it left on disk
+        from tidal.report.text import saved_cycles
 
     empty = _empty_path(parser, args)
     if empty is not None:
@@ -600,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
         if args.command in ("run", "query", "analyze-scores"):  # the commands that train
-            saved = ((lambda: _saved_cycles(args.out)) if args.command == "run" else
+            saved = ((lambda: saved_cycles(args.out)) if args.command == "run" else
                      (lambda: "the round was not stored"))
             watchdog = _TermWatchdog(saved, TERM_GRACE_S)
     try:
@@ -612,14 +639,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "run":
             # Under torchrun a SIGTERM usually means torchrun is stopping every rank because another one stopped.
             why = " (torchrun stops every rank when one fails)" if isinstance(exc, _Terminated) and launch else ""
-            print(f"\ninterrupted{why}: {_saved_cycles(args.out)}; run the same command again to continue from there",
+            print(f"\ninterrupted{why}: {saved_cycles(args.out)}; run the same command again to continue from there",
                   file=sys.stderr)
         elif args.command == "query":
             print("\ninterrupted: the round was not stored; run the same command again (the same labels and seed "
                   "give the same round)", file=sys.stderr)
+        elif args.command == "serve":
+            print("\ntidal serve stopped: every label it acknowledged is in the project or in its serve-inbox.jsonl, "
+                  "which the next `tidal serve` stores; a retrain that was running stored nothing", file=sys.stderr)
+            return 0
         else:
             print("\ninterrupted: nothing was written", file=sys.stderr)
         return code
+    except BrokenPipeError:  # `tidal methods | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except (TidalError, ValueError, OSError) as exc:
         if debug:
             raise
@@ -650,17 +684,28 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.command == "methods":
         from tidal.strategies import list_strategies, strategy_class
 
-        for name in list_strategies():
-            print(f"{name:20s} {strategy_class(name).description}")
+        names = list_strategies()
+        width = max(map(len, names))
+        for name in names:
+            print(f"{name:{width}s}  {strategy_class(name).description}")
         return 0
     if args.command == "datasets":
-        from tidal.data.sources import SOURCE_NOTES, list_sources
+        from tidal.data.sources import list_sources, source_info
 
         for spec in list_sources():
-            print(f"{spec:14s} {SOURCE_NOTES[spec]}")
+            print(f"{spec:14s} {source_info(spec).description}")
+        return 0
+    if args.command == "models":
+        from tidal.models.factory import AUTO_MODELS, list_models, model_info
+
+        for name in list_models():
+            print(f"{name:10s} {'/'.join(model_info(name).inputs):15s} {model_info(name).description}")
+        print(f"{'auto':10s} {'/'.join(AUTO_MODELS):15s} {', '.join(f'{m} for {k}' for k, m in AUTO_MODELS.items())}")
         return 0
     if args.command in ("init", "label", "query", "status"):
         return _project_command(args)
+    if args.command in ("serve", "labelstudio"):
+        return _labelstudio_command(args)
     if args.command == "report" and (Path(args.run_dir) / "project.sqlite").is_file():
         from tidal.project.report import write_project_report
 
@@ -669,8 +714,8 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.command == "report":
         from tidal.report import write_report
 
-        print(write_report(args.run_dir))
-        print(f"wrote {args.run_dir}/report.md, report.html, figures/, results.csv, results.json")
+        print(write_report(args.run_dir, reference=args.reference))
+        print(f"wrote {args.run_dir}/report.md, report.html, figures/, results.csv, results.json, paired.csv")
         return 0
     if args.command == "analyze-scores":
         from tidal.analysis import analyze_scores, format_aurocs
@@ -683,6 +728,7 @@ def _run_command(args: argparse.Namespace) -> int:
         return 0
     from tidal.experiment import run_experiment
     from tidal.report import write_report
+    from tidal.report.text import run_summary
     from tidal.results import DB_NAME
 
     config = config_from_args(args)

@@ -23,12 +23,23 @@ __all__ = [
     "StrategyConfig",
     "TrainConfig",
     "adapt_train",
+    "embedding_store_error",
     "load_config_file",
     "preset",
 ]
 
 
 AMP_MODES = ("off", "bf16")  # TrainConfig.amp: float32, or bfloat16 autocast (no loss scaling needed)
+
+
+def embedding_store_error(kind: str, dtype: str) -> str | None:
+    """Why an embedding store of ``kind`` ("memory" or "disk") and ``dtype`` ("float32" or
+    "float16") cannot be made, or None; ALConfig and ``tidal.embedstore.StoreSpec`` check with it."""
+    if kind not in ("memory", "disk"):
+        return f"embedding_store={kind!r} is not a store kind; use 'memory' or 'disk'"
+    if dtype not in ("float32", "float16"):
+        return f"embedding_dtype={dtype!r} is not supported; use 'float32' or 'float16'"
+    return None
 
 
 @dataclass(frozen=True)
@@ -50,7 +61,7 @@ class TrainConfig:
     lr_decay_at: float = 0.8  # fraction of the epochs after which lr is multiplied by lr_decay (paper: 80/100, 160/200)
     lr_decay: float = 0.1  # multiplicative learning-rate decay
     batch_size: int = 128  # training batch size, in images (a cycle cuts it to leave 2 SGD steps per epoch when its labels fit one batch: adapt_train)
-    model: str = "resnet18"  # network: resnet18 (CIFAR-style), resnet50 (ImageNet layout), mlp (feature vectors), auto, or package.module:function returning an nn.Module for num_classes
+    model: str = "resnet18"  # network: resnet18 (CIFAR-style), resnet50 (ImageNet layout), mlp (feature vectors), auto, or package.module:function returning an nn.Module for num_classes (see `tidal models`)
     weights: str | None = None  # file of initial weights for the model (e.g. an ImageNet ResNet-50 checkpoint), loaded with weights_only=True
     width: int = 64  # ResNet-18 base width in channels (paper: 64)
     crop_padding: int = 4  # random-crop padding in pixels (0 disables the crop; at most 1/7 of the image side: adapt_train)
@@ -147,10 +158,8 @@ class ExperimentConfig:
         need(a.subset >= 1, f"subset={a.subset} must be > 0 (the paper scores a random subset of 10000)")
         need(a.subset >= a.budget, f"subset={a.subset} must be >= budget={a.budget}: top-k is taken from the subset")
         need(a.retrain in ("scratch", "continue"), f"retrain={a.retrain!r} must be 'scratch' or 'continue'")
-        need(a.embedding_store in ("memory", "disk"),
-             f"embedding_store={a.embedding_store!r} is not a store kind; use 'memory' or 'disk'")
-        need(a.embedding_dtype in ("float32", "float16"),
-             f"embedding_dtype={a.embedding_dtype!r} is not supported; use 'float32' or 'float16'")
+        store_error = embedding_store_error(a.embedding_store, a.embedding_dtype)
+        need(store_error is None, str(store_error))
         need(t.epochs >= 1, f"epochs={t.epochs} must be >= 1")
         need(t.lr > 0, f"lr={t.lr} must be > 0")
         need(0 <= t.momentum < 1, f"momentum={t.momentum} must be in [0, 1)")

@@ -39,9 +39,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["STORE_DTYPES", "STORE_KINDS", "EmbeddingStore", "StoreSpec", "StoredRows", "as_rows", "row_spans"]
+from tidal.config import embedding_store_error
 
-STORE_KINDS = ("memory", "disk")
+__all__ = ["STORE_DTYPES", "EmbeddingStore", "StoreSpec", "StoredRows", "as_rows", "row_spans"]
+
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 ALIGN = 64  # rows: blocks start at multiples of this (see the module docstring)
 BLOCK_BYTES = 16 << 20  # float32 bytes of one row block by default
@@ -64,10 +65,8 @@ class StoreSpec:
     block_rows: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in STORE_KINDS:
-            raise ValueError(f"embedding_store={self.kind!r} is not a store kind; use 'memory' or 'disk'")
-        if self.dtype not in STORE_DTYPES:
-            raise ValueError(f"embedding_dtype={self.dtype!r} is not supported; use 'float32' or 'float16'")
+        if (error := embedding_store_error(self.kind, self.dtype)) is not None:
+            raise ValueError(error)
         if self.block_rows is not None and (not isinstance(self.block_rows, int) or self.block_rows < ALIGN
                                             or self.block_rows % ALIGN):
             raise ValueError(f"block_rows={self.block_rows!r} must be a positive multiple of {ALIGN} "

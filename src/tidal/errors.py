@@ -39,16 +39,17 @@ class RunDirectoryError(TidalError, ValueError):
     """The output directory holds results of a different experiment."""
 
 
-def did_you_mean(name: str, valid: Iterable[str], preferred: Iterable[str] = ()) -> str:
+def did_you_mean(name: str, valid: Iterable[str], preferred: Iterable[str] = (), cutoff: float = 0.6) -> str:
     """``" (did you mean 'x'?)"`` for the valid name closest to a mistyped ``name``, or ``""``.
 
     The valid names that start with ``name`` (``tidal`` -> ``tidal-entropy``, ``tidal-exact``)
     count as close too; of the close names, the first of ``preferred`` that is one wins (the
-    main method rather than a costly variant), else the closest by spelling."""
+    main method rather than a costly variant), else the closest by spelling. ``cutoff``: the
+    least similarity (difflib's ratio, 0..1) of a close name."""
     import difflib
 
     valid = list(valid)
-    close = difflib.get_close_matches(name, valid, n=3)
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=cutoff)
     close += [v for v in valid if name and v.startswith(name) and v not in close]
     best = next((p for p in preferred if p in close), close[0] if close else None)
     return f" (did you mean {best!r}?)" if best else ""

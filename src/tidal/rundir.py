@@ -27,11 +27,11 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no lock
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_NAME", "RunDirLock", "check_unlocked", "is_tidal_leftover", "remove_stale_temp_files"]
+__all__ = ["LOCK_NAME", "TEMP_NAME", "RunDirLock", "check_unlocked", "is_tidal_leftover", "remove_stale_temp_files"]
 
 LOCK_NAME = ".tidal.lock"  # the lock file inside a run directory
-# the names of tidal.io.atomic_path's and tidal.results.create_database's files: tempfile.mkstemp, 8 random chars
-_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+# the names of tidal.io.atomic_path's and tidal.sqlite.create_database's files: tempfile.mkstemp, 8 random chars
+TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 _POLL_S = 0.05  # seconds between tries while waiting for the lock
 _TEMP_DIRS = (".", "figures", "checkpoints", "analysis")  # where tidal writes files, inside a run directory
 
@@ -123,7 +123,7 @@ def is_tidal_leftover(name: str) -> bool:
     """Whether a file called ``name`` in a directory is tidal's own: the lock, or the temporary
     file of an atomic write or of a database's creation that a killed process left behind (an
     otherwise empty directory holding one is still empty to ``tidal run`` and ``tidal init``)."""
-    return name == LOCK_NAME or _TEMP_NAME.fullmatch(name) is not None
+    return name == LOCK_NAME or TEMP_NAME.fullmatch(name) is not None
 
 
 def remove_stale_temp_files(out: str | Path) -> list[Path]:
@@ -133,7 +133,7 @@ def remove_stale_temp_files(out: str | Path) -> list[Path]:
     for sub in _TEMP_DIRS:
         d = Path(out) / sub
         for p in d.glob(".*.tmp") if d.is_dir() else ():
-            if _TEMP_NAME.fullmatch(p.name) and p.is_file():
+            if TEMP_NAME.fullmatch(p.name) and p.is_file():
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed

@@ -120,12 +120,55 @@ def write_fashion_mnist(root: Path, n_train: int = 20, n_test: int = 10) -> None
     write_idx(root / fm.FILES["test_labels"], (np.arange(n_test) % 10).astype(np.uint8))
 
 
-# source name -> writer of its official files into a folder (tests/data/test_sources.py loops over it)
+def write_inat2018(root: Path, per_split: int = 4) -> None:
+    """``train2018.json`` / ``val2018.json`` (COCO-like) over JPEGs under ``train_val2018/``, 2 categories."""
+    import json
+
+    from PIL import Image
+
+    for split in ("train2018.json", "val2018.json"):
+        images, annotations = [], []
+        for i in range(per_split):
+            rel = f"train_val2018/Plantae/{i % 2}/{split[:3]}{i}.jpg"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((12, 16, 3), 40 * i, np.uint8)).save(root / rel)
+            images.append({"id": i, "file_name": rel, "width": 16, "height": 12})
+            annotations.append({"id": i, "image_id": i, "category_id": i % 2})
+        (root / split).write_text(json.dumps({"images": images, "annotations": annotations,
+                                              "categories": [{"id": 0, "name": "Quercus"}, {"id": 1, "name": "Anas"}]}))
+
+
+def write_folder(root: Path, per_class: int = 4) -> Path:
+    """PNG images in ``root/images/<class>/``, three classes; returns the folder."""
+    from PIL import Image
+
+    for c in range(3):
+        (root / "images" / f"class{c}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((10, 10, 3), 60 * c + i, np.uint8)).save(root / "images" / f"class{c}" / f"{i}.png")
+    return root / "images"
+
+
+def write_npz(root: Path, n_train: int = 12, n_test: int = 6, dim: int = 5) -> Path:
+    """``root/features.npz`` with float feature vectors (x_train, y_train, x_test, y_test), three classes."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{k}_{part}": v for part, n in (("train", n_train), ("test", n_test))
+              for k, v in (("x", rng.normal(size=(n, dim)).astype(np.float32)), ("y", np.arange(n) % 3))}
+    np.savez(root / "features.npz", **arrays)
+    return root / "features.npz"
+
+
+# spec form (`tidal datasets`) -> writer of tiny files in that source's official format into a
+# folder, returning the spec to load them with (tests/data/test_sources.py loops over every source)
 WRITERS = {
-    "fashion-mnist": write_fashion_mnist,
-    "cifar10": lambda root: write_cifar(root, CIFAR10),
-    "cifar100": lambda root: write_cifar(root, CIFAR100),
-    "svhn": write_svhn,
+    "fashion-mnist": lambda root: (write_fashion_mnist(root), "fashion-mnist")[1],
+    "cifar10": lambda root: (write_cifar(root, CIFAR10), "cifar10")[1],
+    "cifar100": lambda root: (write_cifar(root, CIFAR100), "cifar100")[1],
+    "svhn": lambda root: (write_svhn(root), "svhn")[1],
+    "inat2018": lambda root: (write_inat2018(root), "inat2018")[1],
+    "folder:PATH": lambda root: f"folder:{write_folder(root)}",
+    "npz:PATH": lambda root: f"npz:{write_npz(root)}",
 }
 
 

@@ -78,7 +78,7 @@ def test_subset_and_to_still_work():
 def test_channel_stats_match_a_direct_computation():
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (9, 3, 5, 4), generator=g, dtype=torch.uint8)
-    mean, std = channel_stats(x, chunk=4)
+    mean, std = channel_stats(x.split(4))
     ref = x.double().div(255).permute(1, 0, 2, 3).reshape(3, -1)
     assert torch.allclose(torch.tensor(mean, dtype=torch.float64), ref.mean(1))
     assert torch.allclose(torch.tensor(std, dtype=torch.float64), ref.std(1, unbiased=False))

@@ -130,7 +130,7 @@ def test_check_model_spec():
     with pytest.raises(ValueError, match="has no attribute 'MPL'; did you mean 'MLP'"):
         check_model_spec("tidal.models.mlp:MPL")
     with pytest.raises(ValueError, match="names a tuple, not a function"):
-        check_model_spec("tidal.models.factory:BUILTIN_MODELS")
+        check_model_spec("tidal.models.factory:INPUT_KINDS")
     with pytest.raises(ValueError, match="model spec 3 is a int"):
         check_model_spec(3)
 
@@ -229,3 +229,68 @@ def test_a_standard_library_function_as_model_is_a_model_error_and_runs_nothing(
 
     with pytest.raises(ModelError, match=r"model 'os:system' failed when tidal built it as system\(10\)"):
         build_model("os:system", num_classes=10, input_shape=(1, 28, 28))
+
+
+# --- the model registry ------------------------------------------------------------------------
+
+def test_list_models_and_their_metadata():
+    from tidal.models import list_models, model_info
+
+    assert list_models() == ["mlp", "resnet18", "resnet50"] and list_models("res*") == ["resnet18", "resnet50"]
+    for name in list_models():
+        info = model_info(name)
+        assert info.name == name and info.description and "\n" not in info.description
+        assert info.inputs and set(info.inputs) <= {"images", "vectors"}
+    assert [n for n in list_models() if model_info(n).weights] == ["resnet50"]
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("resnet81", r"^unknown model spec 'resnet81' \(did you mean 'resnet18'\?\); use one of 'mlp', 'resnet18', "
+                 r"'resnet50', 'auto' or 'package.module:function' naming an importable function"),
+    ("resnet", r"^unknown model spec 'resnet' \(did you mean 'resnet18'\?\)"),
+    ("vit", r"^unknown model spec 'vit'; use one of 'mlp', "),
+])
+def test_an_unknown_model_is_one_line_quoting_it(spec, message):
+    from tidal.models import model_info
+
+    for call in (lambda: check_model_spec(spec), lambda: build_model(spec, 2, (3, 8, 8)), lambda: model_info(spec)):
+        with pytest.raises(ValueError, match=message) as err:
+            call()
+        assert "\n" not in str(err.value)
+
+
+def test_registration_refuses_duplicates_and_missing_metadata():
+    from tidal.models import list_models, register_model
+
+    def build(num_classes, input_shape, **_):
+        raise AssertionError("never called")
+
+    for kwargs, message in [
+        (dict(name="resnet18", description="again", inputs=("images",)), "model name 'resnet18' is already registered"),
+        (dict(name="new", description="", inputs=("images",)), "needs a one-line description"),
+        (dict(name="new", description="a net", inputs=()), r"inputs=\(\) must name some of \('images', 'vectors'\)"),
+        (dict(name="new", description="a net", inputs=("audio",)), "must name some of"),
+        (dict(name="auto", description="a net", inputs=("images",)), "taken by the spec forms"),
+        (dict(name="pkg:fn", description="a net", inputs=("images",)), "taken by the spec forms"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            register_model(**kwargs)(build)
+    with pytest.raises(ValueError, match=r"cannot be called with 2 argument\(s\) and the keywords dropout, width"):
+        register_model("strict", "a net", inputs=("vectors",))(lambda num_classes, input_shape: None)
+    assert list_models() == ["mlp", "resnet18", "resnet50"]
+
+
+def test_a_registered_model_is_built_by_name(monkeypatch):
+    from tidal.models import factory, list_models, model_name, register_model
+
+    monkeypatch.setattr(factory, "_MODELS", type(factory._MODELS)("model", factory._MODELS._unknown, quote=True))
+
+    @register_model("tiny-mlp", "an MLP of width 8", inputs=("vectors",))
+    def tiny(num_classes, input_shape, dropout, **_):
+        return MLP(input_shape[0], num_classes, hidden=(8,), dropout=dropout)
+
+    assert list_models() == ["tiny-mlp"] and model_name("tiny-mlp") == "tiny-mlp"
+    model = build_model("tiny-mlp", 3, (5,))
+    assert isinstance(model, MLP) and model(torch.randn(2, 5)).logits.shape == (2, 3)
+    with pytest.raises(ValueError, match=r"model 'tiny-mlp' needs feature vectors \(D,\), got input_shape=\(1, 4, 4\)"):
+        build_model("tiny-mlp", 3, (1, 4, 4))

@@ -24,6 +24,7 @@ from tidal.project.labelstudio import (
     local_files,
     local_files_url,
     main,
+    queue_scores,
     read_export,
     url_prefix,
     write_tasks,
@@ -107,11 +108,27 @@ def test_write_tasks_writes_the_agreed_task_shape(tmp_path: Path) -> None:
     assert "ä".encode() in raw  # UTF-8, not \u escapes
     tasks = json.loads(raw.decode("utf-8"))
     assert tasks[0] == {
-        "data": {"image": "/data/local-files/?d=pool/sub%20dir/%C3%A4%201.png", "tidal_id": 7, "path": "sub dir/ä 1.png"},
-        "predictions": [{"model_version": "tidal round 3", "score": 0.25, "result": [
+        "data": {"image": "/data/local-files/?d=pool/sub%20dir/%C3%A4%201.png", "tidal_id": 7, "path": "sub dir/ä 1.png",
+                 "tidal_score": 0.25},
+        "predictions": [{"model_version": "tidal round 3", "score": 0.5, "result": [
             {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["dog & co"]}}]}]}
     assert [t["data"]["tidal_id"] for t in tasks] == [7, 2]
-    assert [t["predictions"][0]["score"] for t in tasks] == [0.25, 1.5]
+    # Label Studio serves the lowest prediction score first: the most informative (1.5) gets 0
+    assert [t["predictions"][0]["score"] for t in tasks] == [0.5, 0.0]
+    assert [t["data"]["tidal_score"] for t in tasks] == [0.25, 1.5]  # the raw TiDAL score stays in the data
+
+
+def test_queue_scores_are_one_minus_the_percentile_rank() -> None:
+    # hand-computed: n = 4, ranked 3.0 > 2.0 (first given) > 2.0 > -1.0: positions 0..3 over 4
+    assert queue_scores([2.0, -1.0, 3.0, 2.0]) == [0.25, 0.75, 0.0, 0.5]
+    assert queue_scores([7.0]) == [0.0]
+    assert queue_scores([]) == []
+    scores = [0.3, 9.0, -2.0, 4.5, 4.4]
+    q = queue_scores(scores)
+    assert all(0.0 <= v < 1.0 for v in q)
+    assert sorted(range(5), key=lambda i: q[i]) == sorted(range(5), key=lambda i: -scores[i])  # same order, reversed
+    with pytest.raises(ValueError, match="nan is not a finite"):
+        queue_scores([1.0, float("nan")])
 
 
 def test_write_tasks_without_a_model_has_no_prediction(tmp_path: Path) -> None:

@@ -67,6 +67,28 @@ def test_tidal_and_a_subset(tiny_splits):
     assert len(r.ids) == 5 and r.accuracy is None  # a split alone: no holdout
 
 
+def test_a_pool_built_with_from_torch_datasets_is_relabelled_and_trained_on(tiny_splits):
+    from torch.utils.data import Dataset
+
+    from tidal.data import from_torch_datasets
+
+    class Tensors(Dataset):
+        def __init__(self, split):
+            self.split = split
+
+        def __len__(self):
+            return len(self.split)
+
+        def __getitem__(self, i):
+            return self.split.images[i].float() / 255, int(self.split.labels[i])
+
+    pool = from_torch_datasets(Tensors(tiny_splits.train), Tensors(tiny_splits.test), workers=0)
+    labeled = list(range(0, 40))
+    r = query("auto", pool, labeled, tiny_splits.train.labels[:40].tolist(), 5, "entropy", train_config=TINY)
+    assert not r.random and r.n_labeled == 40 and r.class_counts == [10, 10, 10, 10] and len(r.ids) == 5
+    assert not set(r.ids.tolist()) & set(labeled) and r.accuracy is not None
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(k=300), "k=300 is larger than the 236 unlabeled samples"),
     (dict(k=0), "must be an integer >= 1"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from tidal.report.stats import area_under_curve, auroc, kl_divergence, mean_ci, mean_interval, t_quantile
+from tidal.report.stats import area_under_curve, kl_divergence, mean_ci, mean_interval, t_quantile
 
 
 def test_mean_ci_by_hand():
@@ -58,36 +58,6 @@ def test_mean_interval_is_the_t_interval_clipped_to_the_attainable_range():
     assert mean == 99.0 and math.isnan(lo) and math.isnan(hi)
     with pytest.raises(ValueError, match="low=1"):
         mean_interval([1.0, 2.0], low=1.0, high=0.0)
-
-
-def test_auroc_by_hand():
-    # positives 0.35 and 0.8, negatives 0.1 and 0.4: of the 4 pairs, 3 rank the positive higher
-    assert auroc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == 0.75
-    # ties count one half: pos {2, 3} vs neg {1, 2}: (1 + 0.5 + 1 + 1) / 4
-    assert auroc([1, 2, 2, 3], [False, True, False, True]) == 0.875
-    assert auroc([5, 5, 5, 5], [True, False, True, False]) == 0.5
-    assert auroc([0.0, 1.0], [False, True]) == 1.0
-    assert auroc([0.0, 1.0], [True, False]) == 0.0
-
-
-def test_auroc_equals_pairwise_definition_and_mann_whitney():
-    rng = np.random.default_rng(0)
-    scores = rng.integers(0, 6, size=40).astype(float)  # many ties
-    pos = rng.random(40) < 0.4
-    p, n = scores[pos], scores[~pos]
-    pairwise = ((p[:, None] > n[None, :]).sum() + 0.5 * (p[:, None] == n[None, :]).sum()) / (p.size * n.size)
-    assert auroc(scores, pos) == pytest.approx(pairwise, rel=1e-12)
-    u = sps.mannwhitneyu(p, n).statistic
-    assert auroc(scores, pos) == pytest.approx(u / (p.size * n.size), rel=1e-12)
-
-
-def test_auroc_errors():
-    with pytest.raises(ValueError, match="0 positive"):
-        auroc([0.1, 0.2], [False, False])
-    with pytest.raises(ValueError, match="3 values"):
-        auroc([0.1, 0.2, 0.3], [True, False])
-    with pytest.raises(ValueError, match="NaN"):
-        auroc([0.1, float("nan")], [True, False])
 
 
 def test_kl_divergence_by_hand():

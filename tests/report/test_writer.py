@@ -18,7 +18,7 @@ from tidal.report.tables import overview_table
 from tidal.results import DB_NAME, ResultStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FIGURES = ["relative", "accuracy", "ablation", "classes", "timing"]
+FIGURES = ["relative", "accuracy", "ablation", "classes", "timing", "paired"]
 
 
 def test_writes_report_files_and_every_figure(run_dir):
@@ -59,7 +59,8 @@ def test_returns_the_summary_markdown(synth, tmp_path):
     summary = write_report(run)
     with ResultStore(run / DB_NAME) as store:
         (s,) = summarize(store.records())
-    assert summary == format_markdown([s])
+    assert summary.startswith(format_markdown([s]))  # then the paired wins / ties / losses table
+    assert "#### fashion-mnist, imbalance ratio 10: paired" in summary and "| tidal-entropy | W +" in summary
     overview = overview_table(s).to_markdown()
     assert "| **tidal-entropy** |" in overview and overview in summary and overview in (run / "report.md").read_text()
 
@@ -119,9 +120,9 @@ def test_written_files_follow_the_umask(synth, tmp_path, umask, mode):
         write_report(run)
     finally:
         os.umask(old)
-    written = [run / n for n in ("report.md", "report.html", "results.csv", "results.json")]
+    written = [run / n for n in ("report.md", "report.html", "results.csv", "results.json", "paired.csv")]
     written += sorted((run / "figures").glob("*.png"))
-    assert len(written) == 4 + len(FIGURES)
+    assert len(written) == 5 + len(FIGURES)
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in written} == {p.name: mode for p in written}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from tidal.data.arrays import from_arrays, load_npz
@@ -13,16 +12,17 @@ from tidal.data.files import FileDataset
 from tidal.data.folder import load_folder
 from tidal.data.inat import load_inat2018
 from tidal.data.longtail import longtail_counts, longtail_indices
-from tidal.data.sources import NAMED_SOURCES, check_source_spec, is_source, list_sources, load_source
+from tidal.data.sources import (SourceInfo, check_source_spec, is_source, list_sources, load_source, register_source,
+                                source_info)
 from tidal.data.torch_source import from_torch_datasets
 
 __all__ = [
-    "DATASETS",
     "DatasetSplits",
     "Augment",
     "FeatureDataset",
     "FileDataset",
     "ImageDataset",
+    "SourceInfo",
     "Split",
     "augment",
     "check_source_spec",
@@ -38,13 +38,10 @@ __all__ = [
     "load_source",
     "longtail_counts",
     "longtail_indices",
+    "register_source",
+    "source_info",
     "to_float",
 ]
-
-# Kept for compatibility: name -> loader(data_dir, download) of the official in-memory
-# datasets. New code should use load_source / check_source_spec / list_sources, which
-# also know npz:PATH, folder:PATH and inat2018.
-DATASETS: dict[str, Callable[[str | Path | None, bool], DatasetSplits]] = NAMED_SOURCES
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> DatasetSplits:

@@ -4,19 +4,26 @@ One function, :func:`check_splits`, holds the checks shared by all sources (Fash
 CIFAR, SVHN, ``npz:`` files, user arrays), so a bad file fails the same way whichever
 source read it: a :class:`~tidal.errors.DatasetError` of one line that names the file or
 source, quotes the bad value and says the fix. :func:`image_split` builds an in-memory
-split and turns the split's own shape checks into the same kind of error.
+split and turns the split's own shape checks into the same kind of error. The data constants
+every source shares (the smallest image, the in-memory threshold, the statistics sample) and
+the per-channel statistics live here too.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 
 from tidal.data.dataset import DatasetSplits, FeatureDataset, ImageDataset
 from tidal.errors import DatasetError
 
-__all__ = ["MIN_IMAGE_SIZE", "channel_stats", "check_splits", "feature_split", "image_split"]
+__all__ = ["IN_MEMORY_BYTES", "MIN_IMAGE_SIZE", "STATS_SAMPLE", "channel_stats", "check_splits", "feature_split",
+           "image_split", "stats_ids"]
 
 MIN_IMAGE_SIZE = 8  # pixels: the smallest height/width a CIFAR-style ResNet can downsample usefully
+IN_MEMORY_BYTES = 1 << 30  # decoded uint8 size below which a folder (or a folder pool) is held in memory (1 GiB)
+STATS_SAMPLE = 2000  # training (or pool) images the per-channel mean and std are computed from
 
 
 def image_split(images: torch.Tensor, labels: torch.Tensor, num_classes: int, mean: tuple[float, ...],
@@ -36,25 +43,35 @@ def feature_split(features: torch.Tensor, labels: torch.Tensor, num_classes: int
         raise DatasetError(f"{source}: {exc}") from exc
 
 
-def channel_stats(images: torch.Tensor, chunk: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (population) standard deviation of uint8 ``[N, C, H, W]``, in [0, 1] units.
+def stats_ids(n: int, most: int = STATS_SAMPLE) -> torch.Tensor:
+    """int64 ids of at most ``most`` of ``n`` samples, evenly spaced: those the statistics read."""
+    return torch.linspace(0, n - 1, min(n, most)).round().long().unique()
 
-    Accumulates in float64 over chunks of ``chunk`` images (default: about 2**24 values,
-    128 MiB, per chunk), so memory stays small whatever the image size.
+
+def channel_stats(batches: torch.Tensor | Iterable[torch.Tensor], channels: int = 3, scale: float = 255.0,
+                  floor: float = 0.0, digits: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) standard deviation of ``[b, C, H, W]`` batches (or of
+    uint8 ``[N, C, H, W]``, read in chunks of about 2**24 values, 128 MiB), in [0, 1] units: uint8
+    values divided by ``scale`` (1 for floats already in [0, 1]), summed in float64.
+
+    The std is at least ``floor`` (``1 / 255``: constant images divide by nothing tiny); both
+    are rounded to ``digits`` when given. No batch at all gives NaN.
     """
-    c = images.shape[1]
-    if chunk is None:
-        chunk = max(1, (1 << 24) // max(1, images[0].numel() if len(images) else 1))
-    total = torch.zeros(c, dtype=torch.float64)
-    squares = torch.zeros(c, dtype=torch.float64)
-    for start in range(0, images.shape[0], chunk):
-        x = images[start:start + chunk].to(torch.float64).div_(255.0)
-        total += x.sum(dim=(0, 2, 3))
-        squares += x.square().sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
+    if isinstance(batches, torch.Tensor):
+        channels = batches.shape[1]
+        batches = batches.split(max(1, (1 << 24) // max(1, batches[0].numel() if len(batches) else 1)))
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    count = 0
+    for x in batches:
+        x = x.double().div_(scale)
+        total += x.sum((0, 2, 3))
+        squares += x.square().sum((0, 2, 3))
+        count += x.numel() // channels
     mean = total / count
-    std = (squares / count - mean.square()).clamp_min(0).sqrt()
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(floor)
+    values = [[float(v) if digits is None else round(float(v), digits) for v in t] for t in (mean, std)]
+    return tuple(values[0]), tuple(values[1])
 
 
 def check_splits(splits: DatasetSplits, source: str, allow_unlabeled: bool = False) -> DatasetSplits:

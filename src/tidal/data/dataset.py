@@ -14,19 +14,19 @@ absolute ids and never looks at how it holds its samples:
                   order; with ``augment`` (training) the inputs are augmented with randomness
                   from ``generator`` (a CPU ``torch.Generator``). A disk-backed split decodes
                   ahead in worker processes here.
-``to(device)``, ``subset(ids)``, ``len()``
+``to(device)``, ``subset(ids)``, ``with_labels(labels)`` (the same samples, other labels), ``len()``
 
-Three implementations: :class:`ImageDataset` (uint8 images in memory, augmentation on whole
+Implementations: :class:`ImageDataset` (uint8 images in memory, augmentation on whole
 batches: the fast path for FashionMNIST, CIFAR and SVHN), :class:`FeatureDataset` (float
-feature vectors in memory, e.g. embeddings from a foundation model) and
-``tidal.data.files.FileDataset`` (images decoded from disk on demand: iNaturalist, large
-folders).
+feature vectors in memory, e.g. embeddings from a foundation model) and the disk-backed
+``tidal.data.files.DiskSplit`` kinds: ``FileDataset`` (images decoded from disk on demand:
+iNaturalist, large folders) and ``TorchSourceDataset`` (a user's torch ``Dataset``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -72,6 +72,8 @@ class Split(Protocol):
     def to(self, device: torch.device | str) -> "Split": ...
 
     def subset(self, ids: torch.Tensor) -> "Split": ...
+
+    def with_labels(self, labels: torch.Tensor) -> "Split": ...
 
 
 def _check_labels(labels: torch.Tensor, n: int, what: str, cls: str) -> None:
@@ -149,6 +151,10 @@ class ImageDataset:
         """A smaller split holding ``indices`` (re-indexed from 0); used for test slices."""
         return ImageDataset(self.images[indices], self.labels[indices], self.num_classes, self.mean, self.std)
 
+    def with_labels(self, labels: torch.Tensor) -> "ImageDataset":
+        """The same images with ``labels`` (int64 ``[N]``) in place of their own, on the split's device."""
+        return replace(self, labels=labels.to(self.device))
+
 
 @dataclass(frozen=True)
 class FeatureDataset:
@@ -195,6 +201,10 @@ class FeatureDataset:
 
     def subset(self, indices: torch.Tensor) -> "FeatureDataset":
         return FeatureDataset(self.features[indices], self.labels[indices], self.num_classes)
+
+    def with_labels(self, labels: torch.Tensor) -> "FeatureDataset":
+        """The same features with ``labels`` (int64 ``[N]``) in place of their own, on the split's device."""
+        return replace(self, labels=labels.to(self.device))
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,8 @@ from tidal.data.augment import to_float
 from tidal.data.dataset import Augment
 from tidal.errors import DatasetError
 
-__all__ = ["FileDataset", "decode_ahead", "decode_errors", "describe", "load_rgb", "open_rgb", "random_resized_crop",
-           "resize_center_crop", "to_chw"]
+__all__ = ["DiskSplit", "FileDataset", "decode_ahead", "decode_errors", "describe", "load_rgb", "open_rgb",
+           "random_resized_crop", "resize_center_crop", "to_chw"]
 
 SCALE = (0.08, 1.0)  # random resized crop: fraction of the image area kept
 RATIO = (3 / 4, 4 / 3)  # random resized crop: width / height range of the box
@@ -173,13 +173,41 @@ class _Batches(TorchDataset):
             return self.batch_ids[i], torch.empty(0, dtype=torch.uint8), str(exc)
 
 
-def inputs_in_chunks(split, ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """``split.inputs(ids)`` for a worker-decoded split: its un-augmented ``batches`` of ``chunk``
-    ids, concatenated, float32 ``[b, *split.input_shape]`` on ``split.device``."""
-    ids = torch.as_tensor(ids, dtype=torch.int64).cpu()
-    if len(ids) == 0:
-        return torch.empty((0, *split.input_shape), device=split.device)
-    return torch.cat([x for _, x in split.batches(ids.split(chunk))])
+class DiskSplit:
+    """What the disk-backed splits share (:class:`FileDataset`, ``TorchSourceDataset``): labels on
+    the split's device, inputs from the workers' batches, and ``to``/``subset``/``with_labels``,
+    which rebuild the split with ``_with(keep, labels)``: its per-sample sources (files, dataset
+    positions) indexed by ``keep`` (``None``: all of them, as they are) and ``labels``."""
+
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.labels.device
+
+    def inputs(self, ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+        """Un-augmented float32 ``[b, *input_shape]`` of ``ids`` on ``device``: the workers'
+        ``batches`` of ``chunk`` ids, concatenated."""
+        ids = torch.as_tensor(ids, dtype=torch.int64).cpu()
+        if len(ids) == 0:
+            return torch.empty((0, *self.input_shape), device=self.device)
+        return torch.cat([x for _, x in self.batches(ids.split(chunk))])
+
+    def to(self, device: torch.device | str) -> DiskSplit:
+        """The same split with its outputs (and labels) on ``device``."""
+        return self._with(None, self.labels.to(device))
+
+    def subset(self, indices: torch.Tensor) -> DiskSplit:
+        """A smaller split holding ``indices`` (re-indexed from 0)."""
+        indices = torch.as_tensor(indices, dtype=torch.int64)
+        return self._with(indices.cpu().numpy(), self.labels[indices.to(self.device)])
+
+    def with_labels(self, labels: torch.Tensor) -> DiskSplit:
+        """The same split with ``labels`` (int64 ``[N]``) in place of its own, on its device."""
+        return self._with(None, labels.to(self.device))
 
 
 def decode_ahead(decode: Callable[[torch.Tensor, int | None], torch.Tensor], batch_ids: Iterable[torch.Tensor],
@@ -222,7 +250,7 @@ def _decode_files(paths: np.ndarray, size: int, resize_eval: bool, ids: torch.Te
     return out
 
 
-class FileDataset:
+class FileDataset(DiskSplit):
     """One split of images stored as files, decoded on demand (see the module docstring).
 
     Args:
@@ -257,9 +285,6 @@ class FileDataset:
         return (f"FileDataset(n={len(self)}, num_classes={self.num_classes}, size={self.size}, "
                 f"num_workers={self.num_workers}, device={self.device})")
 
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
     def path(self, i: int) -> str:
         """The file of absolute id ``i``."""
         return os.fsdecode(self.paths[i])
@@ -272,10 +297,6 @@ class FileDataset:
     def image_shape(self) -> tuple[int, int, int]:
         """``(3, size, size)``, as ``ImageDataset.image_shape``."""
         return (3, self.size, self.size)
-
-    @property
-    def device(self) -> torch.device:
-        return self.labels.device
 
     def decode(self, ids: torch.Tensor, seed: int | None, flip: bool = True) -> torch.Tensor:
         """uint8 ``[b, 3, size, size]`` of ``ids``: the train transform (random crop, then a flip
@@ -290,27 +311,13 @@ class FileDataset:
         for ids, x in decode_ahead(decode, batch_ids, augment is not None, generator, self.num_workers, self.device):
             yield ids, to_float(x, self.mean, self.std)
 
-    def inputs(self, ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-        """Eval-transformed float32 ``[b, 3, size, size]`` of ``ids`` on ``device`` (decoded in
-        ``chunk``-sized batches by the workers)."""
-        return inputs_in_chunks(self, ids, chunk)
-
-    def to(self, device: torch.device | str) -> FileDataset:
-        """The same split with its outputs on ``device``."""
-        return self._with(self.paths, self.labels.to(device))
-
-    def subset(self, indices: torch.Tensor) -> FileDataset:
-        """A smaller split holding ``indices`` (re-indexed from 0)."""
-        indices = torch.as_tensor(indices, dtype=torch.int64)
-        return self._with(self.paths[indices.cpu().numpy()], self.labels[indices.to(self.device)])
-
     def with_workers(self, num_workers: int) -> FileDataset:
         """The same split decoded by ``num_workers`` processes."""
-        out = self._with(self.paths, self.labels)
+        out = self._with(None, self.labels)
         out.num_workers = num_workers
         return out
 
-    def _with(self, paths: np.ndarray, labels: torch.Tensor) -> FileDataset:
-        return FileDataset(paths, labels, self.num_classes, self.size, self.mean, self.std, self.resize_eval,
-                           self.num_workers)
+    def _with(self, keep: np.ndarray | None, labels: torch.Tensor) -> FileDataset:
+        return FileDataset(self.paths if keep is None else self.paths[keep], labels, self.num_classes, self.size,
+                           self.mean, self.std, self.resize_eval, self.num_workers)
 

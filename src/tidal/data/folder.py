@@ -38,17 +38,15 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from tidal.data.checks import IN_MEMORY_BYTES, MIN_IMAGE_SIZE, channel_stats, stats_ids
 from tidal.data.dataset import DatasetSplits, ImageDataset
 from tidal.data.files import FileDataset, decode_ahead, decode_errors, describe, open_rgb, resize_center_crop, to_chw
 from tidal.errors import DatasetError
 
-__all__ = ["EXTENSIONS", "IN_MEMORY_BYTES", "TEST_FRACTION", "load_folder"]
+__all__ = ["EXTENSIONS", "TEST_FRACTION", "load_folder"]
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")  # image files, compared lower-case
-IN_MEMORY_BYTES = 1 << 30  # decoded uint8 size below which a folder is loaded into memory (1 GiB)
 TEST_FRACTION = 0.2  # share of each class held out as test when there is no test folder
-STATS_SAMPLE = 2000  # training images used for the per-channel mean and std
-MIN_SIDE = 8  # pixels; smaller images are refused
 _CHUNK = 64  # files per worker task
 
 
@@ -172,25 +170,6 @@ def _refuse_unreadable(root: Path, bad: list[tuple[str, str]], total: int) -> No
                            "fix: replace or delete them")
 
 
-def _channel_stats(batches) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std (in [0, 1] units) over uint8 ``[b, 3, H, W]`` batches."""
-    total = torch.zeros(3, dtype=torch.float64)
-    squares = torch.zeros(3, dtype=torch.float64)
-    count = 0
-    for x in batches:
-        x = x.double().div_(255.0)
-        total += x.sum((0, 2, 3))
-        squares += x.square().sum((0, 2, 3))
-        count += x.numel() // 3
-    mean = total / count
-    std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(1 / 255)  # constant images: no /0
-    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
-
-
-def _stats_ids(n: int) -> torch.Tensor:
-    return torch.linspace(0, n - 1, min(n, STATS_SAMPLE)).round().long().unique()
-
-
 def load_folder(path: str | Path, *, image_size: int | None = None, workers: int = 2,
                 in_memory: bool | None = None) -> DatasetSplits:
     """Load an image folder (layout in the module docstring) as train and test splits.
@@ -207,8 +186,8 @@ def load_folder(path: str | Path, *, image_size: int | None = None, workers: int
         DatasetError: bad layout, non-image or unreadable files, empty class folders, fewer
             than two classes, images under 8 px or of mixed sizes without ``image_size``.
     """
-    if image_size is not None and image_size < MIN_SIDE:
-        raise ValueError(f"image_size={image_size} is too small; use at least {MIN_SIDE} pixels")
+    if image_size is not None and image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size={image_size} is too small; use at least {MIN_IMAGE_SIZE} pixels")
     root = Path(path).expanduser().absolute()
     train_root, test_root = _layout(root)
     by_class = _scan(train_root)
@@ -239,8 +218,8 @@ def load_folder(path: str | Path, *, image_size: int | None = None, workers: int
     sizes = [s for chunk in _map(_headers, all_paths, workers) for s in chunk]
     _refuse_unreadable(root, [(p, why) for p, (_, _, why) in zip(all_paths, sizes) if why], len(all_paths))
     for p, (w, h, _) in zip(all_paths, sizes):
-        if min(w, h) < MIN_SIDE:
-            raise DatasetError(f"{p} is {w}x{h} px; images must be at least {MIN_SIDE} px on each side; "
+        if min(w, h) < MIN_IMAGE_SIZE:
+            raise DatasetError(f"{p} is {w}x{h} px; images must be at least {MIN_IMAGE_SIZE} px on each side; "
                                "fix: remove it or enlarge it")
     if image_size is None:
         odd = next(((p, s) for p, s in zip(all_paths, sizes) if s[:2] != sizes[0][:2]), None)
@@ -271,8 +250,7 @@ def _in_memory(root: Path, splits, hw: tuple[int, int], image_size: int | None, 
         decoded.append((images, labels))
     _refuse_unreadable(root, bad, sum(len(paths) for paths, _ in splits))
     (x_train, y_train), (x_test, y_test) = decoded
-    ids = _stats_ids(len(x_train))
-    mean, std = _channel_stats(x_train[ids].split(256))
+    mean, std = channel_stats(x_train[stats_ids(len(x_train))].split(256), floor=1 / 255, digits=4)
     return (ImageDataset(x_train, y_train, num_classes, mean, std),
             ImageDataset(x_test, y_test, num_classes, mean, std))
 
@@ -285,9 +263,9 @@ def _on_disk(root: Path, splits, hw: tuple[int, int], num_classes: int,
     (p_train, y_train), (p_test, y_test) = splits
     probe = FileDataset(p_train, y_train, num_classes, hw[0], (0.5,) * 3, (0.25,) * 3, resize_eval=False,
                         num_workers=workers)
-    batches = decode_ahead(probe.decode, _stats_ids(len(p_train)).split(_CHUNK), False, None, workers,
+    batches = decode_ahead(probe.decode, stats_ids(len(p_train)).split(_CHUNK), False, None, workers,
                            torch.device("cpu"))
-    mean, std = _channel_stats(x for _, x in batches)
+    mean, std = channel_stats((x for _, x in batches), floor=1 / 255, digits=4)
 
     def make(paths, labels) -> FileDataset:
         return FileDataset(paths, labels, num_classes, hw[0], mean, std, resize_eval=False, num_workers=workers)

@@ -34,13 +34,12 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from tidal.data.augment import augment as augment_batch
+from tidal.data.checks import channel_stats, stats_ids
 from tidal.data.dataset import Augment, DatasetSplits
-from tidal.data.files import decode_ahead, inputs_in_chunks
+from tidal.data.files import DiskSplit, decode_ahead
 from tidal.errors import DatasetError
 
 __all__ = ["TorchSourceDataset", "as_chw", "from_torch_datasets"]
-
-STATS_SAMPLE = 2000  # training samples used for the per-channel mean and std
 
 
 def as_chw(image, where: str) -> torch.Tensor:
@@ -121,7 +120,7 @@ def _fetch(dataset: TorchDataset, index: np.ndarray, shape: tuple[int, ...], mea
     return out
 
 
-class TorchSourceDataset:
+class TorchSourceDataset(DiskSplit):
     """One split over a user's ``Dataset`` (see the module docstring).
 
     dataset: the wrapped dataset; index: int64 ``[N]`` positions in it (absolute id ``i`` is
@@ -138,9 +137,6 @@ class TorchSourceDataset:
         return (f"TorchSourceDataset({type(self.dataset).__name__}, n={len(self)}, shape={self.shape}, "
                 f"num_workers={self.num_workers}, device={self.device})")
 
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.shape
@@ -148,10 +144,6 @@ class TorchSourceDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.shape  # type: ignore[return-value]
-
-    @property
-    def device(self) -> torch.device:
-        return self.labels.device
 
     def decode(self, ids: torch.Tensor, seed: int | None, augment: Augment | None = None) -> torch.Tensor:
         """Normalised float32 ``[b, C, H, W]`` of ``ids``, augmented with randomness from ``seed``."""
@@ -165,38 +157,9 @@ class TorchSourceDataset:
         return decode_ahead(fetch, batch_ids, augment is not None, generator,
                             self.num_workers, self.device)
 
-    def inputs(self, ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-        """Un-augmented float32 ``[b, C, H, W]`` of ``ids`` on ``device``."""
-        return inputs_in_chunks(self, ids, chunk)
-
-    def to(self, device: torch.device | str) -> TorchSourceDataset:
-        return self._with(self.index, self.labels.to(device))
-
-    def subset(self, indices: torch.Tensor) -> TorchSourceDataset:
-        """A smaller split holding ``indices`` (re-indexed from 0)."""
-        indices = torch.as_tensor(indices, dtype=torch.int64)
-        return self._with(self.index[indices.cpu().numpy()], self.labels[indices.to(self.device)])
-
-    def _with(self, index: np.ndarray, labels: torch.Tensor) -> TorchSourceDataset:
-        return TorchSourceDataset(self.dataset, index, labels, self.num_classes, self.shape, self.mean, self.std,
-                                  self.num_workers)
-
-
-def _channel_stats(split: TorchSourceDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std (in [0, 1] units) of at most 2,000 evenly spaced samples."""
-    n = len(split)
-    ids = torch.linspace(0, n - 1, min(n, STATS_SAMPLE)).round().long().unique()
-    total = torch.zeros(split.shape[0], dtype=torch.float64)
-    squares = torch.zeros_like(total)
-    count = 0
-    for _, x in split.batches(ids.split(256)):
-        x = x.double()
-        total += x.sum((0, 2, 3))
-        squares += x.square().sum((0, 2, 3))
-        count += x.numel() // split.shape[0]
-    mean = total / count
-    std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(1 / 255)  # constant images: no /0
-    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+    def _with(self, keep: np.ndarray | None, labels: torch.Tensor) -> TorchSourceDataset:
+        return TorchSourceDataset(self.dataset, self.index if keep is None else self.index[keep], labels,
+                                  self.num_classes, self.shape, self.mean, self.std, self.num_workers)
 
 
 def from_torch_datasets(train: TorchDataset, test: TorchDataset, num_classes: int | None = None,
@@ -236,5 +199,7 @@ def from_torch_datasets(train: TorchDataset, test: TorchDataset, num_classes: in
         return TorchSourceDataset(dataset, np.arange(len(dataset)), y, num_classes, shape, mean, std, workers)
 
     ones = (0.0,) * shape[0], (1.0,) * shape[0]
-    mean, std = _channel_stats(wrap(train, labels[0], *ones))
+    probe = wrap(train, labels[0], *ones)  # inputs in [0, 1]: mean 0, std 1
+    mean, std = channel_stats((x for _, x in probe.batches(stats_ids(len(train)).split(256))), shape[0], scale=1.0,
+                              floor=1 / 255, digits=4)
     return DatasetSplits(name, wrap(train, labels[0], mean, std), wrap(test, labels[1], mean, std), class_names)

@@ -1,7 +1,7 @@
 """Backbones, the hook wrapper for any classifier, the model factory and auxiliary heads."""
 
-from tidal.models.factory import (BUILTIN_MODELS, build_model, check_model_spec, describe_layers, model_capabilities,
-                                  model_name)
+from tidal.models.factory import (ModelInfo, build_model, check_model_spec, describe_layers, list_models,
+                                  model_capabilities, model_info, model_name, register_model)
 from tidal.models.heads import MultiScaleHead
 from tidal.models.hooks import HookedModel
 from tidal.models.mlp import MLP
@@ -11,7 +11,7 @@ from tidal.models.vae import VAE, LatentDiscriminator, vae_loss
 from tidal.models.vae_mlp import MLPVAE
 
 __all__ = [
-    "BUILTIN_MODELS", "MLP", "MLPVAE", "VAE", "BasicBlock", "Bottleneck", "HookedModel", "LatentDiscriminator",
-    "ModelOutput", "MultiScaleHead", "ResNet18", "ResNet50", "build_model", "check_model_spec", "load_weights",
-    "describe_layers", "model_capabilities", "model_name", "vae_loss",
+    "MLP", "MLPVAE", "VAE", "BasicBlock", "Bottleneck", "HookedModel", "LatentDiscriminator", "ModelInfo",
+    "ModelOutput", "MultiScaleHead", "ResNet18", "ResNet50", "build_model", "check_model_spec", "describe_layers",
+    "list_models", "load_weights", "model_capabilities", "model_info", "model_name", "register_model", "vae_loss",
 ]

@@ -2,11 +2,8 @@
 
 A *spec* is one of:
 
-``"resnet18"``   the CIFAR-style :class:`~tidal.models.ResNet18` (images ``(C, H, W)``),
-                 built exactly as the loop always did, so its random init is unchanged;
-``"resnet50"``   the ImageNet-layout :class:`~tidal.models.ResNet50`; ``weights`` = optional
-                 torchvision/timm checkpoint file;
-``"mlp"``        :class:`~tidal.models.MLP` for feature vectors ``(D,)``;
+a name           registered with :func:`register_model` (``tidal models``): ``resnet18`` (CIFAR-style,
+                 built as the loop always built it), ``resnet50`` (ImageNet layout), ``mlp`` (vectors);
 ``"auto"``       ``resnet18`` for images, ``mlp`` for vectors;
 ``"pkg.mod:fn"`` an importable function (or class) called as ``fn(num_classes)``, plus
                  ``input_shape=`` and (images) ``in_channels=`` when its signature names them;
@@ -28,6 +25,7 @@ import difflib
 import importlib
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
@@ -37,28 +35,87 @@ from tidal.models.hooks import _PROBE_BATCH, HookedModel, probe_forward
 from tidal.models.mlp import MLP
 from tidal.models.resnet import ModelOutput, ResNet18
 from tidal.models.resnet50 import ResNet50, load_weights
+from tidal.registry import Registry, check_callable
 
-__all__ = ["BUILTIN_MODELS", "build_model", "check_model_spec", "describe_layers", "model_capabilities", "model_name",
-           "raised_in_user_code"]
+__all__ = ["AUTO_MODELS", "INPUT_KINDS", "ModelInfo", "build_model", "check_model_spec", "describe_layers",
+           "list_models", "model_capabilities", "model_info", "model_name", "raised_in_user_code", "register_model"]
 
-BUILTIN_MODELS = ("resnet18", "resnet50", "mlp")
+INPUT_KINDS = ("images", "vectors")  # what one input is: an image (C, H, W) or a feature vector (D,)
+_KIND_OF_DIMS = {3: "images", 1: "vectors"}  # number of dimensions of one input -> its kind
+_WORDS = {"images": ("image inputs (C, H, W)", "images"), "vectors": ("feature vectors (D,)", "feature vectors")}
 _AUTO = "auto"
+AUTO_MODELS = {"images": "resnet18", "vectors": "mlp"}  # what "auto" builds for each input kind
 
 ModelSpec = str | Callable[..., nn.Module] | nn.Module
 
 
-def _unknown(spec: object) -> ValueError:
-    close = difflib.get_close_matches(str(spec), [*BUILTIN_MODELS, _AUTO], n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ValueError(f"unknown model spec {spec!r}{hint}; use one of {', '.join(map(repr, (*BUILTIN_MODELS, _AUTO)))} "
-                      "or 'package.module:function' naming an importable function that returns an nn.Module")
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered model: how ``tidal models`` lists it and how :func:`build_model` builds it."""
+
+    name: str  # the spec string (``--model NAME``)
+    build: Callable[..., nn.Module]  # build(num_classes, input_shape, dropout=, width=, weights=) -> the model
+    description: str  # one line for ``tidal models``
+    inputs: tuple[str, ...]  # the kinds of input it takes (INPUT_KINDS)
+    weights: bool = False  # whether it loads a checkpoint file (``weights=``, ``--weights``)
+
+
+_MODELS: Registry[ModelInfo] = Registry(
+    "model", "unknown model spec {name!r}{hint}; use one of {names} or 'package.module:function' naming an "
+    "importable function that returns an nn.Module", preferred=("resnet18",), also=("auto",), quote=True)
+
+
+def register_model(name: str, description: str, inputs: Sequence[str], weights: bool = False) -> Callable:
+    """Decorator: ``build(num_classes, input_shape, *, dropout, width, weights)`` (``**_`` for the keywords
+    it ignores) becomes the model ``name`` for ``inputs`` (INPUT_KINDS); it returns a module that gives
+    ``ModelOutput`` and has ``feature_channels`` and ``embedding_dim``. Register at import time (module
+    top level), so that ``--jobs`` workers, which import your module, know the name too."""
+    def add(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if ":" in name or name == _AUTO:
+            raise ValueError(f"model name {name!r} is taken by the spec forms 'auto' and 'package.module:function'")
+        if not inputs or set(inputs) - set(INPUT_KINDS):
+            raise ValueError(f"model {name!r}: inputs={tuple(inputs)} must name some of {INPUT_KINDS}")
+        check_callable(f"model {name!r}", build, 2, ("dropout", "width", "weights"))
+        _MODELS.add(name, ModelInfo(name, build, description, tuple(inputs), weights), description)
+        return build
+    return add
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, sorted (``"auto"`` is not one)."""
+    return _MODELS.names(pattern)
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registered model ``name``; unknown names raise a ``ValueError`` listing the valid ones."""
+    return _MODELS[name]
+
+
+@register_model("resnet18", "the paper's CIFAR-style ResNet-18 (--width sets its first stage)", inputs=("images",))
+def _resnet18(num_classes: int, input_shape: tuple[int, ...], dropout: float, width: int, **_) -> nn.Module:
+    return ResNet18(num_classes, width, input_shape[0], dropout)  # as the loop always built it
+
+
+@register_model("resnet50", "ResNet-50 in the ImageNet layout; --weights loads a torchvision/timm checkpoint",
+                inputs=("images",), weights=True)
+def _resnet50(num_classes: int, input_shape: tuple[int, ...], dropout: float, weights: str | Path | None,
+              **_) -> nn.Module:
+    model = ResNet50(num_classes, input_shape[0], dropout)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+@register_model("mlp", "a perceptron with two hidden layers of 256 units, for feature vectors", inputs=("vectors",))
+def _mlp(num_classes: int, input_shape: tuple[int, ...], dropout: float, **_) -> nn.Module:
+    return MLP(input_shape[0], num_classes, dropout=dropout)
 
 
 def _resolve(spec: str) -> Callable[..., nn.Module]:
     """Import ``"package.module:qualname"`` and return the callable it names."""
     module_name, _, qualname = spec.partition(":")
     if not module_name or not qualname:
-        raise _unknown(spec)
+        raise _MODELS.unknown(spec)
     try:
         obj = importlib.import_module(module_name)
     except ImportError as err:
@@ -81,22 +138,21 @@ def _resolve(spec: str) -> Callable[..., nn.Module]:
 def check_model_spec(spec: ModelSpec) -> None:
     """Validate ``spec`` without building anything; raises ``ValueError`` saying what to pass."""
     if isinstance(spec, str):
-        if spec not in (*BUILTIN_MODELS, _AUTO):
+        if spec != _AUTO and spec not in _MODELS:
             if ":" not in spec:
-                raise _unknown(spec)
+                raise _MODELS.unknown(spec)
             _resolve(spec)
     elif not (isinstance(spec, nn.Module) or callable(spec)):
-        raise ValueError(f"model spec {spec!r} is a {type(spec).__name__}; pass a name ({', '.join(BUILTIN_MODELS)}, "
+        raise ValueError(f"model spec {spec!r} is a {type(spec).__name__}; pass a name ({', '.join(list_models())}, "
                          f"{_AUTO}), 'package.module:function', a function or an nn.Module")
 
 
 def _auto(input_shape: Sequence[int]) -> str:
-    if len(input_shape) == 3:
-        return "resnet18"
-    if len(input_shape) == 1:
-        return "mlp"
-    raise ValueError(f"model 'auto' knows images (C, H, W) and vectors (D,), not input_shape={tuple(input_shape)}; "
-                     "pass a model spec")
+    kind = _KIND_OF_DIMS.get(len(input_shape))
+    if kind is None:
+        raise ValueError(f"model 'auto' knows images (C, H, W) and vectors (D,), not input_shape={tuple(input_shape)}; "
+                         "pass a model spec")
+    return AUTO_MODELS[kind]
 
 
 def model_name(spec: ModelSpec, input_shape: Sequence[int] | None = None) -> str:
@@ -215,12 +271,14 @@ def build_model(spec: ModelSpec, num_classes: int, input_shape: Sequence[int], d
     """Build the model ``spec`` names (module docstring) for ``num_classes`` and one input of ``input_shape``.
 
     Args:
-        spec: a built-in name, ``"auto"``, ``"package.module:function"``, a callable or an ``nn.Module``.
+        spec: a registered name (:func:`list_models`), ``"auto"``, ``"package.module:function"``, a callable
+            or an ``nn.Module``.
         num_classes: ``C``.
         input_shape: one input's shape, ``(C_in, H, W)`` or ``(D,)`` (the split's ``input_shape``).
         dropout: dropout before the classifier (BALD's MC dropout); inserted by hooks for user models.
         width: first-stage width of ``resnet18`` (64 in the paper); ignored by the others.
-        weights: checkpoint file for ``resnet50`` (torchvision/timm names); an error for the others.
+        weights: checkpoint file for a model registered with ``weights=True`` (``resnet50``:
+            torchvision/timm names); an error for the others.
         feature_layers, embedding_layer: for a model of yours, the layers TiDAL's hooks read
             (:class:`~tidal.models.HookedModel`; None: found automatically); an error for the
             built-ins, which give their own.
@@ -231,28 +289,23 @@ def build_model(spec: ModelSpec, num_classes: int, input_shape: Sequence[int], d
     check_model_spec(spec)
     input_shape = tuple(int(s) for s in input_shape)
     name = _auto(input_shape) if spec == _AUTO else spec
-    if (feature_layers is not None or embedding_layer is not None) and name in BUILTIN_MODELS:
+    info = _MODELS[name] if isinstance(name, str) and name in _MODELS else None
+    if (feature_layers is not None or embedding_layer is not None) and info is not None:
         raise ValueError(f"feature_layers / embedding_layer name layers of a model of yours (--model "
                          f"package.module:function); the built-in {name!r} gives its own features and embedding: "
                          "drop --feature-layers / --embedding-layer")
-    if weights is not None and name != "resnet50":
-        raise ValueError(f"weights={str(weights)!r} is only for model 'resnet50', not {model_name(spec)!r}; "
+    if weights is not None and not (info is not None and info.weights):
+        takes = " or ".join(repr(n) for n in list_models() if _MODELS[n].weights)
+        raise ValueError(f"weights={str(weights)!r} is only for model {takes}, not {model_name(spec)!r}; "
                          "load other weights inside your model function")
-    if name in ("resnet18", "resnet50") and len(input_shape) != 3:
-        raise ValueError(f"model {name!r} needs image inputs (C, H, W), got input_shape={input_shape}; "
-                         "use 'mlp' (or 'auto') for feature vectors")
-    if name == "resnet18":
-        return ResNet18(num_classes, width, input_shape[0], dropout)  # as the loop always built it
-    if name == "resnet50":
-        model = ResNet50(num_classes, input_shape[0], dropout)
-        if weights is not None:
-            load_weights(model, weights)
-        return model
-    if name == "mlp":
-        if len(input_shape) != 1:
-            raise ValueError(f"model 'mlp' needs feature vectors (D,), got input_shape={input_shape}; "
-                             "use 'resnet18' (or 'auto') for images")
-        return MLP(input_shape[0], num_classes, dropout=dropout)
+    if info is not None:
+        kind = _KIND_OF_DIMS.get(len(input_shape))
+        if kind not in info.inputs:
+            other = next((k for k in INPUT_KINDS if k not in info.inputs), None)
+            fix = f"; use {AUTO_MODELS[other]!r} (or 'auto') for {_WORDS[other][1]}" if other else ""
+            raise ValueError(f"model {name!r} needs {' or '.join(_WORDS[k][0] for k in info.inputs)}, got "
+                             f"input_shape={input_shape}{fix}")
+        return info.build(num_classes, input_shape, dropout=dropout, width=width, weights=weights)
     if isinstance(spec, nn.Module):
         model = _reinitialised(spec)
     else:

@@ -47,7 +47,7 @@ def _examples(items: list[str], n: int = 3) -> str:
 def _raw_answers(path: Path) -> tuple[list[tuple[int | None, str | None, str, str]], int, str]:
     """``([(id, path, label, where)], blank rows, format)`` from any supported file."""
     from tidal.project.labelstudio import read_export
-    from tidal.project.project import _read_table, _read_utf8
+    from tidal.project.project import read_table, read_utf8
 
     if path.is_dir():
         inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".csv", ".tsv", ".json"))
@@ -55,13 +55,13 @@ def _raw_answers(path: Path) -> tuple[list[tuple[int | None, str | None, str, st
                           + (f", e.g. {path / inside[0]}" if inside else " (a CSV id,label or a Label Studio export)"))
     if not path.is_file():
         raise FileNotFoundError(f"labels file {path} does not exist")
-    text = _read_utf8(path).strip()
+    text = read_utf8(path).strip()
     if not text:
         raise AnswerError(f"labels file {path} is empty; write a CSV with a header id,label (or path,label) and one "
                           "row per image")
     first = text.split("\n", 1)[0]
     delimiter = "\t" if first.count("\t") > first.count(",") else ","  # a TSV (Label Studio offers one)
-    rows = [] if path.suffix.lower() == ".json" or text[0] in "[{" else _read_table(path, delimiter)
+    rows = [] if path.suffix.lower() == ".json" or text[0] in "[{" else read_table(path, delimiter)
     if not rows or "tidal_id" in rows[0] or "annotation_id" in rows[0]:  # a Label Studio export
         answers = read_export(path)
         return ([(a.tidal_id, a.path, a.label, a.where) for a in answers], answers.skipped,

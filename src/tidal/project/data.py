@@ -25,14 +25,12 @@ from pathlib import Path
 
 import torch
 
-from tidal.data.checks import channel_stats
+from tidal.data.checks import IN_MEMORY_BYTES, channel_stats, stats_ids
 from tidal.data.dataset import ImageDataset, Split
 from tidal.errors import DatasetError
 
-__all__ = ["IN_MEMORY_BYTES", "PoolData", "array_pool", "decode_images", "load_pool", "missing_samples"]
+__all__ = ["PoolData", "array_pool", "decode_images", "load_pool", "missing_samples"]
 
-IN_MEMORY_BYTES = 1 << 30  # decoded uint8 size below which a folder pool is held in memory (1 GiB)
-STATS_SAMPLE = 2000  # pool images used for the per-channel mean and std
 
 
 @dataclass
@@ -63,8 +61,7 @@ def decode_images(paths: list[Path], image_size: int | None) -> torch.Tensor:
 
 
 def _stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    ids = torch.linspace(0, len(images) - 1, min(len(images), STATS_SAMPLE)).round().long().unique()
-    mean, std = channel_stats(images[ids])
+    mean, std = channel_stats(images[stats_ids(len(images))])
     return mean, tuple(s if s > 0 else 1.0 for s in std)
 
 
@@ -165,15 +162,8 @@ def load_pool(store, device: torch.device | str = "cpu", data_dir: str | None = 
         if len(split) != n:
             raise DatasetError(f"{spec} now holds {len(split)} samples but the project was made with {n}; "
                                "the data changed: create a new project")
-        pool = _relabel(split, _labels_tensor(n, labels))
+        pool = split.with_labels(_labels_tensor(n, labels))
     return PoolData(pool.to(device), holdout.to(device) if holdout is not None else None)
-
-
-def _relabel(split: Split, labels: torch.Tensor) -> Split:
-    """The in-memory ``split`` with ``labels`` in place of its own."""
-    import dataclasses
-
-    return dataclasses.replace(split, labels=labels)
 
 
 def _on_disk(store, paths: list[Path], present: list[int], labels: dict[int, int], num_classes: int, w: int,
@@ -185,7 +175,7 @@ def _on_disk(store, paths: list[Path], present: list[int], labels: dict[int, int
     if w != h:
         raise DatasetError(f"the pool's images are {w}x{h} (not square) and too many to hold in memory; create the "
                            "project with --image-size N to crop them to N x N")
-    ids = torch.linspace(0, len(present) - 1, min(len(present), 500)).round().long().unique().tolist()
+    ids = stats_ids(len(present), 500).tolist()
     mean, std = _stats(decode_images([paths[present[i]] for i in ids], store.meta("image_size")))
     pool = FileDataset(paths, _labels_tensor(len(paths), labels), num_classes, w, mean, std, resize_eval=False)
     holdout = None

@@ -6,9 +6,10 @@ it work and takes the answers back through three plain files, so no server is ne
 * :func:`label_config` — the project's labelling config: one image, one single choice among
   the classes, under the control name ``label`` (``python -m tidal.project.labelstudio config
   CLASS...`` prints it).
-* :func:`write_tasks` — a round's tasks: each image's URL, its tidal id and pool path, and the
-  model's guess as a *prediction* whose ``score`` is the acquisition score, so Label Studio's
-  Data Manager can sort the round by it (higher = more informative).
+* :func:`write_tasks` — a round's tasks: each image's URL, its tidal id, pool path and TiDAL
+  score, and the model's guess as a *prediction* whose ``score`` is :func:`queue_scores`' value
+  in [0, 1], LOWEST = most informative, the direction in which Label Studio's "Uncertainty
+  sampling" serves tasks (and in which its Data Manager sorts them, ascending).
 * :func:`read_export` — the answers of a Label Studio export, in any of the three formats a
   user is likely to click: JSON (the full tasks with their annotations), JSON-MIN (one flat row
   per annotation) and CSV/TSV (the same rows as a table).
@@ -42,8 +43,8 @@ from urllib.parse import quote
 
 from tidal.io import atomic_write_text
 
-__all__ = ["Answer", "ExportAnswers", "TaskRow", "label_config", "local_files", "local_files_url", "read_export",
-           "url_prefix", "write_tasks"]
+__all__ = ["Answer", "ExportAnswers", "TaskRow", "label_config", "local_files", "local_files_url", "model_version",
+           "prediction", "queue_scores", "read_export", "url_prefix", "write_tasks"]
 
 CONTROL = "label"  # the Choices tag's name: the from_name of every answer
 IMAGE = "image"  # the Image tag's name (to_name) and the task data key it reads ($image)
@@ -122,28 +123,70 @@ class TaskRow:
     round: int  # the round that selected it (1, 2, ...)
 
 
-def _task(row: TaskRow, image_url: Callable[[str], str]) -> dict:
+def model_version(round: int) -> str:
+    """The ``model_version`` of round ``round``'s predictions (and of the Label Studio project while
+    that round is labelled): ``"tidal round R"``."""
+    return f"tidal round {round}"
+
+
+def queue_scores(scores: Sequence[float]) -> list[float]:
+    """Label Studio's prediction ``score`` of each candidate: one minus its percentile rank.
+
+    ``scores`` are the candidates' acquisition scores (higher = more informative, finite). The
+    result is in [0, 1) and the LOWEST value goes to the MOST informative candidate, because
+    Label Studio's "Uncertainty sampling" serves the task with the lowest prediction score first
+    (it reads the score as the model's confidence, and shows it as a percentage). With the
+    candidates sorted most informative first (ties kept in the order given, which is tidal's
+    ranking order), the one at position ``p`` (0-based) of ``n`` gets ``p / n``: the top one 0,
+    the last ``1 - 1/n``. The raw score stays in the task's data (``tidal_score``).
+    """
+    values = [float(s) for s in scores]
+    bad = [s for s in values if not math.isfinite(s)]
+    if bad:
+        raise ValueError(f"score {bad[0]} is not a finite number; every candidate needs a finite acquisition score")
+    n = len(values)
+    order = sorted(range(n), key=lambda i: -values[i])  # stable: ties keep their given order
+    out = [0.0] * n
+    for position, i in enumerate(order):
+        out[i] = position / n
+    return out
+
+
+def _task(row: TaskRow, image_url: Callable[[str], str], queue_score: float | None) -> dict:
     if isinstance(row.id, bool) or not isinstance(row.id, int):
         raise ValueError(f"task id {row.id!r} (path {row.path!r}) is not an integer sample id")
     task: dict = {"data": {IMAGE: image_url(row.path), "tidal_id": row.id, "path": row.path}}
-    if row.predicted:  # a round chosen by a model: its guess, scored so Label Studio can sort by it
+    if row.predicted:  # a round chosen by a model: its guess, scored so Label Studio serves the best first
         if not math.isfinite(row.score):
             raise ValueError(f"task {row.id} ({row.path!r}) has score {row.score}; scores must be finite numbers")
-        task["predictions"] = [{
-            "model_version": f"tidal round {row.round}", "score": float(row.score),
-            "result": [{"from_name": CONTROL, "to_name": IMAGE, "type": "choices",
-                        "value": {"choices": [row.predicted]}}]}]
+        task["data"]["tidal_score"] = float(row.score)
+        task["predictions"] = [prediction(row.predicted, queue_score, model_version(row.round))]
     return task
+
+
+def prediction(predicted: str, score: float, version: str) -> dict:
+    """One Label Studio prediction: the class ``predicted`` pre-selected, with ``score`` in [0, 1]
+    (:func:`queue_scores`) and ``model_version``."""
+    return {"model_version": version, "score": float(score),
+            "result": [{"from_name": CONTROL, "to_name": IMAGE, "type": "choices",
+                        "value": {"choices": [predicted]}}]}
 
 
 def write_tasks(path: Path, rows: Sequence[TaskRow], image_url: Callable[[str], str]) -> None:
     """Write ``rows`` as Label Studio tasks (a JSON list, UTF-8) to ``path``, atomically.
 
-    Each task is ``{"data": {"image": image_url(path), "tidal_id": id, "path": path},
-    "predictions": [{"model_version": "tidal round R", "score": score, "result": [the predicted
-    choice]}]}``; a row without a predicted class gets no prediction.
+    Each task is ``{"data": {"image": image_url(path), "tidal_id": id, "path": path,
+    "tidal_score": score}, "predictions": [{"model_version": "tidal round R", "score": q,
+    "result": [the predicted choice]}]}`` where ``q`` is :func:`queue_scores`' value (in [0, 1],
+    lowest = most informative); a row without a predicted class (a random round) gets no
+    prediction and no ``tidal_score``.
     """
-    tasks = [_task(r, image_url) for r in rows]
+    scored = [r for r in rows if r.predicted]
+    for r in scored:
+        if not math.isfinite(r.score):
+            raise ValueError(f"task {r.id} ({r.path!r}) has score {r.score}; scores must be finite numbers")
+    q = dict(zip((id(r) for r in scored), queue_scores([r.score for r in scored]))) if scored else {}
+    tasks = [_task(r, image_url, q.get(id(r))) for r in rows]
     atomic_write_text(Path(path), json.dumps(tasks, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
 
 

@@ -20,10 +20,9 @@ from pathlib import Path
 
 from tidal.errors import DatasetError
 
-__all__ = ["IMAGE_EXTENSIONS", "PoolScan", "relative_path", "scan_pool"]
+__all__ = ["IMAGE_EXTENSIONS", "PoolScan", "read_image_size", "relative_path", "scan_pool"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # compared lower-case
-MIN_SIDE = 8  # pixels; smaller images are skipped (a CIFAR-style ResNet cannot downsample them)
 
 
 @dataclass
@@ -62,7 +61,7 @@ def relative_path(root: Path, given: str) -> str:
     return norm
 
 
-def _header(path: Path) -> tuple[int, int] | str:
+def read_image_size(path: Path) -> tuple[int, int] | str:
     """``(width, height)``, or why the file cannot be read as an image."""
     from tidal.data.files import decode_errors, describe
 
@@ -83,6 +82,8 @@ def scan_pool(root: str | Path, classes: list[str]) -> PoolScan:
     Raises:
         DatasetError: ``root`` is not a folder, a link leads outside it, or it holds no image.
     """
+    from tidal.data.checks import MIN_IMAGE_SIZE  # tidal.data loads torch: not for `tidal label`'s paths
+
     given = Path(root).expanduser()
     if not given.is_dir():
         raise DatasetError(f"pool folder {str(given)!r} does not exist or is not a folder; pass --data folder:PATH "
@@ -116,12 +117,12 @@ def scan_pool(root: str | Path, classes: list[str]) -> PoolScan:
                 scan.skipped.append((rel, f"not an image ({p.suffix or 'no extension'}; "
                                           f"images are {'/'.join(IMAGE_EXTENSIONS)})"))
                 continue
-            size = _header(p)
+            size = read_image_size(p)
             if isinstance(size, str):
                 scan.skipped.append((rel, size))
                 continue
-            if min(size) < MIN_SIDE:
-                scan.skipped.append((rel, f"{size[0]}x{size[1]} px, smaller than {MIN_SIDE} px"))
+            if min(size) < MIN_IMAGE_SIZE:
+                scan.skipped.append((rel, f"{size[0]}x{size[1]} px, smaller than {MIN_IMAGE_SIZE} px"))
                 continue
             scan.images.append(rel)
             scan.sizes[rel] = size

@@ -14,7 +14,7 @@ import dataclasses
 import io
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ from tidal.project.store import DB_NAME, ProjectStore
 from tidal.rundir import is_tidal_leftover
 
 __all__ = ["IMAGE_URL_FIELDS", "InitResult", "SKIPPED_NAME", "check_image_url", "check_project_dir", "init_project",
-           "open_project"]
+           "open_project", "read_table", "read_utf8"]
 
 LOCK_WAIT_S = 10.0  # seconds a project command waits for the lock another tidal process holds, then refuses
 SKIPPED_NAME = "skipped.txt"  # the pool files init skipped, one "path<TAB>why" a line
@@ -92,8 +92,12 @@ def check_project_dir(project: Path, must_exist: bool) -> None:
 
 
 @contextmanager
-def open_project(project: Path, create: bool = False) -> Iterator[tuple[ProjectStore, Any]]:
-    """The project's store, with the directory's lock held until the block ends."""
+def open_project(project: Path, create: bool = False,
+                 on_wait: Callable[[str], None] | None = None) -> Iterator[tuple[ProjectStore, Any]]:
+    """The project's store, with the directory's lock held until the block ends.
+
+    ``on_wait(holder)``: called when the wait for another process's lock begins (default: say so on stderr).
+    """
     from tidal.rundir import LOCK_NAME, RunDirLock
 
     check_project_dir(project, must_exist=not create)
@@ -105,7 +109,7 @@ def open_project(project: Path, create: bool = False) -> Iterator[tuple[ProjectS
               "for it", file=sys.stderr, flush=True)
 
     try:
-        lock = RunDirLock(project, wait=LOCK_WAIT_S, on_wait=say_waiting)
+        lock = RunDirLock(project, wait=LOCK_WAIT_S, on_wait=on_wait or say_waiting)
     except RunDirectoryError:
         holder = (project / LOCK_NAME).read_text(errors="replace").strip()[:200]
         raise RunDirectoryError(f"project {project} is in use by another tidal process ({holder}), still after "
@@ -122,11 +126,11 @@ def open_project(project: Path, create: bool = False) -> Iterator[tuple[ProjectS
 def _remove_stale_temp_files(project: Path) -> None:
     """Remove the temporary files of atomic writes (:mod:`tidal.io`) that a killed process left in
     the project or its round folders; called only while holding the lock."""
-    from tidal.rundir import _TEMP_NAME, remove_stale_temp_files
+    from tidal.rundir import TEMP_NAME, remove_stale_temp_files
 
     remove_stale_temp_files(project)
     for p in project.glob("rounds/*/.*.tmp"):
-        if _TEMP_NAME.fullmatch(p.name) and p.is_file():
+        if TEMP_NAME.fullmatch(p.name) and p.is_file():
             p.unlink(missing_ok=True)
 
 
@@ -147,7 +151,7 @@ def _check_classes(classes: Sequence[str]) -> list[str]:
 
 def _holdout(spec: str, classes: list[str]) -> list[tuple[str, int, tuple[int, int]]]:
     """``(absolute path, class index, (w, h))`` of a holdout folder (``PATH/<class>/...``) or CSV (``path,label``)."""
-    from tidal.project.pool import _header, scan_pool
+    from tidal.project.pool import read_image_size, scan_pool
 
     path = Path(spec).expanduser()
     index = {c: i for i, c in enumerate(classes)}
@@ -165,7 +169,7 @@ def _holdout(spec: str, classes: list[str]) -> list[tuple[str, int, tuple[int, i
     if not path.is_file():
         raise DatasetError(f"--holdout {spec!r} is neither a folder nor a file; pass a folder PATH/<class>/*.png or a "
                            "CSV with path,label")
-    rows = _read_table(path)
+    rows = read_table(path)
     if not rows or "path" not in rows[0] or "label" not in rows[0]:
         raise DatasetError(f"--holdout {path}: expected a CSV with a header path,label")
     for line, row in enumerate(rows[1:], start=2):
@@ -175,7 +179,7 @@ def _holdout(spec: str, classes: list[str]) -> list[tuple[str, int, tuple[int, i
         if label not in index:
             raise DatasetError(f"--holdout {path}:{line}: class {label!r} is not one of {classes}")
         f = (path.parent / p).resolve()
-        size = _header(f)
+        size = read_image_size(f)
         if isinstance(size, str):
             raise DatasetError(f"--holdout {path}:{line}: {p} {size}")
         out.append((str(f), index[label], size))
@@ -184,7 +188,7 @@ def _holdout(spec: str, classes: list[str]) -> list[tuple[str, int, tuple[int, i
     return out
 
 
-def _read_utf8(path: Path) -> str:
+def read_utf8(path: Path) -> str:
     """The text of ``path`` (UTF-8, a BOM dropped); ``ValueError`` naming the file, line and byte otherwise."""
     raw = path.read_bytes()
     raw = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw  # the BOM some editors write
@@ -196,11 +200,11 @@ def _read_utf8(path: Path) -> str:
                          "text); save the file as UTF-8 (a spreadsheet's 'CSV UTF-8') and try again") from None
 
 
-def _read_table(path: Path, delimiter: str = ",") -> list[dict[str, Any]]:
+def read_table(path: Path, delimiter: str = ",") -> list[dict[str, Any]]:
     """A CSV (or, with ``delimiter="\\t"``, a TSV) as ``[header dict, row dicts...]`` keyed by the
     lower-cased header names (UTF-8; BOM and Windows line ends accepted, extra columns kept).
     Raises ``ValueError`` naming the file and line for text that is not UTF-8 or not a table."""
-    reader = csv.reader(io.StringIO(_read_utf8(path), newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(read_utf8(path), newline=""), delimiter=delimiter)
     try:
         header = next(reader, None)
         if header is None:
@@ -252,6 +256,7 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
         ValueError, DatasetError, RunDirectoryError: one line saying what to fix.
     """
     from tidal.config import PRESETS
+    from tidal.data.checks import MIN_IMAGE_SIZE
     from tidal.data.sources import check_source_spec
     from tidal.models.factory import check_model_spec
     from tidal.strategies import strategy_class
@@ -267,8 +272,8 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
     strategy_cfg = dataclasses.replace(quick.strategy, **(strategy or {}))
     dataclasses.replace(quick, train=train_cfg, strategy=strategy_cfg).validate()
     check_model_spec(train_cfg.model)
-    if image_size is not None and image_size < 8:
-        raise ValueError(f"--image-size {image_size} is too small; use at least 8 pixels")
+    if image_size is not None and image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"--image-size {image_size} is too small; use at least {MIN_IMAGE_SIZE} pixels")
     url_given = image_url is not None
     image_url = check_image_url(DEFAULT_IMAGE_URL if image_url is None else image_url)
     if seed < 0:

@@ -59,18 +59,6 @@ class QueryResult:
     fitted: list[str] = field(default_factory=list)  # training settings fitted to the labels and images (adapt_train)
 
 
-def _with_labels(split: Split, labels: torch.Tensor) -> Split:
-    """``split`` with ``labels`` (int64 [N]) in place of its own."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(split):
-        return dataclasses.replace(split, labels=labels.to(split.device))
-    if hasattr(split, "_with"):  # tidal.data.files.FileDataset
-        return split._with(split.paths, labels.to(split.device))
-    raise ValueError(f"query() needs a tidal split (ImageDataset, FeatureDataset, FileDataset), got "
-                     f"{type(split).__name__}; build one with tidal.data.from_arrays or load_source")
-
-
 def query(
     model: Any,
     dataset: Split | DatasetSplits,
@@ -163,7 +151,7 @@ def query(
     device = torch.device(device)
     full = torch.full((n,), -1, dtype=torch.int64)
     full[ids] = y
-    pool = _with_labels(dataset, full).to(device)
+    pool = dataset.with_labels(full).to(device)
     state = LabelPool(torch.arange(n)[usable])  # excluded ids are never candidates
     if len(ids):
         state.label(ids, round=0)

@@ -10,13 +10,6 @@ from tidal.project.store import DB_NAME, ProjectStore, RoundRecord
 __all__ = ["chance_warnings", "format_status", "pending_labels", "project_status"]
 
 
-def _aligned(rows: list[list[str]]) -> list[str]:
-    """Columns padded to one width: the first left-aligned, the others right-aligned."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-            for r in rows]
-
-
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
@@ -37,6 +30,7 @@ def chance_warnings(rounds: list[RoundRecord]) -> list[str]:
 
 def format_status(store: ProjectStore, project: Path) -> str:
     """Labels per class, the rounds (method, labels trained on, holdout accuracy, time), what is unlabeled."""
+    from tidal.report.text import aligned  # the report layer (numpy) only when printing, as chance_warnings
     classes = store.classes
     labels = store.labels()
     n = store.num_samples()
@@ -50,7 +44,7 @@ def format_status(store: ProjectStore, project: Path) -> str:
     for i, c in enumerate(classes):
         rows.append([c, str(counts.get(i, 0)), f"{100 * counts.get(i, 0) / max(len(labels), 1):.1f}"])
     rows.append(["all", str(len(labels)), "100.0" if labels else "0.0"])
-    lines += ["  " + line for line in _aligned(rows)]
+    lines += ["  " + line for line in aligned(rows)]
     lines.append(f"  unlabeled: {n - len(labels)} of {n}")
     holdout = len(store.holdout())
     lines += ["", f"rounds ({len(rounds)}; holdout: {f'{holdout} images' if holdout else 'see the rounds'}):"]
@@ -61,7 +55,7 @@ def format_status(store: ProjectStore, project: Path) -> str:
             rows.append([str(r.round), r.method, str(r.n_labeled), str(r.k), _pct(r.accuracy),
                          "-" if r.final_loss is None else f"{r.final_loss:.3f}",
                          f"{r.train_seconds:.1f}", f"{r.score_seconds:.1f}", f"{r.total_seconds:.1f}"])
-        lines += ["  " + line for line in _aligned(rows)]
+        lines += ["  " + line for line in aligned(rows)]
         lines += [f"  warning: {w}" for w in chance_warnings(rounds)]
         last = rounds[-1]
         answered = sum(1 for s in last.selections if s.id in labels)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tidal.errors import RunDirectoryError
-from tidal.results import _absent, connect_readonly, create_database, identify_database
+from tidal.sqlite import SQLiteStore, identify_database
 
 __all__ = ["APPLICATION_ID", "DB_NAME", "ProjectStore", "RoundRecord", "Selection"]
 
@@ -119,15 +119,9 @@ FIX = ("pass a new project directory (`tidal init NEW --data ...`) and import yo
        "with `tidal label NEW FILE`")
 
 
-def _identify(conn: sqlite3.Connection, path: Path) -> str:
-    """"ours" (marked as a project) or "none" (a 0-byte file); raise for any other file (an empty
-    database too)."""
-    return identify_database(conn, path, APPLICATION_ID, "a tidal project database", FIX)
-
-
-class ProjectStore:
+class ProjectStore(SQLiteStore):
     """The project database at ``path``; ``create=True`` makes and marks a new one when there is
-    none (whole, in one transaction: :func:`tidal.results.create_database`; a 0-byte file counts
+    none (whole, in one transaction: :func:`tidal.sqlite.create_database`; a 0-byte file counts
     as none). An existing file that is not a tidal project (another program's database, an
     empty one too) is refused and left as it was."""
 
@@ -136,40 +130,14 @@ class ProjectStore:
         if not create and not self.path.is_file():
             raise RunDirectoryError(f"{self.path.parent} is not a tidal project (no {DB_NAME}); create one with "
                                     f"`tidal init {self.path.parent} --data folder:PATH --classes A B ...`")
-        if readonly:
-            self._conn = connect_readonly(self.path)
-        else:
-            if create and _absent(self.path):
-                create_database(self.path, _SCHEMA, APPLICATION_ID, SCHEMA_VERSION)
-            self._conn = sqlite3.connect(self.path, timeout=60)
-        try:
-            if _identify(self._conn, self.path) == "none":  # a 0-byte file, and no create
-                raise RunDirectoryError(f"{self.path} is an empty file, not a tidal project; run `tidal init`")
-            if not readonly:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=FULL")
-        except BaseException:
-            self._conn.close()
-            raise
+        self._open(readonly, f"{self.path} is an empty file, not a tidal project; run `tidal init`",
+                   create=(_SCHEMA, APPLICATION_ID, SCHEMA_VERSION) if create else None)
 
     @staticmethod
-    def check(path: str | Path) -> None:
-        """Raise :class:`RunDirectoryError` if ``path`` is not a project database tidal made.
-        Opens it read-only: nothing in the file changes."""
-        conn = connect_readonly(Path(path))
-        try:
-            _identify(conn, Path(path))
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self) -> "ProjectStore":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _identify(conn: sqlite3.Connection, path: Path) -> str:
+        """"ours" (marked as a project) or "none" (a 0-byte file); raise for any other file (an
+        empty database too)."""
+        return identify_database(conn, path, APPLICATION_ID, "a tidal project database", FIX)
 
     # -- settings ---------------------------------------------------------------------------
     def meta(self, key: str, default: Any = None) -> Any:
@@ -220,6 +188,11 @@ class ProjectStore:
         with self._conn:
             self._conn.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?)",
                                    [(int(i), int(c), source, after, now) for i, c in labels])
+
+    def remove_labels(self, ids: Sequence[int]) -> None:
+        """Forget the labels of ``ids`` (a Label Studio annotation that gave them was deleted), in one transaction."""
+        with self._conn:
+            self._conn.executemany("DELETE FROM labels WHERE id = ?", [(int(i),) for i in ids])
 
     def set_holdout(self, items: Sequence[tuple[str, int]]) -> None:
         with self._conn:

@@ -5,8 +5,6 @@
   ``mean_interval``: the same interval as (mean, low, high), clipped to the range the
   quantity can take (accuracy in [0, 100] %, a count in [0, budget], ...): with three seeds a
   t-interval is ±2.48 standard errors and otherwise runs past what is possible.
-* ``auroc``: how well a score tells positives (e.g. tail-class samples) from negatives
-  (Figure 2): the Mann-Whitney U statistic of ``scipy.stats`` over ``n_pos n_neg``.
 * ``kl_divergence``: row-wise KL(p || q) of probability vectors (Figure 7).
 * ``area_under_curve``: trapezoid area under accuracy vs. number of labels, divided by the
   label range, so it reads as a mean accuracy over the budget.
@@ -21,7 +19,7 @@ import math
 
 import numpy as np
 
-__all__ = ["area_under_curve", "auroc", "kl_divergence", "mean_ci", "mean_interval", "t_quantile"]
+__all__ = ["area_under_curve", "kl_divergence", "mean_ci", "mean_interval", "t_quantile"]
 
 
 def t_quantile(q: float, df: float) -> float:
@@ -66,29 +64,6 @@ def mean_interval(values: np.ndarray | list[float], confidence: float = 0.95, lo
     if half != half:
         return mean, math.nan, math.nan
     return mean, max(mean - half, low), min(mean + half, high)
-
-
-def auroc(scores: np.ndarray | list[float], is_positive: np.ndarray | list[bool]) -> float:
-    """Area under the ROC curve of ``scores`` ``[n]`` for telling ``is_positive`` ``[n]`` apart.
-
-    Equals P(score of a random positive > score of a random negative) + 0.5 P(equal): the
-    Mann-Whitney U statistic of the positives (``scipy.stats.mannwhitneyu``, ties at their
-    average rank) divided by ``n_pos n_neg``. 1 = positives always score higher, 0.5 = chance.
-    """
-    s = np.asarray(scores, dtype=float).ravel()
-    pos = np.asarray(is_positive, dtype=bool).ravel()
-    if s.shape != pos.shape:
-        raise ValueError(f"scores has {s.size} values but is_positive has {pos.size}")
-    n_pos = int(pos.sum())
-    n_neg = s.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"auroc needs positives and negatives; got {n_pos} positive and {n_neg} negative")
-    if not np.isfinite(s).all():
-        raise ValueError("scores contain NaN or infinite values")
-    from scipy import stats
-
-    u = stats.mannwhitneyu(s[pos], s[~pos], alternative="two-sided", method="asymptotic").statistic
-    return float(u) / (n_pos * n_neg)
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:

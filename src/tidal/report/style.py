@@ -24,6 +24,12 @@ METHOD_COLORS: dict[str, str] = {
     "tidal-margin": "#ff7f0e",
     "tidal-exact": "#8c1a3c",
     "tidal-margin-self": "#c49c00",
+    "tidal-detached-entropy": "#f7a6a6",  # issue 20's TD variants: lighter shades of TiDAL's
+    "tidal-detached-margin": "#ffcc80",
+    "tidal-calibrated-entropy": "#a0522d",
+    "tidal-calibrated-margin": "#e0a030",
+    "tidal-diverse-entropy": "#ff4f9a",
+    "tidal-diverse-margin": "#8a4b00",
     "entropy": "#1f77b4",  # the snapshot counterparts in blues
     "margin": "#17becf",
     "least-confidence": "#9467bd",

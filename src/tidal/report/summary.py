@@ -23,11 +23,12 @@ import numpy as np
 import math
 from collections.abc import Mapping, Sequence
 
+from tidal.metrics import tail_classes
 from tidal.report.stats import area_under_curve, mean_interval
 from tidal.results import CycleRecord
 
 __all__ = ["LIMITS", "REFERENCE", "Curve", "Overall", "SettingSummary", "Timing", "class_labels", "near_chance",
-           "summarize", "tail_classes"]
+           "summarize"]
 
 REFERENCE = "random"  # the method every other is compared with
 NAN = float("nan")
@@ -124,11 +125,6 @@ class SettingSummary:
     def slug(self) -> str:
         """A file-name-safe name of the setting, e.g. ``fashion-mnist-ir10``."""
         return f"{self.dataset}-ir{self.imbalance:g}".replace("/", "-").replace(" ", "-")
-
-
-def tail_classes(num_classes: int) -> list[int]:
-    """The last ``num_classes // 2`` class indices: the rare half under long-tail sampling."""
-    return list(range(num_classes - num_classes // 2, num_classes))
 
 
 def class_labels(num_classes: int, names: Sequence[str] | None = None) -> list[str]:

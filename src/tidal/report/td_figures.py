@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tidal.report.stats import auroc
+from tidal.metrics import auroc
 from tidal.report.style import method_color, new_figure, save_figure
 
 __all__ = ["plot_score_distributions", "plot_td_prediction_kl"]

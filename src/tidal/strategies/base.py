@@ -17,14 +17,13 @@ store (:mod:`tidal.embedstore`, in memory or on disk) in row blocks, otherwise a
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 
-from tidal.errors import did_you_mean
+from tidal.registry import Registry
 
 if TYPE_CHECKING:
     from tidal.config import StrategyConfig
@@ -190,7 +189,6 @@ class Strategy:
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[Strategy]] = {}
 # Suggested for a mistyped name before the other close names: ``tidal`` gets the paper's main
 # method, not the costly oracle ablation ``tidal-exact`` that difflib finds closest.
 _SUGGESTED_FIRST = ("tidal-entropy", "tidal-margin", "random")
@@ -217,12 +215,14 @@ def _load_all() -> None:
             importlib.import_module(f"{package.__name__}.{module.name}")
 
 
+_REGISTRY: Registry[type[Strategy]] = Registry("strategy", "unknown method {name!r}; choose from: {names}{hint}",
+                                               preferred=_SUGGESTED_FIRST, load=_load_all)
+
+
 def register(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: make ``cls`` available under ``cls.name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"strategy name {cls.name!r} is already registered by {_REGISTRY[cls.name].__name__}")
     unknown = set(cls.needs) - NEEDS
     if unknown:
         raise ValueError(f"{cls.__name__}.needs has unknown entries {sorted(unknown)}; valid: {sorted(NEEDS)}")
@@ -234,22 +234,16 @@ def register(cls: type[Strategy]) -> type[Strategy]:
                          "'labeled_embedding' may be; set blockwise = False")
     if cls.batch_aligned and not cls.per_sample:
         raise ValueError(f"{cls.__name__} is batch_aligned but not per_sample; set batch_aligned = False")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return _REGISTRY.add(cls.name, cls, cls.description)
 
 
 def list_strategies(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style ``pattern``, sorted."""
-    _load_all()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return _REGISTRY.names(pattern)
 
 
 def strategy_class(name: str) -> type[Strategy]:
     """The class registered as ``name``; unknown names raise a ``ValueError`` listing valid ones."""
-    _load_all()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown method {name!r}; choose from: {', '.join(list_strategies())}"
-                         f"{did_you_mean(name, _REGISTRY, preferred=_SUGGESTED_FIRST)}")
     return _REGISTRY[name]
 
 

@@ -29,18 +29,26 @@ class TDPredictionObjective(AuxObjective):
     Each step folds the batch's detached softmax into the running TD record, then
     returns ``weight * KL(p̄ || softmax(m(features)))`` with the updated ``p̄``; gradients
     flow into both the module and the backbone's features, as in the paper.
+
+    ``detach=True`` (the ``tidal-detached-*`` variants, :mod:`tidal.strategies.tidal_variants`):
+    the module reads the features through a stop-gradient, so the KL term trains the module
+    alone and the backbone's gradients are those of the cross-entropy exactly; the record and
+    the module's target (Eqs. 5, 8) are unchanged. ``detach=False`` (the paper's) runs exactly
+    the code it ran before the flag existed.
     """
 
-    def __init__(self, ctx: TrainContext, weight: float = 1.0, hidden: int = 128) -> None:
+    def __init__(self, ctx: TrainContext, weight: float = 1.0, hidden: int = 128, detach: bool = False) -> None:
         super().__init__()
         self.weight = weight
+        self.detach = detach  # True: stop-gradient between the backbone's features and the module
         self.module = MultiScaleHead(ctx.feature_channels, ctx.num_classes, hidden)
         self.dynamics = TrainingDynamics(ctx.labeled, ctx.num_classes, ctx.device)
 
     def loss(self, batch: StepBatch) -> torch.Tensor:
         self.dynamics.update(batch.indices, torch.softmax(batch.out.logits.detach(), dim=1))
         target = self.dynamics.targets(batch.indices)
-        return self.weight * td_kl_loss(self.module(batch.out.features), target)
+        features = [f.detach() for f in batch.out.features] if self.detach else batch.out.features
+        return self.weight * td_kl_loss(self.module(features), target)
 
     def records(self) -> list[TrainingDynamics]:
         """The TD record (Eq. 5), updated in :meth:`loss`."""
