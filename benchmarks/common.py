@@ -29,16 +29,16 @@ def scoring_setup(pool, method: str, classes: int, dim: int, hidden: int, mc_sam
     strategy's dropout; seeded 0) in eval mode, and the strategy's objective (None or eval mode)."""
     import torch
 
-    from tidal.config import StrategyConfig
+    from tidal.config import StrategyConfig, TrainConfig
+    from tidal.loop import new_objective
     from tidal.models.mlp import MLP
-    from tidal.strategies import TrainContext, create_strategy
+    from tidal.strategies import create_strategy
 
     strategy = create_strategy(method, StrategyConfig(mc_samples=mc_samples))
     torch.manual_seed(0)
     model = MLP(dim, classes, hidden=(hidden,), dropout=strategy.dropout).eval()
-    ctx = TrainContext(pool, labeled, candidates, classes, model.feature_channels, model.embedding_dim, 1,
-                       torch.device("cpu"), batch)
-    objective = strategy.make_objective(ctx)
+    objective = new_objective(strategy, model, pool, (labeled, candidates), TrainConfig(epochs=1, eval_batch_size=batch),
+                              torch.device("cpu"))
     if objective is not None:
         objective.eval()
     return strategy, model, objective

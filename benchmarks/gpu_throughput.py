@@ -41,7 +41,7 @@ from common import write_table  # noqa: E402
 
 from tidal.config import StrategyConfig, TrainConfig  # noqa: E402
 from tidal.data import load_dataset  # noqa: E402
-from tidal.gather import select  # noqa: E402
+from tidal.gather import ScoringPass, select  # noqa: E402
 from tidal.loop import initial_labeled  # noqa: E402
 from tidal.models import ResNet18  # noqa: E402
 from tidal.runs import resolve_device, set_deterministic  # noqa: E402
@@ -105,8 +105,8 @@ def time_scoring(method: str, train, labeled, candidates, config: TrainConfig, d
         sync(device)
         t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            select(strategy, model, objective, train, cand, lab, budget, torch.Generator().manual_seed(0),
-                   config.eval_batch_size)
+            select(strategy, ScoringPass(model, objective, train, cand, lab, budget, torch.Generator().manual_seed(0),
+                                         config.eval_batch_size))
         sync(device)
         times.append(time.perf_counter() - t0)
     return len(candidates) / min(times[1:])

@@ -39,7 +39,7 @@ def check(args: tuple[str, str, float, int, int]) -> tuple[str, float, list[str]
     torch.set_num_threads(1)
     from tidal.data import load_dataset
     from tidal.experiment import load_splits, make_pool
-    from tidal.loop import active_learning
+    from tidal.loop import CycleEnv, active_learning, configured_model
     from tidal.results import DB_NAME, ResultStore
     from tidal.strategies import create_strategy
 
@@ -56,8 +56,9 @@ def check(args: tuple[str, str, float, int, int]) -> tuple[str, float, list[str]
     if len(stored) < cycles:
         problems.append(f"code: only {len(stored)} stored cycles")
     t0 = time.perf_counter()
-    for r, want in zip(active_learning(split.train, split.test, pool, create_strategy(method, config.strategy),
-                                       config.al, config.train, seed, "cpu"), stored):
+    for r, want in zip(active_learning(split.train, split.test, pool, create_strategy(method, config.strategy), seed,
+                                       CycleEnv(config.train, config.al, torch.device("cpu"),
+                                                configured_model(config.train))), stored):
         c = want.cycle + 1
         free = "code" if method == "random" else "arithmetic"  # random's draws use no model output
         if r.accuracy != want.accuracy:

@@ -46,7 +46,7 @@ def run_case(method: str, n: int, classes: int, path: str) -> dict:
 
     from common import scoring_setup
     from tidal.data.dataset import FeatureDataset
-    from tidal.gather import select
+    from tidal.gather import ScoringPass, select
 
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
@@ -58,7 +58,7 @@ def run_case(method: str, n: int, classes: int, path: str) -> dict:
         type(strategy).per_sample = False
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    ids, _ = select(strategy, model, objective, pool, candidates, labeled, K, g, BATCH)
+    ids, _ = select(strategy, ScoringPass(model, objective, pool, candidates, labeled, K, g, BATCH))
     seconds = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert len(ids) == K

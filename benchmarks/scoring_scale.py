@@ -80,7 +80,7 @@ def run_cell(method: str, store: str, n: int, classes: int) -> dict:
 
     from common import scoring_setup
     from tidal.embedstore import EmbeddingStore, StoreSpec
-    from tidal.gather import select
+    from tidal.gather import ScoringPass, select
 
     torch.set_num_threads(1)
     pool = synthetic_pool(n + LABELED, classes)
@@ -102,9 +102,9 @@ def run_cell(method: str, store: str, n: int, classes: int) -> dict:
     g = torch.Generator().manual_seed(0)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     warm = torch.arange(2 * BATCH + LABELED, 2 * BATCH + 2 * LABELED)
-    select(strategy, model, objective, pool, torch.arange(2 * BATCH), warm, K, g, BATCH, store=spec)  # warm-up
+    select(strategy, ScoringPass(model, objective, pool, torch.arange(2 * BATCH), warm, K, g, BATCH), store=spec)  # warm-up
     t0 = time.perf_counter()
-    ids, _ = select(strategy, model, objective, pool, candidates, labeled, K, g, BATCH, store=spec)
+    ids, _ = select(strategy, ScoringPass(model, objective, pool, candidates, labeled, K, g, BATCH), store=spec)
     seconds = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert len(ids) == K

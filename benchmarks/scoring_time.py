@@ -22,7 +22,7 @@ from common import write_table
 
 from tidal.config import PRESETS, TrainConfig
 from tidal.data import load_dataset
-from tidal.gather import gather
+from tidal.gather import ScoringPass, gather
 from tidal.loop import initial_labeled
 from tidal.models import ResNet18
 from tidal.strategies import TrainContext, create_strategy, list_strategies, select_top_k
@@ -62,8 +62,8 @@ def main() -> None:
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             g = torch.Generator().manual_seed(1)
-            inputs = gather(model, objective, strategy.needs, train, candidates, labeled, args.budget, g,
-                            tc.eval_batch_size, strategy.mc_samples)
+            inputs = gather(ScoringPass(model, objective, train, candidates, labeled, args.budget, g,
+                                        tc.eval_batch_size), strategy.needs, strategy.mc_samples)
             select_top_k(strategy.score(inputs), candidates, args.budget)
             best = min(best, time.perf_counter() - t0)
         needs = ", ".join(sorted(strategy.needs)) or "—"

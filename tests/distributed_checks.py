@@ -10,10 +10,11 @@ import torch
 import torch.distributed as dist
 
 from conftest import make_tiny_splits  # tests/ is this script's folder, hence on sys.path
+from tidal.comm import LOCAL
 from tidal.config import StrategyConfig, TrainConfig
 from tidal.data import from_arrays
 from tidal.distributed import launched, rank_device, start
-from tidal.gather import select
+from tidal.gather import ScoringPass, select
 from tidal.inference import evaluate
 from tidal.models.factory import build_model
 from tidal.strategies import create_strategy
@@ -34,7 +35,8 @@ def trained(split, model_spec, method, labeled, config, ranks, width=2):
     ctx = TrainContext(split, labeled, torch.arange(0), split.num_classes, model.feature_channels,
                        model.embedding_dim, config.epochs, torch.device("cpu"))
     objective = create_strategy(method, StrategyConfig()).make_objective(ctx)
-    train_model(model, objective, split, labeled, config, torch.Generator().manual_seed(1), ranks=ranks)
+    train_model(model, objective, split, labeled, config, torch.Generator().manual_seed(1),
+                comm=ranks or LOCAL)
     return model, objective
 
 
@@ -73,9 +75,9 @@ def check(ranks) -> None:
                            ("cal", cal_model, cal)):
         strategy = create_strategy(name, StrategyConfig())
         for chunk in (None, 5):
-            args = (strategy, mdl, obj, images.train, candidates, labeled, 20)
-            got = ranks.select(*args, torch.Generator().manual_seed(2), 16, chunk)
-            want = select(*args, torch.Generator().manual_seed(2), 16, chunk)
+            args = (mdl, obj, images.train, candidates, labeled, 20)
+            got = ranks.select(strategy, ScoringPass(*args, torch.Generator().manual_seed(2), 16), chunk)
+            want = select(strategy, ScoringPass(*args, torch.Generator().manual_seed(2), 16), chunk)
             assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), (name, chunk, got, want)
 
     # 3. No batch norm (an MLP on features, no augmentation): two ranks train what one process

@@ -12,7 +12,7 @@ import torch
 
 from tidal.config import AMP_MODES, ALConfig, StrategyConfig, TrainConfig, preset
 from tidal.experiment import validate_experiment
-from tidal.loop import active_learning
+from loop_helpers import cycles
 from tidal.models import ResNet18
 from tidal.strategies import create_strategy, list_strategies
 from tidal.train import autocast, train_model
@@ -67,7 +67,7 @@ def test_autocast_context_dtype():
 def test_every_strategy_runs_two_cycles_in_bf16(name, tiny_splits):
     pool = torch.arange(0, len(tiny_splits.train), 2)
     tc = dataclasses.replace(TC, amp="bf16")
-    first, last = active_learning(tiny_splits.train, tiny_splits.test, pool, create_strategy(name, FAST), AL, tc,
+    first, last = cycles(tiny_splits.train, tiny_splits.test, pool, create_strategy(name, FAST), AL, tc,
                                   seed=0)
     assert math.isfinite(first.final_loss) and math.isfinite(last.final_loss)
     assert len(set(first.selected.tolist())) == AL.budget and torch.isfinite(first.scores).all()

@@ -12,8 +12,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from tidal.config import ALConfig, ExperimentConfig, StrategyConfig, TrainConfig
 from tidal.data.dataset import FeatureDataset
 from tidal.embedstore import ALIGN, EmbeddingStore, StoreSpec, StoredRows, as_rows, row_spans
-from tidal.gather import gather, select
-from tidal.loop import configured_model
+from tidal.gather import ScoringPass, gather, select
+from tidal.loop import configured_model, new_model, new_objective
 from tidal.models.mlp import MLP
 from tidal.strategies import TrainContext, create_strategy, select_top_k
 from tidal.strategies.cal import fit_logistic_regression
@@ -37,10 +37,8 @@ def _trained(name, tiny_splits):
     strategy = create_strategy(name)
     train, labeled = tiny_splits.train, torch.arange(0, 48)
     torch.manual_seed(0)
-    model = configured_model(TC)(train.num_classes, train.input_shape, strategy.dropout)
-    ctx = TrainContext(train, labeled, torch.arange(49, 240), train.num_classes, model.feature_channels,
-                       model.embedding_dim, TC.epochs, torch.device("cpu"), TC.eval_batch_size)
-    objective = strategy.make_objective(ctx)
+    model = new_model(configured_model(TC), train, strategy)
+    objective = new_objective(strategy, model, train, (labeled, torch.arange(49, 240)), TC, torch.device("cpu"))
     train_model(model, objective, train, labeled, TC, torch.Generator().manual_seed(1))
     return strategy, model, objective, labeled
 
@@ -150,12 +148,12 @@ def test_set_strategies_over_the_store_equal_todays_selection(name, tiny_splits,
     strategy, model, objective, labeled = _trained(name, tiny_splits)
     train, k = tiny_splits.train, 25
     candidates = torch.arange(49, 240)  # 191 candidates: blocks of 64, 64, 63
-    inputs = gather(model, objective, strategy.needs, train, candidates, labeled, k,
-                    torch.Generator().manual_seed(3), 16)
+    inputs = gather(ScoringPass(model, objective, train, candidates, labeled, k, torch.Generator().manual_seed(3), 16),
+                    strategy.needs)
     want_ids, want = select_top_k(_whole_scores(name, inputs), candidates, k)
     for spec in (None, StoreSpec(block_rows=64), StoreSpec("disk", "float32", str(tmp_path), 64)):
-        ids, scores = select(strategy, model, objective, train, candidates, labeled, k,
-                             torch.Generator().manual_seed(3), 16, store=spec)
+        ids, scores = select(strategy, ScoringPass(model, objective, train, candidates, labeled, k,
+                                                   torch.Generator().manual_seed(3), 16), store=spec)
         assert torch.equal(ids, want_ids), spec
         assert scores.dtype == want.dtype and torch.equal(scores, want), spec
     assert os.listdir(tmp_path) == []  # the disk store removed its files
@@ -187,9 +185,10 @@ def test_a_float16_disk_store_selects_almost_the_same_set(name, tmp_path):
         return real_score(inputs)
 
     strategy.score = score
-    exact, _ = select(strategy, model, None, split, candidates, labeled, k, torch.Generator().manual_seed(1), 256)
-    half, _ = select(strategy, model, None, split, candidates, labeled, k, torch.Generator().manual_seed(1), 256,
-                     store=StoreSpec("disk", "float16", str(tmp_path), 128))
+    exact, _ = select(strategy, ScoringPass(model, None, split, candidates, labeled, k, torch.Generator().manual_seed(1),
+                                            256))
+    half, _ = select(strategy, ScoringPass(model, None, split, candidates, labeled, k, torch.Generator().manual_seed(1),
+                                           256), store=StoreSpec("disk", "float16", str(tmp_path), 128))
     overlap = len(set(exact.tolist()) & set(half.tolist())) / k
     assert overlap >= 0.95, overlap
     assert seen[0] == [] and len(seen[1]) == 1 and seen[1][0].startswith("tidal-store-")
@@ -205,8 +204,9 @@ def test_the_disk_store_is_removed_when_scoring_fails(tmp_path):
 
     strategy.score = boom
     with pytest.raises(RuntimeError, match="scoring failed"):
-        select(strategy, MLP(8, 4, hidden=(8,)), None, split, torch.arange(200), torch.arange(200, 300), 5,
-               torch.Generator().manual_seed(0), 64, store=StoreSpec("disk", "float16", str(tmp_path)))
+        select(strategy, ScoringPass(MLP(8, 4, hidden=(8,)), None, split, torch.arange(200), torch.arange(200, 300), 5,
+                                     torch.Generator().manual_seed(0), 64),
+               store=StoreSpec("disk", "float16", str(tmp_path)))
     assert os.listdir(tmp_path) == []
 
 
@@ -256,8 +256,8 @@ def _largest(name, n, spec, dim=64, classes=50):
         objective.correctness.update(labeled, (torch.arange(40) % 2).float().unsqueeze(1))  # half "uncertain"
     candidates, labeled = torch.arange(n), torch.arange(n, n + 40)  # [n] ids: the caller's, not scoring's
     with _Largest() as probe:
-        ids, _ = select(strategy, model, objective, split, candidates, labeled, 16, torch.Generator().manual_seed(0),
-                        64, store=spec)
+        ids, _ = select(strategy, ScoringPass(model, objective, split, candidates, labeled, 16,
+                                              torch.Generator().manual_seed(0), 64), store=spec)
     assert len(ids) == 16
     return probe.largest
 
@@ -305,16 +305,16 @@ def test_mc_dropout_of_other_models_runs_batch_by_batch():
     runs = []
     for chunk in (1, 7, None, 1000):
         torch.manual_seed(3)
-        runs.append(select(strategy, model, None, split, torch.arange(n), torch.zeros(0, dtype=torch.int64), 20,
-                           torch.Generator().manual_seed(0), 64, chunk))
+        runs.append(select(strategy, ScoringPass(model, None, split, torch.arange(n), torch.zeros(0, dtype=torch.int64),
+                                                 20, torch.Generator().manual_seed(0), 64), chunk))
     for ids, scores in runs[1:]:
         assert torch.equal(ids, runs[0][0]) and torch.equal(scores, runs[0][1])
     assert runs[0][1].min() > 0  # dropout really sampled: the passes disagree
     assert model.training  # the caller's mode is restored
     # What the pass holds: [T, batch, C] of samples, never [T, n, C].
     with _Largest() as probe:
-        select(strategy, model, None, split, torch.arange(n), torch.zeros(0, dtype=torch.int64), 20,
-               torch.Generator().manual_seed(0), 64, 64)
+        select(strategy, ScoringPass(model, None, split, torch.arange(n), torch.zeros(0, dtype=torch.int64), 20,
+                                     torch.Generator().manual_seed(0), 64), 64)
     assert probe.largest < 4 * n * 6 * 4 / 2
 
 
@@ -353,8 +353,8 @@ def test_a_bad_chunk_size_is_refused_in_one_line(chunk):
     split = _pool(100, 4, 3)
     for name in ("entropy", "coreset"):
         with pytest.raises(ValueError, match=f"chunk_size={chunk} must be") as exc:
-            select(create_strategy(name), MLP(4, 3, hidden=(4,)), None, split, torch.arange(90), torch.arange(90, 100),
-                   5, torch.Generator(), 16, chunk)
+            select(create_strategy(name), ScoringPass(MLP(4, 3, hidden=(4,)), None, split, torch.arange(90),
+                                                      torch.arange(90, 100), 5, torch.Generator(), 16), chunk)
         assert "\n" not in str(exc.value)
 
 

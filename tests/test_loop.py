@@ -5,7 +5,8 @@ import torch
 
 from tidal.config import ALConfig, TrainConfig
 from tidal.errors import TrainingDivergedError
-from tidal.loop import active_learning, initial_labeled
+from loop_helpers import cycles
+from tidal.loop import initial_labeled
 from tidal.strategies import create_strategy
 
 AL = ALConfig(initial=20, budget=10, cycles=3, subset=50)
@@ -14,7 +15,7 @@ TC = TrainConfig(epochs=2, width=2, batch_size=16, eval_batch_size=64)
 
 def _run(splits, method="tidal-entropy", pool=None, seed=0, **kw):
     pool = torch.arange(0, len(splits.train), 2) if pool is None else pool  # only even indices
-    return list(active_learning(splits.train, splits.test, pool, create_strategy(method), kw.pop("al", AL), TC,
+    return list(cycles(splits.train, splits.test, pool, create_strategy(method), kw.pop("al", AL), TC,
                                 seed, **kw))
 
 
@@ -66,7 +67,7 @@ def test_budget_larger_than_the_pool(tiny_splits):
 def test_nan_loss_names_cycle_and_seed(tiny_splits):
     bad = TrainConfig(epochs=3, width=2, batch_size=16, lr=1e30)
     with pytest.raises(TrainingDivergedError, match=r"random, seed 5, cycle 1: training loss became"):
-        list(active_learning(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"),
+        list(cycles(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"),
                              AL, bad, 5))
 
 
@@ -91,7 +92,7 @@ def test_continue_mode_keeps_the_objective_module_across_cycles(tiny_splits, mon
     monkeypatch.setattr(loop_module, "train_model", spy)
     al = ALConfig(initial=20, budget=10, cycles=2, subset=50, retrain="continue")
     pool = torch.arange(0, len(tiny_splits.train), 2)
-    results = list(active_learning(tiny_splits.train, tiny_splits.test, pool,
+    results = list(cycles(tiny_splits.train, tiny_splits.test, pool,
                                    create_strategy(method, StrategyConfig(vaal_epochs=1)), al, TC, 0))
     end_of_cycle_1 = results[0].objective_state
     start_of_cycle_2, objective_2 = at_start[1]
@@ -125,7 +126,7 @@ def _feature_cycles(train, method="random", tc=None, **kw):
 
     tc = tc or TrainConfig(epochs=2, batch_size=16, eval_batch_size=64, model="mlp")
     pool = torch.arange(len(train))
-    gen = active_learning(train, _features(60, 1), pool, create_strategy(method), ALConfig(initial=20, budget=10,
+    gen = cycles(train, _features(60, 1), pool, create_strategy(method), ALConfig(initial=20, budget=10,
                           cycles=2, subset=100), tc, 0, model_factory=configured_model(tc), **kw)
     done = []
     with pytest.raises(Exception) as info:
@@ -146,7 +147,7 @@ def test_non_finite_test_logits_after_a_runaway_learning_rate_are_an_error_not_a
 
     bad = TrainConfig(epochs=1, width=2, batch_size=16, lr=1e30, eval_batch_size=64)
     al = ALConfig(initial=16, budget=10, cycles=3, subset=50)
-    gen = active_learning(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), al, bad, 5)
+    gen = cycles(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), al, bad, 5)
     with pytest.raises(NonFiniteError, match=r"^random, seed 5, cycle 1: 60 of 60 test samples have NaN or infinite "
                                              r"logits: training grew the weights to \|w\| = \S+ \(in '\S+'\), so the "
                                              r"outputs overflow; lower the learning rate \(lr=1e\+30\); nothing of "
@@ -173,7 +174,7 @@ def test_a_model_whose_eval_logits_are_nan_is_an_error_naming_the_model_not_the_
     def factory(num_classes, input_shape, dropout):
         return build_model(NaNInEval, num_classes, input_shape, dropout)
 
-    gen = active_learning(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), AL, TC, 0,
+    gen = cycles(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), AL, TC, 0,
                           model_factory=factory)
     with pytest.raises(NonFiniteError, match=r"random, seed 0, cycle 1: 60 of 60 test samples have NaN or infinite "
                                              r"logits: the model's eval-mode forward gives them although its inputs "
@@ -193,7 +194,7 @@ def test_a_checkpoint_with_negative_batch_norm_variance_is_refused_before_traini
 
     trained = []
     monkeypatch.setattr(loop_module, "train_model", lambda *a, **k: trained.append(1))
-    gen = active_learning(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), AL, TC, 0,
+    gen = cycles(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), AL, TC, 0,
                           model_factory=factory)
     with pytest.raises(NonFiniteError, match=r"random, seed 0, cycle 1: the model's weights before training \(as the "
                                              r"model built them\) hold negative batch-norm variances in "
@@ -213,7 +214,7 @@ def test_a_weights_file_with_nan_is_named_as_the_cause_before_training(tiny_spli
     torch.save(state, tmp_path / "nan.pth")
     tc = TrainConfig(epochs=1, batch_size=16, eval_batch_size=64, model="resnet50", weights=str(tmp_path / "nan.pth"))
     monkeypatch.setattr(loop_module, "train_model", lambda *a, **k: pytest.fail("trained on NaN weights"))
-    gen = active_learning(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), AL, tc, 0,
+    gen = cycles(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), AL, tc, 0,
                           model_factory=configured_model(tc))
     with pytest.raises(NonFiniteError, match=r"random, seed 0, cycle 1: the model's weights before training \(from "
                                              r"--weights \S+nan.pth\) hold NaN or infinite values in 'fc.weight'; the "
@@ -272,7 +273,7 @@ def test_a_user_model_failing_in_training_is_a_model_error_and_tidal_errors_pass
     def factory(num_classes, input_shape, dropout):
         return build_model(_FailsOnBigBatches, num_classes, input_shape, dropout)
 
-    gen = active_learning(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), AL, TC, 0,
+    gen = cycles(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), AL, TC, 0,
                           model_factory=factory)
     with pytest.raises(ModelError, match=r"^random, seed 0, cycle 1: your code \(the model, or a strategy of yours\) "
                                          r"failed while tidal trained, evaluated or scored it on inputs of shape "
@@ -280,9 +281,11 @@ def test_a_user_model_failing_in_training_is_a_model_error_and_tidal_errors_pass
                                          r"classes: RuntimeError: cannot take a batch of 16 \(TIDAL_DEBUG=1"):
         next(gen)
     # an error raised in tidal's own code (here: a call with the wrong arguments) is not blamed on the user
-    monkeypatch.setattr(loop_module, "evaluate", functools.partial(select_top_k, torch.zeros(2), torch.zeros(3)))
+    import tidal.inference
+
+    monkeypatch.setattr(tidal.inference, "evaluate", functools.partial(select_top_k, torch.zeros(2), torch.zeros(3)))
     with pytest.raises(TypeError):
-        next(active_learning(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), AL,
+        next(cycles(tiny_splits.train, tiny_splits.test, torch.arange(100), create_strategy("random"), AL,
                              TC, 0))
 
 
@@ -300,7 +303,7 @@ def test_each_cycle_trains_with_the_batch_fitted_to_its_labels(tiny_splits, monk
 
     monkeypatch.setattr(tidal.loop, "train_model", spy)
     tc = TrainConfig(epochs=1, width=2, batch_size=16, eval_batch_size=64)
-    list(active_learning(tiny_splits.train, tiny_splits.test, torch.arange(0, len(tiny_splits.train), 2),
+    list(cycles(tiny_splits.train, tiny_splits.test, torch.arange(0, len(tiny_splits.train), 2),
                          create_strategy("random"), ALConfig(initial=12, budget=10, cycles=2, subset=50), tc, 0))
     side = min(tiny_splits.train.input_shape[1:])
     assert used == [(12, 6, min(4, side // 7)), (22, 16, min(4, side // 7))]

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 import tidal.gather as gather_module
 from tidal.config import StrategyConfig, TrainConfig
 from tidal.data.dataset import FeatureDataset
-from tidal.gather import gather, select
-from tidal.loop import configured_model
+from tidal.gather import ScoringPass, gather, select
+from tidal.loop import configured_model, new_model, new_objective
 from tidal.models.mlp import MLP
 from tidal.strategies import RunningTopK, TrainContext, create_strategy, list_strategies, select_top_k, strategy_class
 from tidal.train import train_model
@@ -68,18 +68,16 @@ def _trained(name: str, tiny_splits):
     train = tiny_splits.train
     labeled, candidates = torch.arange(0, 48), torch.arange(100, 153)  # 53 candidates: not a multiple of 7 or 16
     torch.manual_seed(0)
-    model = configured_model(TC)(train.num_classes, train.input_shape, strategy.dropout)
-    ctx = TrainContext(train, labeled, candidates, train.num_classes, model.feature_channels, model.embedding_dim,
-                       TC.epochs, torch.device("cpu"), TC.eval_batch_size)
-    objective = strategy.make_objective(ctx)
+    model = new_model(configured_model(TC), train, strategy)
+    objective = new_objective(strategy, model, train, (labeled, candidates), TC, torch.device("cpu"))
     train_model(model, objective, train, labeled, TC, torch.Generator().manual_seed(1))
     return strategy, model, objective, candidates, labeled
 
 
 def _select(strategy, model, objective, train, candidates, labeled, k, chunk_size):
     torch.manual_seed(7)  # MC dropout masks come from the global generator
-    return select(strategy, model, objective, train, candidates, labeled, k, torch.Generator().manual_seed(3),
-                  TC.eval_batch_size, chunk_size)
+    return select(strategy, ScoringPass(model, objective, train, candidates, labeled, k,
+                                        torch.Generator().manual_seed(3), TC.eval_batch_size), chunk_size)
 
 
 @pytest.mark.parametrize("name", PER_SAMPLE)
@@ -87,8 +85,8 @@ def test_chunked_selection_equals_the_whole_array_one(name, tiny_splits):
     strategy, model, objective, candidates, labeled = _trained(name, tiny_splits)
     train, k = tiny_splits.train, 11
     torch.manual_seed(7)
-    inputs = gather(model, objective, strategy.needs, train, candidates, labeled, k,
-                    torch.Generator().manual_seed(3), TC.eval_batch_size, strategy.mc_samples)
+    inputs = gather(ScoringPass(model, objective, train, candidates, labeled, k, torch.Generator().manual_seed(3),
+                                TC.eval_batch_size), strategy.needs, strategy.mc_samples)
     want_ids, want = select_top_k(strategy.score(inputs), candidates, k)  # today's unchunked path
     for chunk_size in (1, 7, None, len(candidates) + 10):
         ids, scores = _select(strategy, model, objective, train, candidates, labeled, k, chunk_size)
@@ -99,13 +97,13 @@ def test_chunked_selection_equals_the_whole_array_one(name, tiny_splits):
 @pytest.mark.parametrize("name", ["entropy", "bald"])
 def test_loop_selection_does_not_depend_on_the_chunk_size(name, tiny_splits, monkeypatch):
     from tidal.config import ALConfig
-    from tidal.loop import active_learning
+    from loop_helpers import cycles
 
     pool = torch.arange(0, len(tiny_splits.train), 2)
     al = ALConfig(initial=24, budget=8, cycles=2, subset=40)
 
     def run(chunk_size):
-        return list(active_learning(tiny_splits.train, tiny_splits.test, pool, create_strategy(name, FAST), al, TC,
+        return list(cycles(tiny_splits.train, tiny_splits.test, pool, create_strategy(name, FAST), al, TC,
                                     seed=0, chunk_size=chunk_size))[0]
 
     chunked = [run(c) for c in (1, 7)]
@@ -138,8 +136,8 @@ def _held_bytes(name: str, n: int, monkeypatch) -> tuple[int, int]:
 
     monkeypatch.setattr(strategy, "score", score)
     monkeypatch.setattr(gather_module, "RunningTopK", Recording)
-    select(strategy, model, None, split, torch.arange(n), torch.zeros(0, dtype=torch.int64), 16,
-           torch.Generator().manual_seed(0), batch_size=32, chunk_size=32)
+    select(strategy, ScoringPass(model, None, split, torch.arange(n), torch.zeros(0, dtype=torch.int64), 16,
+                                 torch.Generator().manual_seed(0), batch_size=32), chunk_size=32)
     return max(seen), tops[0].peak_bytes
 
 
@@ -174,4 +172,5 @@ def test_non_finite_scores_from_finite_outputs_are_an_error_naming_the_strategy(
     model = MLP(5, 2)
     with pytest.raises(NonFiniteError, match=r"candidates.* got NaN or infinite half-nan scores \(first: sample 0\); "
                                              r"from finite model outputs: HalfNaN.score gives non-finite values"):
-        select(HalfNaN(StrategyConfig()), model, None, data, torch.arange(40), torch.arange(0), 5, g, batch_size=16)
+        select(HalfNaN(StrategyConfig()), ScoringPass(model, None, data, torch.arange(40), torch.arange(0), 5, g,
+                                                      batch_size=16))

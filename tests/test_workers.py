@@ -14,6 +14,7 @@ from tidal.cli import main
 from tidal.config import ALConfig, DataConfig, TrainConfig, preset
 from tidal.errors import TrainingDivergedError
 from tidal.experiment import experiment_runs, run_experiment
+from tidal.results import RunKey
 from tidal.results import DB_NAME, ResultStore
 
 
@@ -50,8 +51,8 @@ def test_jobs_give_the_numbers_of_a_serial_run(tiny_splits, tmp_path, one_thread
 
 def test_runs_go_seed_by_seed():
     keys = experiment_runs(_config())
-    assert [k[2] for k in keys] == [0] * 6 + [1] * 6
-    assert keys[:3] == [("fashion-mnist", 1.0, 0, m) for m in ("tidal-entropy", "random", "bald")]
+    assert [k.seed for k in keys] == [0] * 6 + [1] * 6
+    assert keys[:3] == [RunKey("fashion-mnist", 1.0, m, 0) for m in ("tidal-entropy", "random", "bald")]
 
 
 def test_a_worker_error_reaches_the_caller_and_finished_runs_stay(tiny_splits, tmp_path, one_thread):

@@ -30,10 +30,10 @@ from tidal.runs import make_pool, prepare_out, resolve_device
 from tidal.td_tracking import TDTracker, TDTrackerFactory, kl_to_final_td  # noqa: F401 (re-exported)
 from tidal.io import atomic_path
 from tidal.inference import batched_outputs
-from tidal.loop import configured_model, derive_seed
+from tidal.loop import configured_model, derive_seed, new_model, new_objective
 from tidal.metrics import auroc, tail_classes
 from tidal.results import ANALYSIS_DIR
-from tidal.strategies import AuxObjective, TrainContext, create_strategy
+from tidal.strategies import AuxObjective, create_strategy
 from tidal.strategies.scores import entropy, margin
 from tidal.train import train_model
 
@@ -160,6 +160,7 @@ def format_aurocs(analysis: ScoreAnalysis) -> str:
 
 def analyze_scores(
     out: str | Path,
+    *,
     dataset: str = "fashion-mnist",
     imbalance: float = 10.0,
     seed: int = 0,
@@ -228,15 +229,10 @@ def _train_tidal(train: Split, idx: torch.Tensor, config: ExperimentConfig, seed
     """A fresh model (``config.train.model``: the quick preset's ResNet-18) and the tidal-entropy
     objective, trained on ``train[idx]``."""
     strategy = create_strategy("tidal-entropy", config.strategy)
-    with torch.random.fork_rng(devices=[]):  # weights drawn on the CPU from this analysis's seed
-        torch.manual_seed(derive_seed(seed, _SCORES_STREAM, 1))
-        model = configured_model(config.train)(train.num_classes, train.input_shape, strategy.dropout)
-    ctx = TrainContext(dataset=train, labeled=idx, candidates=idx[:0], num_classes=train.num_classes,
-                       feature_channels=model.feature_channels, embedding_dim=model.embedding_dim,
-                       epochs=config.train.epochs, device=device, eval_batch_size=config.train.eval_batch_size)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, _SCORES_STREAM, 2))
-        objective = strategy.make_objective(ctx)
+    # weights drawn on the CPU from this analysis's seed
+    model = new_model(configured_model(config.train), train, strategy, derive_seed(seed, _SCORES_STREAM, 1))
+    objective = new_objective(strategy, model, train, (idx, idx[:0]), config.train, device,
+                              seed=derive_seed(seed, _SCORES_STREAM, 2))
     model.to(device)
     objective.to(device)
     train_model(model, objective, train, idx, config.train, generator, progress, desc="tidal-entropy (analysis)")

@@ -568,19 +568,18 @@ class _TermWatchdog:
         os.close(self.read_fd)
 
 
-def _ranked() -> bool:
-    """Whether torchrun started this process as one of several ranks."""
-    import os
-
-    return os.environ.get("WORLD_SIZE", "1") not in ("", "1")
-
-
-def _other_rank() -> bool:
-    """Whether this process is a torchrun rank other than 0: rank 0 alone prints errors and
+def _launch() -> Any:
+    """torchrun's :class:`tidal.distributed.Launch` of this process, or None when it runs alone (or
+    the variables are malformed: the run itself then says so). Rank 0 alone prints errors and
     reports (another rank's failure reaches rank 0, which names it)."""
-    import os
+    if "WORLD_SIZE" not in os.environ:
+        return None  # alone, without loading torch
+    from tidal.distributed import launched
 
-    return _ranked() and os.environ.get("RANK", "0") not in ("", "0")
+    try:
+        return launched()
+    except ValueError:
+        return None
 
 
 # Arguments that name a file or folder: an empty one would silently mean the current directory.
@@ -620,7 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tidal: error: {empty}", file=sys.stderr)
         return 2
 
-    quiet = _other_rank()
+    launch = _launch()
+    quiet = launch is not None and launch.rank != 0
     debug = args.debug or _debug_env()
 
     previous, watchdog = None, None
@@ -638,7 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
         elif args.command == "run":
             # Under torchrun a SIGTERM usually means torchrun is stopping every rank because another one stopped.
-            why = " (torchrun stops every rank when one fails)" if isinstance(exc, _Terminated) and _ranked() else ""
+            why = " (torchrun stops every rank when one fails)" if isinstance(exc, _Terminated) and launch else ""
             print(f"\ninterrupted{why}: {saved_cycles(args.out)}; run the same command again to continue from there",
                   file=sys.stderr)
         elif args.command == "query":

@@ -12,7 +12,7 @@ group (``nccl`` on CUDA, ``gloo`` on the CPU). Rank ``r`` trains on ``cuda:LOCAL
   lockstep) and trains on its contiguous piece of each batch; piece sizes differ by at most
   one and each rank's loss is weighted by ``N * b_r / b``, so the averaged gradient is the
   gradient of the batch's mean loss. Gradients of the backbone and of the objective's module
-  are all-reduced by hand in one flat buffer after ``backward`` (:meth:`Ranks.all_reduce_grads`).
+  are all-reduced by hand in one flat buffer after ``backward`` (:meth:`Ranks.reduce_grads`).
   An epoch's last batch with fewer than ``2 N`` samples joins the one before it, so every
   piece holds at least 2 samples (batch norm's minimum); every rank takes the same steps.
 * **Batch norm**: statistics are each rank's own piece (``SyncBatchNorm`` has no CPU kernel);
@@ -40,18 +40,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
 
+from tidal.comm import Comm
 from tidal.errors import TidalError
 
 if TYPE_CHECKING:
     from tidal.data.dataset import Split
     from tidal.embedstore import StoreSpec
+    from tidal.gather import ScoringPass
     from tidal.dynamics import TrainingDynamics
     from tidal.strategies.base import AuxObjective, Strategy
 
@@ -62,7 +64,6 @@ BACKENDS = ("nccl", "gloo")  # torch.distributed backends: nccl for CUDA, gloo f
 # rank 0 alone runs a set strategy's selection or writes the store. A rank that dies is noticed at
 # once anyway (torchrun stops the others).
 _TIMEOUT = timedelta(hours=2)
-_MODEL_NEEDS = frozenset({"probs", "embedding", "aux", "mc_probs", "labeled_embedding"})
 T = TypeVar("T")
 
 
@@ -175,8 +176,9 @@ def _block(n: int, parts: int, part: int, unit: int = 1) -> tuple[int, int]:
 
 
 @dataclass
-class Ranks:
-    """This process's place in the process group and the collectives a cycle needs.
+class Ranks(Comm):
+    """This process's place in the process group and the collectives a cycle needs: the
+    :class:`tidal.comm.Comm` of torchrun's ranks.
 
     ``device``: where this rank trains; ``comm``: where collectives' tensors go (the GPU for
     nccl, the CPU for gloo). Built by :func:`start`.
@@ -187,11 +189,6 @@ class Ranks:
     device: torch.device
     comm: torch.device
     owns_group: bool = True
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0: writes the results and shows progress."""
-        return self.rank == 0
 
     def close(self) -> None:
         """Leave the process group (when :func:`start` created it)."""
@@ -291,7 +288,7 @@ class Ranks:
             for t, piece in zip(group, flat.split([t.numel() for t in group])):
                 t.data.copy_(piece.view_as(t))
 
-    def all_reduce_grads(self, params: Sequence[nn.Parameter]) -> None:
+    def reduce_grads(self, params: Sequence[nn.Parameter]) -> None:
         """Average the gradients of ``params`` over the ranks (what DDP does, in one bucket after
         ``backward``). Parameters without a gradient (e.g. VAAL's VAE during the classifier's step)
         must lack it on every rank; they are left without one."""
@@ -343,7 +340,7 @@ class Ranks:
                 record.counts[idx] = other[:, 1].to(record.counts.dtype)
                 record.sums[idx] = other[:, 2:].to(record.sums.dtype)
 
-    def average_buffers(self, modules: Iterable[nn.Module | None]) -> None:
+    def sync_buffers(self, modules: Iterable[nn.Module | None]) -> None:
         """Average the floating-point buffers (batch norm's running statistics) over the ranks."""
         import torch.distributed as dist
 
@@ -380,9 +377,7 @@ class Ranks:
             raise NonFiniteError(f"{int(total[1])} of {len(dataset)} test samples have NaN or infinite logits")
         return int(total[0].item()) / max(len(dataset), 1)
 
-    def select(self, strategy: "Strategy", model: nn.Module, objective: "AuxObjective | None", dataset: "Split",
-               candidates: torch.Tensor, labeled: torch.Tensor, k: int, generator: torch.Generator,
-               batch_size: int = 1024, chunk_size: int | None = None,
+    def select(self, strategy: "Strategy", scoring: "ScoringPass", chunk_size: int | None = None, *,
                store: "StoreSpec | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`tidal.gather.select` over the ranks: ``(ids [k], scores [k])``, best first, on every rank.
 
@@ -393,17 +388,16 @@ class Ranks:
         Any other strategy runs on rank 0, which sends the result.
         """
         from tidal.gather import select
-        from tidal.strategies.base import select_top_k
+        from tidal.strategies.base import NEEDS, select_top_k
 
-        args = (strategy, model, objective, dataset)
-        if not strategy.per_sample or not strategy.needs & _MODEL_NEEDS:
-            return self.from_main(lambda: select(*args, candidates, labeled, k, generator, batch_size, chunk_size,
-                                                 store=store))
-        lo, hi = _block(len(candidates), self.world_size, self.rank, batch_size)
-        mine = (candidates[:0].cpu(), torch.zeros(0)) if lo == hi else \
-            select(*args, candidates[lo:hi], labeled, min(k, hi - lo), generator, batch_size, chunk_size, store=store)
+        if not strategy.per_sample or not strategy.needs & NEEDS:  # every need is a model pass
+            return self.from_main(lambda: select(strategy, scoring, chunk_size, store=store))
+        lo, hi = _block(len(scoring.candidates), self.world_size, self.rank, scoring.batch_size)
+        piece = replace(scoring, candidates=scoring.candidates[lo:hi], k=min(scoring.k, hi - lo))
+        mine = (piece.candidates.cpu(), torch.zeros(0)) if lo == hi else select(strategy, piece, chunk_size,
+                                                                                 store=store)
         parts = [p for p in self._objects(mine) if len(p[0])]
         if not parts:
-            return select_top_k(torch.zeros(0), torch.zeros(0, dtype=torch.int64), k)
+            return select_top_k(torch.zeros(0), torch.zeros(0, dtype=torch.int64), scoring.k)
         ids, scores = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        return select_top_k(scores, ids, k)
+        return select_top_k(scores, ids, scoring.k)

@@ -5,22 +5,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
+from tidal.comm import LOCAL, Comm
 from tidal.config import ExperimentConfig, adapt_train
 from tidal.data import DatasetSplits
-from tidal.loop import check_pool_fits, configured_model
-from tidal.results import DB_NAME, CycleRecord, ResultStore
-from tidal.rundir import RunDirLock, check_unlocked, remove_stale_temp_files
-from tidal.runs import (RunKey, experiment_runs, load_splits, make_pool, prepare_out, resolve_device, run_one,
-                        set_deterministic)
+from tidal.loop import CycleEnv, check_pool_fits, configured_model
+from tidal.results import DB_NAME, CycleRecord, ResultStore, RunKey
+from tidal.rundir import check_unlocked
+from tidal.runs import (RunOptions, RunWriter, experiment_runs, load_splits, make_pool, prepare_out, resolve_device,
+                        run_one, set_deterministic, train_run)
 from tidal.tracking import check_trackers, make_trackers
-
-if TYPE_CHECKING:
-    from tidal.distributed import Ranks
 
 __all__ = ["BACKENDS", "RunKey", "RunSummary", "experiment_runs", "load_splits", "make_pool", "prepare_out",
            "resolve_device", "run_experiment", "run_one", "set_deterministic", "validate_experiment"]
@@ -41,6 +39,7 @@ def run_experiment(
     config: ExperimentConfig,
     out: str | Path,
     device: str | torch.device = "cpu",
+    *,
     progress: bool = True,
     log: Callable[[str], None] = print,
     splits: dict[str, DatasetSplits] | None = None,
@@ -133,81 +132,72 @@ def run_experiment(
     config, splits = _with_user_objects(config, splits, dataset, model)
     validate_experiment(config, datasets=tuple(splits or ()), model=model)
     check_trackers(mlflow=mlflow, tensorboard=tensorboard)
-    if launch is None:
-        return _run_experiment(config, Path(out), dev, progress, log, splits, mlflow, tensorboard, track_td, jobs,
-                               model, backend=backend, address=address, device_spec=device)
-    from tidal.distributed import rank_device, start
+    comm: Comm = LOCAL
+    if launch is not None:  # the one place ranks are started
+        from tidal.distributed import rank_device, start
 
-    dev, dist = rank_device(launch, dev, dist_backend)
-    ranks = start(launch, dev, dist)
+        dev, dist = rank_device(launch, dev, dist_backend)
+        comm = start(launch, dev, dist)
+    opts = RunOptions(dev, progress and comm.is_main, log, splits, mlflow, tensorboard, track_td, jobs, model, backend,
+                      address, device)
     try:
-        return _run_experiment(config, Path(out), dev, progress and ranks.is_main, log, splits,
-                               mlflow and ranks.is_main, tensorboard and ranks.is_main, track_td, jobs, model, ranks)
+        return _run_experiment(config, Path(out), comm, opts)
     finally:
-        ranks.close()
+        comm.close()
 
 
-def _run_experiment(config: ExperimentConfig, out: Path, dev: torch.device, progress: bool,
-                    log: Callable[[str], None], splits: dict[str, DatasetSplits] | None, mlflow: bool,
-                    tensorboard: bool, track_td: bool, jobs: int | None, model: object,
-                    ranks: "Ranks | None" = None, backend: str = "local", address: str | None = None,
-                    device_spec: "torch.device | str" = "auto") -> RunSummary:
-    """:func:`run_experiment` after its arguments are checked (on every rank under torchrun;
-    ``backend``/``address``/``device_spec``: :func:`run_experiment`'s, for Ray tasks)."""
+def _run_experiment(config: ExperimentConfig, out: Path, comm: Comm, opts: RunOptions) -> RunSummary:
+    """:func:`run_experiment` after its arguments are checked (on every rank under torchrun)."""
+    dev, log, al = opts.device, opts.log, config.al
     set_deterministic(dev)
-    first = (lambda fn, share=True: fn()) if ranks is None else ranks.from_main  # rank 0 runs it, all get the result
 
     def check_out() -> None:
         check_unlocked(out)  # a second run on the same directory is refused before it loads anything
         if (out / DB_NAME).is_file():
             ResultStore.check(out / DB_NAME)  # refuses another program's database, changing nothing
 
-    first(check_out)
-    # Check everything that can be checked before the first epoch.
-    loaded = (load_splits(config, dev, splits) if ranks is None  # rank 0 first: it may download the files
-              else ranks.main_first(lambda: load_splits(config, dev, splits)))
-    al = config.al
+    comm.from_main(check_out)
+    # Check everything that can be checked before the first epoch (the main process loads first: it may download).
+    loaded = comm.main_first(lambda: load_splits(config, dev, opts.splits))
     for name in config.datasets:
         for ir in config.imbalances:
             for seed in config.seeds:
                 pool = make_pool(loaded[name].train, ir, config.data.pool_limit, seed)
                 check_pool_fits(al, len(pool), f"the {name} pool at imbalance {ir:g}")
-    for line in check_models(config, loaded, model):  # once per run: what TiDAL reads from a model of yours
-        if ranks is None or ranks.is_main:
+    for line in check_models(config, loaded, opts.model):  # once per run: what TiDAL reads from a model of yours
+        if comm.is_main:
             log(line)
     for name in config.datasets:  # say when the training settings are fitted to the data (loop._cycle applies them)
         _, notes = adapt_train(config.train, al.initial, tuple(loaded[name].train.input_shape),
-                               min_batch=2 if ranks is None else 2 * ranks.world_size)
-        if notes and (ranks is None or ranks.is_main):
+                               min_batch=2 * comm.world_size)
+        if notes and comm.is_main:
             log(f"note: {name}: the first cycle trains with {'; '.join(notes)}; re-checked every cycle "
                 "(README, \"Presets\")")
 
-    def open_out() -> tuple[RunDirLock, list, ResultStore]:
-        prepare_out(out)
-        lock = RunDirLock(out)  # released in the `finally` below, or by the OS if this process dies
+    def open_out() -> tuple[RunWriter, list]:
+        writer = RunWriter.open(out, al)  # closed in the `finally` below (the lock: by the OS if this process dies)
         try:
-            remove_stale_temp_files(out)
-            return lock, make_trackers(out, mlflow=mlflow, tensorboard=tensorboard), ResultStore(out / DB_NAME)
+            return writer, make_trackers(out, mlflow=opts.mlflow, tensorboard=opts.tensorboard)
         except BaseException:
-            lock.release()
+            writer.close()
             raise
 
-    lock, trackers, store = first(open_out, share=False) or (None, [], None)
+    writer, trackers = comm.from_main(open_out, share=False) or (None, [])
     start, ran = time.perf_counter(), 0
     try:
         runs = experiment_runs(config)
 
         def stored_cycles() -> dict[RunKey, int]:
-            store.bind(config)
-            store.set_class_names({name: loaded[name].class_names for name in config.datasets})
-            counts = store.cycle_counts()
-            return {key: counts.get((key[0], key[1], key[3], key[2]), 0) for key in runs}
+            writer.store.bind(config)
+            writer.store.set_class_names({name: loaded[name].class_names for name in config.datasets})
+            counts = writer.store.cycle_counts()
+            return {key: counts.get(key, 0) for key in runs}
 
-        stored = first(stored_cycles)
+        stored = comm.from_main(stored_cycles)
         skipped = sum(min(n, al.cycles) for n in stored.values())
         todo = [key for key in runs if stored[key] < al.cycles]
         bar = tqdm(total=len(runs) * al.cycles, initial=skipped, desc="cycles", unit="cycle",
-                   disable=not progress)
+                   disable=not opts.progress)
 
         def on_cycle(record: CycleRecord) -> None:
             nonlocal ran
@@ -215,37 +205,35 @@ def _run_experiment(config: ExperimentConfig, out: Path, dev: torch.device, prog
                 tracker.log_cycle(record)
             ran += 1
             bar.update(1)
-            if not progress:
+            if not opts.progress:
                 log(f"{record.dataset} IR={record.imbalance:g} {record.method} seed={record.seed} cycle "
                     f"{record.cycle + 1}/{al.cycles}: {record.n_labeled} labeled, "
                     f"accuracy {100 * record.accuracy:.2f}%")
 
-        if backend == "ray":
+        if opts.backend == "ray":
             if todo:
                 from tidal.ray_backend import run_in_ray
 
                 bar.set_postfix_str("Ray tasks")
-                run_in_ray(todo, config, out, store, device_spec, jobs=jobs, address=address, splits=splits,
-                           track_td=track_td, on_cycle=on_cycle, model=model, log=log)
-        elif jobs == 1:
+                run_in_ray(todo, config, writer, opts, on_cycle)
+        elif opts.jobs == 1:
+            env = CycleEnv(config.train, al, dev, configured_model(config.train, opts.model), comm,
+                           progress=opts.progress)
             for key in todo:
-                bar.set_postfix_str(f"{key[0]} IR={key[1]:g} {key[3]} seed={key[2]}")
-                run_one(key, config, out, loaded[key[0]], dev, store, track_td, progress, on_cycle, model, ranks)
+                bar.set_postfix_str(f"{key.dataset} IR={key.imbalance:g} {key.method} seed={key.seed}")
+                train_run(key, config, loaded[key.dataset], env, writer, opts.track_td, on_cycle)
         elif todo:
             from tidal.workers import run_in_workers
 
-            bar.set_postfix_str(f"{jobs} jobs")
-            run_in_workers(todo, config, out, dev, jobs=jobs, threads=max(1, torch.get_num_threads() // jobs),
-                           splits=splits, track_td=track_td, on_cycle=on_cycle, model=model)
+            bar.set_postfix_str(f"{opts.jobs} jobs")
+            run_in_workers(todo, config, out, opts, max(1, torch.get_num_threads() // opts.jobs), on_cycle)
         bar.close()
     finally:
-        if store is not None:
-            store.close()
         for tracker in trackers:
             tracker.close()
-        if lock is not None:
-            lock.release()
-    return RunSummary(out, ran, skipped, time.perf_counter() - start, 0 if ranks is None else ranks.rank)
+        if writer is not None:
+            writer.close()
+    return RunSummary(out, ran, skipped, time.perf_counter() - start, comm.rank)
 
 
 def validate_experiment(config: ExperimentConfig, datasets: tuple[str, ...] = (),

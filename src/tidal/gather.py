@@ -16,6 +16,7 @@ bit (a float16 store: on the rounded arrays).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -26,10 +27,24 @@ from tidal.errors import NonFiniteError
 from tidal.inference import batched_outputs
 from tidal.strategies.base import AuxObjective, RunningTopK, ScoreInputs, Strategy, select_top_k
 
-__all__ = ["gather", "gather_chunks", "gather_stored", "select"]
+__all__ = ["ScoringPass", "gather", "gather_chunks", "gather_stored", "select"]
 
 # The per-candidate fields of ScoreInputs and the dimension along which each runs over candidates.
 _FIELDS = {"probs": 0, "embedding": 0, "mc_probs": 1}
+
+
+@dataclass(frozen=True)
+class ScoringPass:
+    """One model pass over the candidates, what every gather function and :func:`select` read."""
+
+    model: nn.Module  # the trained backbone, in eval mode while it runs
+    objective: AuxObjective | None  # the strategy's trained objective (its ``predict`` gives ``aux``), or None
+    dataset: Split  # the split the candidate and labeled ids index
+    candidates: torch.Tensor  # absolute ids to score, int64 [n]
+    labeled: torch.Tensor  # absolute ids of the labeled set, int64 [m]
+    k: int  # how many to select
+    generator: torch.Generator  # the cycle's generator (random and seeded strategies draw from it)
+    batch_size: int = 1024  # samples per model forward pass
 
 
 def _set_dropout(model: nn.Module, active: bool) -> None:
@@ -51,13 +66,14 @@ def _piece(chunk: torch.Tensor, out, needs: frozenset[str], objective: AuxObject
     return piece
 
 
-def _batches(model: nn.Module, objective: AuxObjective | None, needs: frozenset[str], dataset: Split,
-             candidates: torch.Tensor, batch_size: int, mc_samples: int) -> Iterator[dict]:
+def _batches(scoring: "ScoringPass", needs: frozenset[str], mc_samples: int) -> Iterator[dict]:
     """The candidates' needs (all but ``labeled_embedding``) one batch of ``batch_size`` at a time,
     in candidate order: dicts with ``candidates [b]`` and the needed fields, on the CPU."""
+    model, objective, dataset, candidates, batch_size = (scoring.model, scoring.objective, scoring.dataset,
+                                                        scoring.candidates, scoring.batch_size)
     mc = "mc_probs" in needs and mc_samples > 0
     if mc and not hasattr(model, "logits_from_embedding"):
-        yield from _stochastic_batches(model, objective, needs, dataset, candidates, batch_size, mc_samples)
+        yield from _stochastic_batches(scoring, needs, mc_samples)
         return
     if not needs & {"probs", "embedding", "aux", "mc_probs"}:
         for chunk in candidates.split(batch_size):
@@ -79,8 +95,7 @@ def _batches(model: nn.Module, objective: AuxObjective | None, needs: frozenset[
         yield piece
 
 
-def _stochastic_batches(model: nn.Module, objective: AuxObjective | None, needs: frozenset[str], dataset: Split,
-                        candidates: torch.Tensor, batch_size: int, mc_samples: int) -> Iterator[dict]:
+def _stochastic_batches(scoring: "ScoringPass", needs: frozenset[str], mc_samples: int) -> Iterator[dict]:
     """:func:`_batches` for a model without ``logits_from_embedding``: batch by batch, one eval pass
     for the deterministic needs, then ``mc_samples`` full passes over the same batch with dropout
     active (batch norm stays in eval mode). Holds ``[T, batch, C]`` at a time, never ``[T, n, C]``.
@@ -89,11 +104,12 @@ def _stochastic_batches(model: nn.Module, objective: AuxObjective | None, needs:
     pass by pass over all candidates as before this path was chunked: the same distribution,
     other draws from the global generator.
     """
+    model, objective, dataset = scoring.model, scoring.objective, scoring.dataset
     was_training = model.training
     model.eval()
     deterministic = needs & {"probs", "embedding", "aux"}
     try:
-        for chunk, x in dataset.batches(candidates.split(batch_size)):
+        for chunk, x in dataset.batches(scoring.candidates.split(scoring.batch_size)):
             with torch.no_grad():
                 piece = _piece(chunk, model(x), needs, objective) if deterministic else {"candidates": chunk.cpu()}
                 _set_dropout(model, True)
@@ -158,19 +174,8 @@ def _inputs(piece: dict, labeled: torch.Tensor, k: int, generator: torch.Generat
                        aux=piece.get("aux", {}), objective=objective)
 
 
-def gather_chunks(
-    model: nn.Module,
-    objective: AuxObjective | None,
-    needs: frozenset[str],
-    dataset: Split,
-    candidates: torch.Tensor,
-    labeled: torch.Tensor,
-    k: int,
-    generator: torch.Generator,
-    batch_size: int = 1024,
-    mc_samples: int = 0,
-    chunk_size: int | None = None,
-) -> Iterator[ScoreInputs]:
+def gather_chunks(scoring: ScoringPass, needs: frozenset[str], mc_samples: int = 0,
+                  chunk_size: int | None = None) -> Iterator[ScoreInputs]:
     """:func:`gather` in chunks: a :class:`ScoreInputs` for each run of ``chunk_size`` consecutive
     candidates (default ``batch_size``; the last chunk may be shorter), in candidate order.
 
@@ -178,26 +183,16 @@ def gather_chunks(
     one; a chunk holds at most ``chunk_size + batch_size`` candidates' needs at once.
     ``labeled_embedding`` is not gathered here (set strategies only).
     """
-    size = batch_size if chunk_size is None else chunk_size
+    p = scoring
+    size = p.batch_size if chunk_size is None else chunk_size
     if size < 1:
         raise ValueError(f"chunk_size={chunk_size} must be >= 1")
-    pieces = _batches(model, objective, needs, dataset, candidates, batch_size, mc_samples)
+    pieces = _batches(p, needs, mc_samples)
     for piece in _rechunk(pieces, size):
-        yield _inputs(piece, labeled, k, generator, objective)
+        yield _inputs(piece, p.labeled, p.k, p.generator, p.objective)
 
 
-def gather(
-    model: nn.Module,
-    objective: AuxObjective | None,
-    needs: frozenset[str],
-    dataset: Split,
-    candidates: torch.Tensor,
-    labeled: torch.Tensor,
-    k: int,
-    generator: torch.Generator,
-    batch_size: int = 1024,
-    mc_samples: int = 0,
-) -> ScoreInputs:
+def gather(scoring: ScoringPass, needs: frozenset[str], mc_samples: int = 0) -> ScoreInputs:
     """Run the model once over the candidates and collect exactly what ``needs`` asks for, whole.
 
     Returns a :class:`ScoreInputs` with tensors on the CPU, ``[n, ...]`` (``mc_probs``:
@@ -205,37 +200,29 @@ def gather(
     dropout); ``labeled_embedding`` runs one pass over the labeled set. Memory grows with n:
     the loop uses it only for set strategies (:func:`select`).
     """
-    pieces = list(_batches(model, objective, needs, dataset, candidates, batch_size, mc_samples))
-    inputs = _inputs(_cat(pieces) if pieces else {"candidates": candidates.cpu()}, labeled, k, generator, objective)
-    inputs.candidates = candidates.cpu()
+    p = scoring
+    pieces = list(_batches(p, needs, mc_samples))
+    inputs = _inputs(_cat(pieces) if pieces else {"candidates": p.candidates.cpu()}, p.labeled, p.k, p.generator,
+                     p.objective)
+    inputs.candidates = p.candidates.cpu()
     if "labeled_embedding" in needs:
         inputs.labeled_embedding = torch.cat(
-            [out.embedding.cpu() for _, out in batched_outputs(model, dataset, labeled, batch_size)]
+            [out.embedding.cpu() for _, out in batched_outputs(p.model, p.dataset, p.labeled, p.batch_size)]
         )
     return inputs
 
 
-def gather_stored(
-    model: nn.Module,
-    objective: AuxObjective | None,
-    needs: frozenset[str],
-    dataset: Split,
-    candidates: torch.Tensor,
-    labeled: torch.Tensor,
-    k: int,
-    generator: torch.Generator,
-    store: EmbeddingStore,
-    batch_size: int = 1024,
-) -> ScoreInputs:
+def gather_stored(scoring: ScoringPass, needs: frozenset[str], store: EmbeddingStore) -> ScoreInputs:
     """:func:`gather` for a ``blockwise`` set strategy: ``probs [n, C]``, ``embedding [n, D]`` and
     ``labeled_embedding [m, D]`` are written batch by batch into ``store`` and handed over as its
     :class:`~tidal.embedstore.StoredRows` (the same values as :func:`gather`'s tensors in a float32
     store; rounded once in a float16 one). ``aux`` and ``mc_probs`` are not supported here."""
     if needs & {"aux", "mc_probs"}:
         raise ValueError(f"a blockwise strategy cannot need {sorted(needs & {'aux', 'mc_probs'})}")
-    inputs = _inputs({"candidates": candidates.cpu()}, labeled, k, generator, objective)
-    n, start = len(candidates), 0
-    for piece in _batches(model, objective, needs - {"labeled_embedding"}, dataset, candidates, batch_size, 0):
+    p = scoring
+    inputs = _inputs({"candidates": p.candidates.cpu()}, p.labeled, p.k, p.generator, p.objective)
+    n, start = len(p.candidates), 0
+    for piece in _batches(p, needs - {"labeled_embedding"}, 0):
         for name in ("probs", "embedding"):
             if name in piece:
                 if getattr(inputs, name) is None:
@@ -244,30 +231,18 @@ def gather_stored(
         start += len(piece["candidates"])
     if "labeled_embedding" in needs:
         rows, start = None, 0
-        for _, out in batched_outputs(model, dataset, labeled, batch_size):
+        for _, out in batched_outputs(p.model, p.dataset, p.labeled, p.batch_size):
             emb = out.embedding.cpu()
             if rows is None:
-                rows = store.array("labeled_embedding", len(labeled), emb.shape[1])
+                rows = store.array("labeled_embedding", len(p.labeled), emb.shape[1])
             rows.write(start, emb)
             start += len(emb)
         inputs.labeled_embedding = rows
     return inputs
 
 
-def select(
-    strategy: Strategy,
-    model: nn.Module,
-    objective: AuxObjective | None,
-    dataset: Split,
-    candidates: torch.Tensor,
-    labeled: torch.Tensor,
-    k: int,
-    generator: torch.Generator,
-    batch_size: int = 1024,
-    chunk_size: int | None = None,
-    *,
-    store: StoreSpec | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def select(strategy: Strategy, scoring: ScoringPass, chunk_size: int | None = None, *,
+           store: StoreSpec | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Gather, score and take the top ``k`` of ``candidates``: ``(ids [k], scores [k])``, best first.
 
     A ``per_sample`` strategy is scored on :func:`gather_chunks` (``chunk_size`` candidates at
@@ -280,23 +255,22 @@ def select(
     """
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size={chunk_size!r} must be a whole number >= 1 (candidates scored at a time)")
-    args = (model, objective, strategy.needs, dataset, candidates, labeled, k, generator, batch_size,
-            strategy.mc_samples)
+    batch_size, needs = scoring.batch_size, strategy.needs
     if strategy.per_sample:
         size = batch_size if chunk_size is None else chunk_size
         if strategy.batch_aligned:
             size = -(-size // batch_size) * batch_size
-        top = RunningTopK(k)
-        for inputs in gather_chunks(*args, chunk_size=size):
+        top = RunningTopK(scoring.k)
+        for inputs in gather_chunks(scoring, needs, strategy.mc_samples, chunk_size=size):
             top.add(_finite(strategy, strategy.score(inputs), inputs, chunked=True), inputs.candidates)
         return top.result()
     if strategy.blockwise:
         with EmbeddingStore(store) as stored:
-            inputs = gather_stored(*args[:8], stored, batch_size)
+            inputs = gather_stored(scoring, needs, stored)
             scores = _finite(strategy, strategy.score(inputs), inputs)
-        return select_top_k(scores, candidates, k)
-    inputs = gather(*args)
-    return select_top_k(_finite(strategy, strategy.score(inputs), inputs), candidates, k)
+        return select_top_k(scores, scoring.candidates, scoring.k)
+    inputs = gather(scoring, needs, strategy.mc_samples)
+    return select_top_k(_finite(strategy, strategy.score(inputs), inputs), scoring.candidates, scoring.k)
 
 
 def _finite(strategy: Strategy, scores: torch.Tensor, inputs: ScoreInputs, chunked: bool = False) -> torch.Tensor:

@@ -12,32 +12,29 @@ alone and gives the same numbers as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+from tidal.comm import LOCAL, Comm
 from tidal.config import ALConfig, TrainConfig, adapt_train
 from tidal.data.dataset import Split
 from tidal.errors import ModelError, NonFiniteError, TidalError, TrainingDivergedError
 from tidal.embedstore import StoreSpec
 from tidal.finite import check_weights, diagnose, input_problem
-from tidal.gather import select
-from tidal.inference import evaluate
+from tidal.gather import ScoringPass
 from tidal.pool import LabelPool
-from tidal.strategies.base import Strategy, TrainContext
+from tidal.strategies.base import AuxObjective, Strategy, TrainContext
 from tidal.train import EpochHook, train_model
 
-if TYPE_CHECKING:
-    from tidal.distributed import Ranks
-
-__all__ = ["CycleResult", "ModelFactory", "active_learning", "check_pool_fits", "configured_model", "derive_seed",
-           "initial_labeled", "run_cycle"]
+__all__ = ["CycleEnv", "CycleResult", "ModelFactory", "Resume", "active_learning", "check_pool_fits",
+           "configured_model", "derive_seed", "initial_labeled", "new_model", "new_objective", "run_cycle"]
 
 # Builds a fresh, randomly initialised model: (num_classes, input_shape, dropout) -> nn.Module whose
 # forward returns a tidal.models.ModelOutput (logits, embedding, multi-scale features). Called at
@@ -103,95 +100,119 @@ def check_pool_fits(al: ALConfig, pool_size: int, pool_name: str = "the pool") -
                          f"but {pool_name} holds {pool_size} samples; lower --initial, --budget or --cycles")
 
 
-def active_learning(
-    train: Split,
-    test: Split,
-    pool: torch.Tensor,
-    strategy: Strategy,
-    al: ALConfig,
-    train_config: TrainConfig,
-    seed: int,
-    device: torch.device | str = "cpu",
-    start_cycle: int = 0,
-    labeled: torch.Tensor | None = None,
-    progress: bool = False,
-    epoch_hooks: Callable[[int], EpochHook | None] | None = None,
-    model_state: dict[str, torch.Tensor] | None = None,
-    objective_state: dict[str, torch.Tensor] | None = None,
-    model_factory: ModelFactory | None = None,
-    chunk_size: int | None = None,
-    ranks: "Ranks | None" = None,
-) -> Iterator[CycleResult]:
+@dataclass(frozen=True)
+class CycleEnv:
+    """What every cycle of a run is run with: the settings and where it runs."""
+
+    train: TrainConfig  # the training settings (fitted to each cycle's labels by config.adapt_train)
+    al: ALConfig  # the protocol: budget, subset size, cycles, retrain mode, embedding store (StoreSpec)
+    device: torch.device  # where the splits live and the model trains
+    factory: ModelFactory  # builds each cycle's model (e.g. configured_model(train))
+    comm: Comm = LOCAL  # one process, or torchrun's processes (tidal.comm)
+    chunk_size: int | None = None  # candidates a per_sample strategy scores at a time (None: the eval batch)
+    progress: bool = False  # show the training progress bar
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a run goes on from: after ``cycle`` stored cycles (0: from the start)."""
+
+    cycle: int = 0  # cycles already done
+    labeled: torch.Tensor | None = None  # labeled set to go on with (None: the random initial set)
+    model_state: dict[str, torch.Tensor] | None = None  # retrain="continue": backbone weights to go on from
+    objective_state: dict[str, torch.Tensor] | None = None  # retrain="continue": the carried module's weights
+
+
+def new_model(factory: ModelFactory, split: Split, strategy: Strategy, seed: int | None = None) -> nn.Module:
+    """A fresh model for ``split`` with the strategy's dropout, its weights drawn on the CPU from
+    ``seed`` (None: from the global generator)."""
+    with _seeded(seed):
+        return factory(split.num_classes, split.input_shape, strategy.dropout)
+
+
+def new_objective(strategy: Strategy, model: nn.Module, split: Split, ids: tuple[torch.Tensor, torch.Tensor],
+                  config: TrainConfig, device: torch.device, selects: bool = True,
+                  seed: int | None = None) -> AuxObjective | None:
+    """The strategy's fresh objective for ``model`` trained on ``split``; ``ids`` = ``(labeled,
+    candidates)`` absolute ids; drawn from ``seed`` (None: from the global generator)."""
+    ctx = TrainContext(split, ids[0], ids[1], split.num_classes, model.feature_channels, model.embedding_dim,
+                       config.epochs, device, config.eval_batch_size, selects)
+    with _seeded(seed):
+        return strategy.make_objective(ctx)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """The CPU generator seeded by ``seed`` inside, restored after (None: left alone)."""
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
+def active_learning(train: Split, test: Split, pool: torch.Tensor, strategy: Strategy, seed: int, env: CycleEnv,
+                    resume: Resume = Resume(),
+                    epoch_hooks: Callable[[int], EpochHook | None] | None = None) -> Iterator[CycleResult]:
     """Run (or resume) the cycles of one method and seed, yielding each finished cycle.
 
     Args:
-        train, test: splits already on ``device``.
+        train, test: splits already on ``env.device``.
         pool: absolute indices of the training samples that may be labeled, ``[N]``.
-        start_cycle, labeled: resume at ``start_cycle`` with this labeled set (default: the
-            random initial set at cycle 0).
+        env: the settings and where it runs (:class:`CycleEnv`; under torchrun every rank
+            yields the same cycles, which the caller writes on the main one alone).
+        resume: go on after ``resume.cycle`` cycles with its labeled set (default: the random
+            initial set) and, with ``retrain="continue"``, its weights (:class:`Resume`).
         epoch_hooks: a hook factory, called with the cycle number before each cycle's training;
             the hook it returns (or None) is passed to ``train_model`` as ``epoch_hook``. The
             caller keeps what the hooks record (e.g. ``tidal.analysis.TDTrackerFactory``).
-        model_state: with ``retrain="continue"``, the backbone weights to resume from (the
-            ``model_state`` of the last stored cycle); ignored models are rebuilt from scratch.
-        objective_state: with ``retrain="continue"``, the weights of the objective's carried
-            module to resume from (the ``objective_state`` of the last stored cycle; None: a
-            fresh module, as a run that never carried one).
-        model_factory: builds each cycle's model (default: ``train_config.model``, see
-            :func:`configured_model` and :data:`ModelFactory`).
-        chunk_size: candidates scored at a time by a ``per_sample`` strategy (default: the eval
-            batch size); the selection does not depend on it (:func:`tidal.gather.select`).
-        ranks: under torchrun, this process's ranks (:mod:`tidal.distributed`): training,
-            evaluation and scoring are shared out and every rank yields the same cycles (the
-            caller writes them on rank 0 alone). None: one process.
     Raises:
-        ValueError: the initial set or the budget does not fit the pool; ``model_state`` or
-            ``objective_state`` does not fit this run's networks.
+        ValueError: the initial set or the budget does not fit the pool; the resume weights do
+            not fit this run's networks.
         TrainingDivergedError: NaN loss; the message names the cycle and the seed.
         NonFiniteError: the starting weights, the test logits or the selection scores are NaN or
             infinite (or the loss is, because of the data); the message names the method, seed
             and cycle and the cause :mod:`tidal.finite` found. Nothing of that cycle is yielded.
     """
-    device = torch.device(device)
+    al = env.al
     check_pool_fits(al, len(pool))
     state = LabelPool(pool)
-    state.label(initial_labeled(pool, al.initial, seed) if labeled is None else labeled, round=start_cycle)
-    factory = model_factory or configured_model(train_config)
+    state.label(initial_labeled(pool, al.initial, seed) if resume.labeled is None else resume.labeled,
+                round=resume.cycle)
     model = None
-    if (model_state is not None or objective_state is not None) and al.retrain != "continue":
+    if (resume.model_state is not None or resume.objective_state is not None) and al.retrain != "continue":
         raise ValueError("model_state and objective_state are only used with retrain='continue'")
-    if model_state is not None:
-        model = factory(train.num_classes, train.input_shape, strategy.dropout)
-        _load_weights(model, model_state, "model_state")
-    carried = objective_state
-    for cycle in range(start_cycle, al.cycles):
-        result, model = run_cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model,
-                                  factory, progress, None if epoch_hooks is None else epoch_hooks(cycle), carried,
-                                  chunk_size, ranks)
+    if resume.model_state is not None:
+        model = new_model(env.factory, train, strategy)
+        _load_weights(model, resume.model_state, "model_state")
+    carried = resume.objective_state
+    for cycle in range(resume.cycle, al.cycles):
+        result, model = run_cycle(train, test, state, strategy, seed, cycle, env, model=model, carried=carried,
+                                  epoch_hook=None if epoch_hooks is None else epoch_hooks(cycle),
+                                  selects=cycle < al.cycles - 1)
         carried = result.objective_state
         yield result
 
 
-def run_cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: ALConfig,
-              train_config: TrainConfig, seed: int, cycle: int, device: torch.device | str,
-              model: nn.Module | None, factory: ModelFactory, progress: bool = False,
-              epoch_hook: EpochHook | None = None, carried: dict[str, torch.Tensor] | None = None,
-              chunk_size: int | None = None, ranks: "Ranks | None" = None,
-              desc: str | None = None) -> tuple[CycleResult, nn.Module]:
+def run_cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, seed: int, cycle: int, env: CycleEnv,
+              *, model: nn.Module | None = None, carried: dict[str, torch.Tensor] | None = None,
+              epoch_hook: EpochHook | None = None, selects: bool, desc: str | None = None
+              ) -> tuple[CycleResult, nn.Module]:
     """One cycle of :func:`active_learning` on ``state`` (labels the selection in it): draw the
-    subset, (re)build or keep ``model``, train, evaluate on ``test`` and, when ``cycle <
-    al.cycles - 1``, select ``al.budget`` samples. Returns the result and the trained model.
+    subset, (re)build or keep ``model``, train, evaluate on ``test`` and, when ``selects``,
+    select ``env.al.budget`` samples. Returns the result and the trained model.
     The labelling workflow (:mod:`tidal.project.query`) runs its rounds through this function;
     ``desc`` names the training progress bar (default: method, seed and cycle).
+
+    ``carried``: with ``retrain="continue"``, the previous cycle's weights of the objective's
+    carried module, loaded into this cycle's fresh objective (its per-cycle state stays fresh).
     """
-    device = torch.device(device)
     # Everything random in a cycle (dropout masks included) is drawn from generators seeded
     # by (seed, cycle), so a cycle's numbers do not depend on what ran before it in the process.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
         torch.manual_seed(derive_seed(seed, cycle, 3))
         try:
-            return _cycle(train, test, state, strategy, al, train_config, seed, cycle, device, model, factory,
-                          progress, epoch_hook, carried, chunk_size, ranks, desc)
+            return _cycle(train, test, state, strategy, (seed, cycle), env, model=model, carried=carried,
+                          epoch_hook=epoch_hook, selects=selects, desc=desc)
         except Exception as exc:
             from tidal.models.factory import raised_in_user_code
 
@@ -200,8 +221,8 @@ def run_cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, a
             text = " ".join(str(exc).split())
             raise ModelError(f"{strategy.name}, seed {seed}, cycle {cycle + 1}: your code (the model, or a strategy of "
                              f"yours) failed while tidal trained, evaluated or scored it on inputs of shape "
-                             f"{tuple(train.input_shape)} in batches of up to {train_config.batch_size} (training) / "
-                             f"{train_config.eval_batch_size} (inference), {train.num_classes} classes: "
+                             f"{tuple(train.input_shape)} in batches of up to {env.train.batch_size} (training) / "
+                             f"{env.train.eval_batch_size} (inference), {train.num_classes} classes: "
                              f"{type(exc).__name__}{': ' + text if text else ''} (TIDAL_DEBUG=1 shows the traceback)"
                              ) from exc
 
@@ -215,31 +236,19 @@ def _load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], what:
                          "saved by a run with another method or configuration") from exc
 
 
-def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: ALConfig,
-           train_config: TrainConfig, seed: int, cycle: int, device: torch.device, model: nn.Module | None,
-           factory: ModelFactory, progress: bool, epoch_hook: EpochHook | None,
-           carried: dict[str, torch.Tensor] | None = None,
-           chunk_size: int | None = None, ranks: "Ranks | None" = None,
-           desc: str | None = None) -> tuple[CycleResult, nn.Module]:
-    """One cycle: subset draw, (re)build, train, evaluate, and select unless it is the last.
-
-    ``carried``: with ``retrain="continue"``, the previous cycle's weights of the objective's
-    carried module, loaded into this cycle's fresh objective (its per-cycle state stays fresh).
-    """
+def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, at: tuple[int, int], env: CycleEnv, *,
+           model: nn.Module | None, carried: dict[str, torch.Tensor] | None, epoch_hook: EpochHook | None,
+           selects: bool, desc: str | None) -> tuple[CycleResult, nn.Module]:
+    """One cycle at ``at = (seed, cycle)``: subset draw, (re)build, train, evaluate, and select when ``selects``."""
+    (seed, cycle), al, train_config, device, comm = at, env.al, env.train, env.device, env.comm
     g = torch.Generator().manual_seed(derive_seed(seed, cycle))
     unlabeled = state.unlabeled
     candidates = unlabeled[torch.randperm(len(unlabeled), generator=g)[: al.subset]]
     lab = state.labeled
-    selects = cycle < al.cycles - 1
-    if model is None or al.retrain == "scratch":
-        with torch.random.fork_rng(devices=[]):  # weights drawn on the CPU, from this cycle's seed
-            torch.manual_seed(derive_seed(seed, cycle, 1))
-            model = factory(train.num_classes, train.input_shape, strategy.dropout)
-    ctx = TrainContext(train, lab.to(device), candidates.to(device), train.num_classes, model.feature_channels,
-                       model.embedding_dim, train_config.epochs, device, train_config.eval_batch_size, selects)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, cycle, 2))
-        objective = strategy.make_objective(ctx)
+    if model is None or al.retrain == "scratch":  # weights drawn on the CPU, from this cycle's seed
+        model = new_model(env.factory, train, strategy, derive_seed(seed, cycle, 1))
+    objective = new_objective(strategy, model, train, (lab.to(device), candidates.to(device)), train_config, device,
+                              selects, derive_seed(seed, cycle, 2))
     keep = al.retrain == "continue"
     module = objective.carried() if keep and objective is not None else None
     if module is not None and carried is not None:
@@ -255,13 +264,11 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
     except NonFiniteError as exc:
         raise NonFiniteError(f"{where}: {exc}") from exc
     # The batch and crop fitted to this cycle's labels and image size (config.adapt_train; README, "Presets").
-    fitted, _ = adapt_train(train_config, len(lab), tuple(train.input_shape),
-                            min_batch=2 if ranks is None else 2 * ranks.world_size)
+    fitted, _ = adapt_train(train_config, len(lab), tuple(train.input_shape), min_batch=2 * comm.world_size)
     try:
-        stats = train_model(model, objective, train, lab, fitted, g, progress,
+        stats = train_model(model, objective, train, lab, fitted, g, env.progress,
                             desc=desc or f"{strategy.name} seed {seed} cycle {cycle + 1}/{al.cycles}",
-                            epoch_hook=epoch_hook,
-                            ranks=ranks)
+                            epoch_hook=epoch_hook, comm=comm)
     except TrainingDivergedError as exc:
         data = input_problem(train, lab.to(device), bs, "training")
         if data is not None:  # the data, not the learning rate: say so
@@ -269,7 +276,7 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
         raise TrainingDivergedError(f"{where}: {exc}") from exc
     t0 = time.perf_counter()
     try:
-        accuracy = (evaluate if ranks is None else ranks.evaluate)(model, test, bs)
+        accuracy = comm.evaluate(model, test, bs)
     except NonFiniteError as exc:
         cause = diagnose(model, [(test, torch.arange(len(test)), "test"), (train, lab, "training")], bs,
                          train_config.lr)
@@ -279,11 +286,11 @@ def _cycle(train: Split, test: Split, state: LabelPool, strategy: Strategy, al: 
     scores = torch.zeros(0)
     t0 = time.perf_counter()
     if selects:
-        store = StoreSpec(al.embedding_store, al.embedding_dtype, al.store_dir)
         try:
-            selected, scores = (select if ranks is None else ranks.select)(
-                strategy, model, objective, train, candidates.to(device), lab.to(device), al.budget, g,
-                train_config.eval_batch_size, chunk_size, store=store)
+            scoring = ScoringPass(model, objective, train, candidates.to(device), lab.to(device), al.budget, g,
+                                  train_config.eval_batch_size)
+            store = StoreSpec(al.embedding_store, al.embedding_dtype, al.store_dir)
+            selected, scores = comm.select(strategy, scoring, env.chunk_size, store=store)
             if not bool(torch.isfinite(scores).all()):  # under torchrun: the selection every rank got
                 raise NonFiniteError(f"{int((~torch.isfinite(scores)).sum())} of the {len(scores)} selected "
                                      f"candidates got NaN or infinite {strategy.name} scores")

@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tidal.config import ExperimentConfig
 from tidal.errors import RunDirectoryError
 from tidal.sqlite import SQLiteStore, identify_database, in_one_transaction
 
-__all__ = ["ANALYSIS_DIR", "DB_NAME", "CycleRecord", "EpochKL", "ResultStore", "TDTrackingRecord"]
+__all__ = ["ANALYSIS_DIR", "DB_NAME", "CycleRecord", "EpochKL", "ResultStore", "RunKey", "TDTrackingRecord"]
 
 DB_NAME = "results.sqlite"  # the database of a run directory
 ANALYSIS_DIR = "analysis"  # the run directory's folder of per-sample analyses (tidal.analysis, .npz files)
@@ -62,6 +62,15 @@ CREATE TABLE IF NOT EXISTS td_tracking (
     PRIMARY KEY (dataset, imbalance, method, seed, cycle, epoch)
 );
 """
+
+
+class RunKey(NamedTuple):
+    """One run of an experiment, in the order of the store's columns."""
+
+    dataset: str  # the dataset (source spec or name)
+    imbalance: float  # the long-tail imbalance ratio (1: balanced)
+    method: str  # the strategy's registered name
+    seed: int  # the trial's seed
 
 
 @dataclass
@@ -235,11 +244,11 @@ class ResultStore(SQLiteStore):
         sql += " ORDER BY dataset, imbalance, method, seed, cycle"
         return list(self._decode(self._conn.execute(sql, tuple(where.values()))))
 
-    def cycle_counts(self) -> dict[tuple[str, float, str, int], int]:
+    def cycle_counts(self) -> dict[RunKey, int]:
         """Stored cycles per run, ``{(dataset, imbalance, method, seed): count}``, in one query
         that decodes no labeled sets (resume checks on large run directories)."""
         sql = f"SELECT {', '.join(_RUN_COLUMNS)}, COUNT(*) FROM cycles GROUP BY {', '.join(_RUN_COLUMNS)}"
-        return {(d, float(ir), m, int(s)): int(n) for d, ir, m, s, n in self._conn.execute(sql)}
+        return {RunKey(d, float(ir), m, int(s)): int(n) for d, ir, m, s, n in self._conn.execute(sql)}
 
     def td_tracking(self, **where: Any) -> list[TDTrackingRecord]:
         """Stored ``td_tracking`` rows, optionally filtered by column equality (e.g. ``method=...``),

@@ -1,35 +1,32 @@
-"""One run of an experiment: a (dataset, imbalance, seed, method) trained cycle by cycle into
-the run directory's store, resumable at every cycle boundary.
-
-:func:`run_one` is the one body every way of running executes: the serial loop of
-:func:`tidal.experiment.run_experiment` and each ``--jobs`` worker process
-(:mod:`tidal.workers`). This module imports neither of them.
-"""
+"""One run of an experiment, a (dataset, imbalance, method, seed) trained cycle by cycle and
+resumable at every cycle boundary. :func:`run_one` is the body every way of running executes
+(serial, ``--jobs`` workers, Ray tasks, torchrun processes): from a :class:`~tidal.loop.Resume` it
+yields each cycle's outputs. :class:`RunWriter` is the one writer of a run directory (lock,
+store, checkpoints, resume read); :func:`train_run` joins the two."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from tidal.config import ExperimentConfig
+from tidal.config import ALConfig, ExperimentConfig
 from tidal.data import DatasetSplits, Split, load_source, longtail_indices
 from tidal.errors import RunDirectoryError
 from tidal.io import atomic_path
-from tidal.loop import active_learning, configured_model, derive_seed
-from tidal.results import ANALYSIS_DIR, DB_NAME, CycleRecord, ResultStore
-from tidal.rundir import is_tidal_leftover
+from tidal.loop import CycleEnv, Resume, active_learning, derive_seed
+from tidal.results import ANALYSIS_DIR, DB_NAME, CycleRecord, EpochKL, ResultStore, RunKey
+from tidal.rundir import RunDirLock, is_tidal_leftover, remove_stale_temp_files
 from tidal.strategies import create_strategy
 from tidal.td_tracking import TDTrackerFactory
 
-if TYPE_CHECKING:
-    from tidal.distributed import Ranks
-
-__all__ = ["RunKey", "cpu_platform", "experiment_runs", "load_splits", "make_pool", "platform_difference",
-           "prepare_out", "resolve_device", "run_one", "set_deterministic"]
+__all__ = ["CycleOutput", "RunKey", "RunOptions", "RunWriter", "checkpoint_path", "cpu_platform", "experiment_runs",
+           "load_splits", "make_pool", "platform_difference", "prepare_out", "resolve_device", "run_one",
+           "set_deterministic", "train_run"]
 
 _POOL_STREAM = 2_000_003  # stream id for the pool draw (long-tail sampling and slicing)
 
@@ -70,19 +67,9 @@ def make_pool(train: Split, imbalance: float, pool_limit: int | None, seed: int)
     return idx
 
 
-def _checkpoint_path(out: Path, dataset: str, ir: float, method: str, seed: int, cycle: int) -> Path:
-    return out / "checkpoints" / f"{dataset}-ir{ir:g}-{method}-seed{seed}-cycle{cycle}.pt"
-
-
-def _save_checkpoint(out: Path, dataset: str, ir: float, method: str, seed: int, cycle: int,
-                     model: dict[str, torch.Tensor], objective: dict[str, torch.Tensor] | None) -> None:
-    """``{"model": backbone weights, "objective": the objective's carried module or None}`` after
-    ``cycle`` (``--retrain continue`` only), written before the cycle's row is committed; the
-    previous cycle's file is removed after the commit."""
-    path = _checkpoint_path(out, dataset, ir, method, seed, cycle)
-    path.parent.mkdir(exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save({"model": model, "objective": objective}, tmp)
+def checkpoint_path(out: Path, key: RunKey, cycle: int) -> Path:
+    """The one naming of a run's checkpoint file after ``cycle`` (``--retrain continue``)."""
+    return out / "checkpoints" / f"{key.dataset}-ir{key.imbalance:g}-{key.method}-seed{key.seed}-cycle{cycle}.pt"
 
 
 def _is_weights(state: object) -> bool:
@@ -90,17 +77,15 @@ def _is_weights(state: object) -> bool:
                                            for k, v in state.items())
 
 
-def _load_checkpoint(out: Path, dataset: str, ir: float, method: str, seed: int,
-                     cycle: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+def _load_checkpoint(path: Path, key: RunKey, cycle: int) -> tuple[dict, dict | None]:
     """``(backbone weights, carried objective weights or None)`` after ``cycle``.
 
     Also reads the older backbone-only files (a bare state dict), whose objective starts afresh.
     A missing, unreadable or foreign file raises ``RunDirectoryError`` (one line; the file is
     only ever read with ``weights_only=True``).
     """
-    path = _checkpoint_path(out, dataset, ir, method, seed, cycle)
-    what = (f"cannot resume {method} seed {seed} with --retrain continue: its checkpoint after cycle {cycle + 1} "
-            f"({path})")
+    what = (f"cannot resume {key.method} seed {key.seed} with --retrain continue: its checkpoint after cycle "
+            f"{cycle + 1} ({path})")
     if not path.is_file():
         raise RunDirectoryError(f"{what} is missing; use a new --out directory")
     fix = "delete it and this run's stored cycles to retrain them, or use a new --out directory"
@@ -135,13 +120,10 @@ def prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-RunKey = tuple[str, float, int, str]  # one run of an experiment: (dataset, imbalance, seed, method)
-
-
 def experiment_runs(config: ExperimentConfig) -> list[RunKey]:
     """Every run of ``config``, seed by seed (then dataset, imbalance, method), so that an
     experiment stopped part-way holds whole seeds of every setting and method."""
-    return [(n, float(ir), s, m) for s in config.seeds for n in config.datasets for ir in config.imbalances
+    return [RunKey(n, float(ir), m, s) for s in config.seeds for n in config.datasets for ir in config.imbalances
             for m in config.methods]
 
 
@@ -196,68 +178,116 @@ def platform_difference(recorded: dict[str, str] | None, here: dict[str, str]) -
     return "; ".join(diffs) or None
 
 
-def run_one(
-    key: RunKey,
-    config: ExperimentConfig,
-    out: Path,
-    split: DatasetSplits,
-    device: torch.device,
-    store: ResultStore,
-    track_td: bool = False,
-    progress: bool = False,
-    on_cycle: Callable[[CycleRecord], None] | None = None,
-    model: object = None,
-    ranks: "Ranks | None" = None,
-) -> None:
-    """Train the cycles of one run that ``store`` lacks, committing each as it finishes.
+@dataclass(frozen=True)
+class RunOptions:
+    """How an experiment's runs are trained beyond its configuration (run_experiment's checked arguments)."""
 
-    ``split`` is the run's dataset on ``device``; ``model`` the user's model (see
-    :func:`tidal.loop.configured_model`; None: ``config.train.model``); ``on_cycle(record)`` is called after each
-    cycle's commit. A run with cycles stored continues after the last one (its labeled set,
-    and with ``retrain="continue"`` its checkpointed model and objective module), with the
-    numbers an uninterrupted run gives.
+    device: torch.device  # where this process trains (under Ray: the CPU; it only checks and writes)
+    progress: bool  # progress bars (on the main process only)
+    log: Callable[[str], None]  # where log lines go
+    splits: dict[str, DatasetSplits] | None  # preloaded datasets by name
+    mlflow: bool  # log each cycle to MLflow
+    tensorboard: bool  # log each cycle to TensorBoard
+    track_td: bool  # store Figure 7's per-epoch rows
+    jobs: int | None  # worker processes (Ray: CPUs of a local Ray)
+    model: object  # the user's model, else config.train.model
+    backend: str  # "local" or "ray"
+    address: str | None  # the Ray cluster
+    device_spec: torch.device | str  # the device as given (each Ray task resolves its own)
 
-    Under torchrun (``ranks``) every rank calls it for the same runs; rank 0 reads the store
-    and the checkpoint and sends the resume state, and alone writes, tracks TD and calls
-    ``on_cycle`` (the other ranks pass ``store=None``).
-    """
-    name, ir, seed, method = key
-    al = config.al
 
-    def resume() -> tuple[int, torch.Tensor | None, dict | None, dict | None]:
-        """``(stored cycles, labeled set, backbone weights, objective weights)`` to go on from."""
-        done = store.records(dataset=name, imbalance=ir, method=method, seed=seed)
-        labeled, model_state, objective_state = None, None, None
-        if done and len(done) < al.cycles:  # resume after the last stored cycle
-            last = done[-1]
-            labeled = torch.tensor(sorted(last.labeled + last.selected), dtype=torch.int64)
-            if al.retrain == "continue":
-                model_state, objective_state = _load_checkpoint(out, name, ir, method, seed, last.cycle)
-        return len(done), labeled, model_state, objective_state
+@dataclass(frozen=True)
+class CycleOutput:
+    """What one finished cycle of a run leaves to be written."""
 
-    n_done, labeled, model_state, objective_state = resume() if ranks is None else ranks.from_main(resume)
-    if n_done >= al.cycles:
-        return
-    main = ranks is None or ranks.is_main
-    hooks = None
-    if track_td and main:
-        hooks = TDTrackerFactory(split.test, config.train.eval_batch_size)
-    pool = make_pool(split.train, ir, config.data.pool_limit, seed)
-    for r in active_learning(split.train, split.test, pool, create_strategy(method, config.strategy), al,
-                             config.train, seed, device, start_cycle=n_done, labeled=labeled,
-                             progress=progress and main, epoch_hooks=hooks, model_state=model_state,
-                             objective_state=objective_state, model_factory=configured_model(config.train, model),
-                             ranks=ranks):
-        if not main:
-            continue
-        if r.model_state is not None:  # retrain="continue": the next cycle starts from these weights
-            _save_checkpoint(out, name, ir, method, seed, r.cycle, r.model_state, r.objective_state)
+    record: CycleRecord  # the cycle's stored row
+    td_tracking: tuple[EpochKL, ...]  # its Figure 7 rows (--track-td), else empty
+    # retrain="continue": {"model": backbone weights, "objective": carried module's or None}, else None
+    checkpoint: dict[str, dict[str, torch.Tensor] | None] | None
+
+
+def run_one(key: RunKey, config: ExperimentConfig, split: DatasetSplits, env: CycleEnv, resume: Resume,
+            track_td: bool = False) -> Iterator[CycleOutput]:
+    """Train the cycles of run ``key`` after ``resume`` (:meth:`RunWriter.resume`), yielding each
+    finished cycle's outputs; it owns no store and no folder. ``split``: the run's dataset on
+    ``env.device``; ``track_td``: also the Figure 7 rows (:class:`tidal.td_tracking.TDTrackerFactory`)."""
+    hooks = TDTrackerFactory(split.test, config.train.eval_batch_size) if track_td else None
+    pool = make_pool(split.train, key.imbalance, config.data.pool_limit, key.seed)
+    for r in active_learning(split.train, split.test, pool, create_strategy(key.method, config.strategy), key.seed,
+                             env, resume, hooks):
         record = CycleRecord(
-            name, ir, method, seed, r.cycle, len(r.labeled), r.accuracy, r.class_counts,
+            key.dataset, key.imbalance, key.method, key.seed, r.cycle, len(r.labeled), r.accuracy, r.class_counts,
             r.labeled.tolist(), r.selected.tolist(), r.scores.tolist(), r.train_seconds, r.score_seconds,
             r.eval_seconds, r.final_loss, time.time())
-        store.add_cycle(record, td_tracking=hooks.take(r.cycle) if hooks is not None else ())
-        if r.model_state is not None:
-            _checkpoint_path(out, name, ir, method, seed, r.cycle - 1).unlink(missing_ok=True)
-        if on_cycle is not None:
-            on_cycle(record)
+        checkpoint = None if r.model_state is None else {"model": r.model_state, "objective": r.objective_state}
+        yield CycleOutput(record, tuple(hooks.take(r.cycle)) if hooks is not None else (), checkpoint)
+
+
+@dataclass
+class RunWriter:
+    """The one writer of a run directory: its lock and store, where a run resumes from, and each
+    finished cycle (checkpoint, then row, then the older checkpoints go). The serial loop,
+    ``--jobs`` workers, the Ray driver and torchrun's rank 0 all write through it."""
+
+    out: Path  # the run directory
+    store: ResultStore  # its database, bound to the experiment
+    al: ALConfig  # the experiment's protocol (its cycles; retrain="continue" keeps checkpoints)
+    lock: RunDirLock | None = None  # the directory's lock (None in a --jobs worker: its parent holds it)
+
+    @classmethod
+    def open(cls, out: Path, al: ALConfig) -> "RunWriter":
+        """Take the run directory ``out``: create or accept it (:func:`prepare_out`), lock it,
+        remove stale temporary files and open its store."""
+        prepare_out(out)
+        lock = RunDirLock(out)  # released by close, or by the OS if this process dies
+        try:
+            remove_stale_temp_files(out)
+            return cls(out, ResultStore(out / DB_NAME), al, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    def close(self) -> None:
+        self.store.close()
+        if self.lock is not None:
+            self.lock.release()
+
+    def resume(self, key: RunKey) -> Resume:
+        """Where ``key`` goes on from: after its stored cycles, with their labeled set and, with
+        ``retrain="continue"``, the checkpoint of the last one."""
+        done = self.store.records(dataset=key.dataset, imbalance=key.imbalance, method=key.method, seed=key.seed)
+        if not done or len(done) >= self.al.cycles:
+            return Resume(len(done))
+        last = done[-1]
+        labeled = torch.tensor(sorted(last.labeled + last.selected), dtype=torch.int64)
+        states = (None, None)
+        if self.al.retrain == "continue":
+            states = _load_checkpoint(checkpoint_path(self.out, key, last.cycle), key, last.cycle)
+        return Resume(len(done), labeled, *states)
+
+    def write(self, output: CycleOutput) -> None:
+        """Store one finished cycle: the checkpoint first, then the row; then the run's older checkpoints go."""
+        r = output.record
+        key = RunKey(r.dataset, r.imbalance, r.method, r.seed)
+        if output.checkpoint is not None:  # retrain="continue": the next cycle starts from these weights
+            path = checkpoint_path(self.out, key, r.cycle)
+            path.parent.mkdir(exist_ok=True)
+            with atomic_path(path) as tmp:
+                torch.save(output.checkpoint, tmp)
+        self.store.add_cycle(r, td_tracking=output.td_tracking)
+        if output.checkpoint is not None:
+            for cycle in range(r.cycle):
+                checkpoint_path(self.out, key, cycle).unlink(missing_ok=True)
+
+
+def train_run(key: RunKey, config: ExperimentConfig, split: DatasetSplits, env: CycleEnv, writer: RunWriter | None,
+              track_td: bool, on_cycle: Callable[[CycleRecord], None]) -> None:
+    """Train the cycles of ``key`` that ``writer``'s store lacks, committing each as it finishes;
+    ``on_cycle(record)`` runs after each commit. Under torchrun every rank calls it; the main
+    rank alone holds the writer (the others pass None), reads the resume state and sends it."""
+    comm = env.comm
+    resume = comm.from_main(lambda: writer.resume(key))
+    for output in run_one(key, config, split, env, resume, track_td and comm.is_main):
+        if comm.is_main:
+            writer.write(output)
+            on_cycle(output.record)

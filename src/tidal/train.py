@@ -11,21 +11,18 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from tidal.comm import LOCAL, Comm
 from tidal.config import TrainConfig
 from tidal.data.dataset import Augment, Split
 from tidal.errors import TrainingDivergedError
 from tidal.kernels import ConvGuard
 from tidal.strategies.base import AuxObjective, StepBatch
-
-if TYPE_CHECKING:
-    from tidal.distributed import Ranks
 
 __all__ = ["EpochHook", "TrainStats", "autocast", "train_model", "epoch_batches"]
 
@@ -73,7 +70,7 @@ def train_model(
     progress: bool = False,
     desc: str = "train",
     epoch_hook: EpochHook | None = None,
-    ranks: "Ranks | None" = None,
+    comm: Comm = LOCAL,
 ) -> TrainStats:
     """Train ``model`` (and ``objective``) in place on ``dataset[labeled]``.
 
@@ -84,10 +81,10 @@ def train_model(
         generator: CPU generator for shuffling and augmentation.
         epoch_hook: called as ``epoch_hook(epoch, model, objective)`` after each epoch (after
             ``objective.end_epoch``); its wall time is reported apart, in ``hook_seconds``.
-        ranks: under torchrun, this process's ranks (:mod:`tidal.distributed`): each rank trains
-            on its piece of every batch, gradients are averaged, the objective's per-sample
-            records and batch norm's statistics are shared after every epoch, and the model and
-            objective leave identical on every rank. None: one process.
+        comm: where it runs (:mod:`tidal.comm`). Under torchrun (:mod:`tidal.distributed`) each
+            rank trains on its piece of every batch, gradients are averaged, the objective's
+            per-sample records and batch norm's statistics are shared after every epoch, and the
+            model and objective leave identical on every rank.
     Raises:
         TrainingDivergedError: the loss became NaN/inf (checked once per epoch), or the weights
             did after the last step.
@@ -104,11 +101,10 @@ def train_model(
     if config.channels_last:
         model.to(memory_format=torch.channels_last)  # 4-D weights NHWC; the batches below follow
     aug = Augment(config.crop_padding, config.flip)
-    start, seen, last_loss, hook_seconds = time.perf_counter(), 0, float("nan"), 0.0
+    start, last_loss, hook_seconds = time.perf_counter(), float("nan"), 0.0
     bar = tqdm(range(config.epochs), desc=desc, leave=False, disable=not progress, unit="epoch")
-    records = objective.records() if ranks is not None and objective is not None else []
-    if ranks is not None:
-        ranks.broadcast([model, objective])
+    records = objective.records() if objective is not None else []
+    comm.broadcast([model, objective])
     # strided 1x1 convolutions run as unit-stride ones: oneDNN's own path corrupts memory (tidal.kernels)
     guard = ConvGuard(device, model, objective if isinstance(objective, nn.Module) else None)
     try:
@@ -118,11 +114,8 @@ def train_model(
                 group["lr"] = lr
             total = torch.zeros((), device=device)
             batches = epoch_batches(labeled, config.batch_size, generator)
-            if ranks is None:
-                steps = ((idx, x, 1.0) for idx, x in dataset.batches(batches, aug, generator))
-            else:  # the same batches and augmentation on every rank; each trains on its piece
-                before = ranks.snapshot(records)
-                steps = ranks.shard(dataset.batches(batches, aug, generator))
+            before = comm.snapshot(records)  # the same batches and augmentation on every rank; each trains its piece
+            steps = comm.shard(dataset.batches(batches, aug, generator))
             n_steps = 0
             for idx_dev, x, share in steps:
                 y = dataset.labels[idx_dev]
@@ -139,16 +132,13 @@ def train_model(
                         loss = loss * share
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                if ranks is not None:
-                    ranks.all_reduce_grads(params)
+                comm.reduce_grads(params)
                 optimizer.step()
                 total += loss.detach()
-                seen += len(idx_dev)
                 n_steps += 1
-            if ranks is not None:
-                total = ranks.mean(total)  # the batches' mean losses, as one process adds them up
-                ranks.sync_records(records, before)
-                ranks.average_buffers([model, objective])
+            total = comm.mean(total)  # the batches' mean losses, as one process adds them up
+            comm.sync_records(records, before)
+            comm.sync_buffers([model, objective])
             last_loss = float(total) / n_steps  # one sync per epoch
             if not math.isfinite(last_loss):
                 raise TrainingDivergedError(
@@ -164,9 +154,8 @@ def train_model(
             bar.set_postfix(loss=f"{last_loss:.3f}")
     finally:
         guard.close()
-    if ranks is not None:
-        ranks.broadcast([model, objective])
-        seen = len(labeled) * config.epochs  # every rank's pieces together
+    comm.broadcast([model, objective])
+    seen = len(labeled) * config.epochs  # every sample once an epoch (every rank's pieces together)
     # The loss is taken before each step, so the last step can leave NaN/inf weights behind a
     # finite loss (e.g. lr=1e38): check them once before anyone evaluates the model.
     if params and not bool(torch.stack([p.detach().isfinite().all() for p in params]).all()):

@@ -2,9 +2,9 @@
 
 Each worker is a spawned process with a fixed number of torch threads. It takes (dataset,
 imbalance, seed, method) runs from a shared queue, trains each with
-:func:`tidal.runs.run_one` and commits every finished cycle to the run directory's
-SQLite database itself (WAL mode lets several processes write one file), so what a worker
-finished is stored whatever happens to the others. The parent hands out the runs and
+:func:`tidal.runs.train_run` and commits every finished cycle to the run directory itself,
+through a :class:`tidal.runs.RunWriter` (SQLite's WAL mode lets several processes write one
+file), so what a worker finished is stored whatever happens to the others. The parent hands out the runs and
 passes each stored cycle to ``on_cycle`` (progress bar, log lines, trackers).
 
 A run's numbers depend on its seed and the thread count only, so N jobs of T threads give
@@ -28,16 +28,16 @@ import queue
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from tidal.config import ExperimentConfig
-from tidal.data import DatasetSplits
 from tidal.errors import TidalError
-from tidal.runs import RunKey, load_splits, resolve_device, run_one, set_deterministic
-from tidal.results import DB_NAME, CycleRecord, ResultStore
+from tidal.loop import CycleEnv, configured_model
+from tidal.results import DB_NAME, CycleRecord, ResultStore, RunKey
+from tidal.runs import RunOptions, RunWriter, load_splits, resolve_device, set_deterministic, train_run
 
 __all__ = ["WorkerError", "run_in_workers"]
 
@@ -55,27 +55,14 @@ class _WorkerSpec:
 
     config: ExperimentConfig
     out: str  # the run directory
-    device: str
+    opts: RunOptions  # device, preloaded datasets, TD tracking, the user's model (picklable); log: print
     threads: int  # torch threads of the worker
-    track_td: bool
-    splits: dict[str, DatasetSplits] | None  # preloaded datasets (tests), else loaded by name
     parent_pid: int
-    model: object = None  # the user's model spec, callable or module (picklable), else config.train.model
 
 
-def run_in_workers(
-    keys: list[RunKey],
-    config: ExperimentConfig,
-    out: Path,
-    device: torch.device,
-    jobs: int,
-    threads: int,
-    splits: dict[str, DatasetSplits] | None = None,
-    track_td: bool = False,
-    on_cycle: Callable[[CycleRecord], None] | None = None,
-    model: object = None,
-) -> None:
-    """Train the runs ``keys`` (in this order of hand-out) on ``min(jobs, len(keys))`` worker
+def run_in_workers(keys: list[RunKey], config: ExperimentConfig, out: Path, opts: RunOptions, threads: int,
+                   on_cycle: Callable[[CycleRecord], None]) -> None:
+    """Train the runs ``keys`` (in this order of hand-out) on ``min(opts.jobs, len(keys))`` worker
     processes with ``threads`` torch threads each; ``on_cycle(record)`` runs in this process
     after each cycle a worker stored. ``out`` must already be bound to ``config``
     (:meth:`tidal.results.ResultStore.bind`).
@@ -84,6 +71,7 @@ def run_in_workers(
         the first error a worker raised (e.g. ``TrainingDivergedError``), after stopping the
         other workers; :class:`WorkerError` when a worker dies without a word.
     """
+    jobs = opts.jobs or 1
     if jobs < 1 or threads < 1:
         raise ValueError(f"jobs={jobs} and threads={threads} must be >= 1")
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started its thread pools
@@ -93,7 +81,7 @@ def run_in_workers(
         tasks.put(key)
     for _ in range(n):
         tasks.put(None)  # one stop sign per worker
-    spec = _WorkerSpec(config, str(out), str(device), threads, track_td, splits, os.getpid(), model)
+    spec = _WorkerSpec(config, str(out), replace(opts, log=print), threads, os.getpid())
     procs = [ctx.Process(target=_worker, args=(spec, tasks, events), name=f"tidal-worker-{i}", daemon=True)
              for i in range(n)]
     try:
@@ -107,8 +95,7 @@ def run_in_workers(
                 _check_alive(procs)
                 continue
             if kind == "cycle":
-                if on_cycle is not None:
-                    on_cycle(payload)
+                on_cycle(payload)
             elif kind == "done":
                 remaining -= 1
             else:  # "error": the worker's exception, already picklable
@@ -144,15 +131,17 @@ def _worker(spec: _WorkerSpec, tasks: mp.Queue, events: mp.Queue) -> None:
     torch.set_num_threads(spec.threads)
     store = None
     try:
-        device = resolve_device(spec.device)
+        device = resolve_device(spec.opts.device)
         set_deterministic(device)
-        loaded = load_splits(spec.config, device, spec.splits)
+        loaded = load_splits(spec.config, device, spec.opts.splits)
         store = ResultStore(Path(spec.out) / DB_NAME)
+        writer = RunWriter(Path(spec.out), store, spec.config.al)
+        env = CycleEnv(spec.config.train, spec.config.al, device, configured_model(spec.config.train, spec.opts.model))
         while (key := tasks.get()) is not None:
             if os.getppid() != spec.parent_pid:  # orphaned (where the kernel does not end us): stop
                 return
-            run_one(key, spec.config, Path(spec.out), loaded[key[0]], device, store, spec.track_td,
-                    on_cycle=lambda record: events.put(("cycle", record)), model=spec.model)
+            train_run(key, spec.config, loaded[key.dataset], env, writer, spec.opts.track_td,
+                      on_cycle=lambda record: events.put(("cycle", record)))
             events.put(("done", key))
     except _Stopped:
         return

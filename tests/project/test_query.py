@@ -35,10 +35,10 @@ def test_no_labels_draws_at_random_from_the_seed_and_round(tiny_splits):
 
 
 def test_a_trained_round_selects_through_the_simulations_select(tiny_splits, monkeypatch):
-    import tidal.loop
+    import tidal.gather
 
     calls = []
-    real = tidal.loop.select
+    real = tidal.gather.select
 
     def spy(*args, **kwargs):
         calls.append(args[0].name)
@@ -46,7 +46,7 @@ def test_a_trained_round_selects_through_the_simulations_select(tiny_splits, mon
         calls.append(out[0].clone())
         return out
 
-    monkeypatch.setattr(tidal.loop, "select", spy)
+    monkeypatch.setattr(tidal.gather, "select", spy)
     labeled = list(range(0, 40))
     labels = tiny_splits.train.labels[:40].tolist()
     r = query("auto", tiny_splits, labeled, labels, 8, "entropy", train_config=TINY)

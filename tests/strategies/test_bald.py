@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tidal.config import ExperimentConfig, StrategyConfig
-from tidal.gather import gather
+from tidal.gather import ScoringPass, gather
 from tidal.models.resnet import ResNet18
 from tidal.strategies import ScoreInputs, create_strategy, select_top_k
 from tidal.strategies.scores import mutual_information
@@ -81,13 +81,14 @@ def test_gather_draws_different_dropout_masks_for_the_loop_built_model(tiny_spli
     assert isinstance(model.dropout, torch.nn.Dropout) and model.dropout.p == 0.5
     cands = torch.arange(8)
     model.eval()
-    inputs = gather(model, None, strategy.needs, train, cands, torch.arange(8, 12), 2, torch.Generator(),
-                    mc_samples=strategy.mc_samples)
+    inputs = gather(ScoringPass(model, None, train, cands, torch.arange(8, 12), 2, torch.Generator()),
+                    strategy.needs, mc_samples=strategy.mc_samples)
     assert inputs.mc_probs.shape == (3, 8, train.num_classes)
     assert not torch.allclose(inputs.mc_probs[0], inputs.mc_probs[1])  # dropout active at scoring
     assert not model.dropout.training and not model.training  # the previous (eval) mode is restored
     model.train()
-    gather(model, None, strategy.needs, train, cands, torch.arange(8, 12), 2, torch.Generator(), mc_samples=1)
+    gather(ScoringPass(model, None, train, cands, torch.arange(8, 12), 2, torch.Generator()), strategy.needs,
+           mc_samples=1)
     assert model.training and model.dropout.training  # ... and so is train mode
     assert strategy.score(inputs).shape == (8,)
 
@@ -113,10 +114,11 @@ def test_fast_mc_path_matches_full_stochastic_passes(tiny_splits):
 
     cands = torch.arange(6)
     torch.manual_seed(1)
-    fast = gather(model, None, frozenset({"mc_probs"}), train, cands, cands, 1, torch.Generator(), mc_samples=400)
-    torch.manual_seed(2)
-    full = gather(Opaque(model), None, frozenset({"mc_probs"}), train, cands, cands, 1, torch.Generator(),
+    fast = gather(ScoringPass(model, None, train, cands, cands, 1, torch.Generator()), frozenset({"mc_probs"}),
                   mc_samples=400)
+    torch.manual_seed(2)
+    full = gather(ScoringPass(Opaque(model), None, train, cands, cands, 1, torch.Generator()),
+                  frozenset({"mc_probs"}), mc_samples=400)
     assert fast.mc_probs.shape == full.mc_probs.shape == (400, 6, train.num_classes)
     assert torch.allclose(fast.mc_probs.mean(0), full.mc_probs.mean(0), atol=0.03)
     assert not torch.allclose(fast.mc_probs[0], fast.mc_probs[1])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tidal.config import ALConfig, StrategyConfig, TrainConfig
-from tidal.loop import active_learning
+from loop_helpers import cycles
 from tidal.strategies import create_strategy, list_strategies, strategy_class
 
 # Small, fast settings for the options that cost time; defaults for the rest.
@@ -16,7 +16,7 @@ TC = TrainConfig(epochs=2, width=2, batch_size=16, eval_batch_size=64)
 @pytest.mark.parametrize("name", list_strategies())
 def test_two_cycles_select_k_new_distinct_indices(name, tiny_splits):
     pool = torch.arange(0, len(tiny_splits.train), 2)
-    results = list(active_learning(tiny_splits.train, tiny_splits.test, pool, create_strategy(name, FAST), AL, TC,
+    results = list(cycles(tiny_splits.train, tiny_splits.test, pool, create_strategy(name, FAST), AL, TC,
                                    seed=0))
     first, last = results
     sel = first.selected.tolist()
@@ -46,10 +46,10 @@ def test_resume_mid_run_gives_the_same_numbers(name, tiny_splits):
     resumed at cycle 1 in a process whose global RNG is elsewhere reproduces the original."""
     pool = torch.arange(0, len(tiny_splits.train), 2)
     al = ALConfig(initial=24, budget=8, cycles=3, subset=40)
-    full = list(active_learning(tiny_splits.train, tiny_splits.test, pool, create_strategy(name, FAST), al, TC, 0))
+    full = list(cycles(tiny_splits.train, tiny_splits.test, pool, create_strategy(name, FAST), al, TC, 0))
     torch.rand(17)  # move the global generator: a resumed process starts from another state
     labeled = torch.cat([full[0].labeled, full[0].selected])
-    resumed = list(active_learning(tiny_splits.train, tiny_splits.test, pool, create_strategy(name, FAST), al, TC,
+    resumed = list(cycles(tiny_splits.train, tiny_splits.test, pool, create_strategy(name, FAST), al, TC,
                                    0, start_cycle=1, labeled=labeled))
     for a, b in zip(full[1:], resumed):
         assert a.accuracy == b.accuracy and torch.equal(a.selected, b.selected)
@@ -61,7 +61,7 @@ def test_resume_mid_run_gives_the_same_numbers(name, tiny_splits):
 def test_two_cycles_on_cuda(name, tiny_splits):
     dev = torch.device("cuda")
     pool = torch.arange(0, len(tiny_splits.train), 2)
-    results = list(active_learning(tiny_splits.train.to(dev), tiny_splits.test.to(dev), pool,
+    results = list(cycles(tiny_splits.train.to(dev), tiny_splits.test.to(dev), pool,
                                    create_strategy(name, FAST), AL, TC, seed=0, device=dev))
     assert len(set(results[0].selected.tolist())) == AL.budget
 

@@ -141,11 +141,11 @@ def _setup(n, dim=64, classes=50, seed=0):
 
 
 def test_selection_is_the_same_from_any_store(tmp_path):
-    from tidal.gather import select
+    from tidal.gather import ScoringPass, select
 
     split, model, strategy, objective, candidates, labeled = _setup(700)
-    runs = [select(strategy, model, objective, split, candidates, labeled, 20, torch.Generator().manual_seed(2), 64,
-                   store=spec)
+    runs = [select(strategy, ScoringPass(model, objective, split, candidates, labeled, 20,
+                                         torch.Generator().manual_seed(2), 64), store=spec)
             for spec in (None, StoreSpec(block_rows=64), StoreSpec("disk", "float32", str(tmp_path), 128))]
     for ids, scores in runs[1:]:
         assert torch.equal(ids, runs[0][0]) and torch.equal(scores, runs[0][1])
@@ -168,14 +168,15 @@ class _Largest(TorchDispatchMode):
 
 
 def test_a_disk_store_keeps_it_from_allocating_n_by_d(tmp_path):
-    from tidal.gather import select
+    from tidal.gather import ScoringPass, select
 
     dim = 64
     for n in (2_000, 20_000):
         split, model, strategy, objective, candidates, labeled = _setup(n, dim)
         with _Largest() as probe:
-            ids, _ = select(strategy, model, objective, split, candidates, labeled, 16,
-                            torch.Generator().manual_seed(0), 64, store=StoreSpec("disk", "float16", str(tmp_path), 64))
+            ids, _ = select(strategy, ScoringPass(model, objective, split, candidates, labeled, 16,
+                                                  torch.Generator().manual_seed(0), 64),
+                            store=StoreSpec("disk", "float16", str(tmp_path), 64))
         assert len(ids) == 16
         # a few float64/int64 values per candidate, or one float64 block: never the [n, D] embedding
         assert probe.largest <= max(8 * n, 64 * dim * 8), (n, probe.largest)

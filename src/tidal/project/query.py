@@ -105,7 +105,7 @@ def query(
         ValueError: a bad ``k``, ``subset``, id or label, an unknown method.
     """
     from tidal.config import PRESETS
-    from tidal.loop import configured_model, derive_seed, run_cycle
+    from tidal.loop import CycleEnv, configured_model, derive_seed, run_cycle
     from tidal.pool import LabelPool
     from tidal.strategies import create_strategy, strategy_class
 
@@ -165,7 +165,8 @@ def query(
                            counts, 0.0, 0.0, None, excluded=out, excluded_labeled=excluded_labeled)
     strategy = create_strategy(method, strategy_config)
     factory = configured_model(train_config, model)
-    al = ALConfig(initial=len(ids), budget=k, cycles=round + 2, subset=subset, retrain=retrain)
+    env = CycleEnv(train_config, ALConfig(initial=len(ids), budget=k, subset=subset, retrain=retrain), device,
+                   factory, progress=progress)
     start_model = None
     if retrain == "continue" and model_state is not None:
         start_model = factory(c, pool.input_shape, strategy.dropout)
@@ -176,8 +177,8 @@ def query(
                              "another model; query with --retrain scratch") from exc
     test = holdout.to(device) if holdout is not None else pool.subset(torch.zeros(0, dtype=torch.int64))
     _, fitted = adapt_train(train_config, len(ids), tuple(pool.input_shape))  # what run_cycle trains with
-    result, trained = run_cycle(pool, test, state, strategy, al, train_config, seed, round, device, start_model,
-                                factory, progress, carried=objective_state if retrain == "continue" else None,
+    result, trained = run_cycle(pool, test, state, strategy, seed, round, env, model=start_model,
+                                carried=objective_state if retrain == "continue" else None, selects=True,
                                 desc=f"round {round} {method}")
     predicted, probability = _predictions(trained, pool, result.selected, train_config.eval_batch_size)
     confusion = None

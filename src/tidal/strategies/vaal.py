@@ -87,7 +87,7 @@ class VAALObjective(AuxObjective):
         cond_dim: size of the condition fed to the decoder and ``D`` (0 = plain VAAL).
     """
 
-    def __init__(self, ctx: TrainContext, passes: int = 10, latent_dim: int = 32,
+    def __init__(self, ctx: TrainContext, *, passes: int = 10, latent_dim: int = 32,
                  channels: Sequence[int] = (16, 32, 64), hidden: int = 512, batch_size: int = 128,
                  lr: float = 5e-4, beta: float = 1.0, adversary_weight: float = 1.0, cond_dim: int = 0,
                  vector_hidden: Sequence[int] = (256, 128), kl_reduction: str = "sum") -> None:
