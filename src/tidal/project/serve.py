@@ -44,9 +44,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tidal.project.serve_requests import Backend, ServeError
-from tidal.project.serve_state import INBOX_NAME  # noqa: F401 - where the inbox is, as before the split
+from tidal.project.serve_state import INBOX_NAME, ServeOptions  # noqa: F401 - INBOX_NAME: where the inbox is, as before the split
 
-__all__ = ["Backend", "ServeError", "make_server", "serve"]
+__all__ = ["Backend", "ServeError", "ServeOptions", "make_server", "serve"]
 
 MAX_BODY = 64 << 20  # bytes: the largest request body accepted (a predict call of thousands of tasks)
 SECRET_ENV = "TIDAL_SERVE_SECRET"  # the shared secret, when one is required
@@ -146,13 +146,14 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = _handle
 
 
-def make_server(project: str | Path, *, host: str = "127.0.0.1", port: int = 9090, **backend: Any):
-    """A ``ThreadingHTTPServer`` serving :class:`Backend` ``(project, **backend)`` (not started).
+def make_server(project: str | Path, *, host: str = "127.0.0.1", port: int = 9090, log=None, **options: Any):
+    """A ``ThreadingHTTPServer`` serving :class:`Backend` ``(project, ServeOptions(**options), log)``
+    (not started).
 
     ``server.backend`` is the backend; ``server.serve_forever()`` runs it, ``server.shutdown()``
     stops it (from another thread).
     """
-    b = Backend(project, **backend)
+    b = Backend(project, ServeOptions(**options), log)
     handler = type("Handler", (_Handler,), {"backend": b})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
@@ -160,9 +161,9 @@ def make_server(project: str | Path, *, host: str = "127.0.0.1", port: int = 909
     return server
 
 
-def serve(project: str | Path, *, host: str = "127.0.0.1", port: int = 9090, **backend: Any) -> None:
+def serve(project: str | Path, *, host: str = "127.0.0.1", port: int = 9090, **options: Any) -> None:
     """Run ``tidal serve PROJECT`` until interrupted (Ctrl-C or SIGTERM)."""
-    server = make_server(project, host=host, port=port, **backend)
+    server = make_server(project, host=host, port=port, **options)
     b = server.backend
     b.log(f"tidal serve: project {project} on http://{host}:{server.server_address[1]} (model_version "
           f"{b.cached.version!r}{', shared secret required' if b.secret else ''}); connect it in Label Studio")

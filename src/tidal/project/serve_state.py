@@ -42,7 +42,7 @@ from pathlib import Path
 
 from tidal.errors import RunDirectoryError
 
-__all__ = ["INBOX_NAME", "NO_MODEL", "Cached", "ServeState"]
+__all__ = ["INBOX_NAME", "NO_MODEL", "Cached", "ServeOptions", "ServeState"]
 
 INBOX_NAME = "serve-inbox.jsonl"  # accepted annotations not yet in the store, one JSON record a line
 NO_MODEL = "tidal none"  # model_version before any model is trained
@@ -86,33 +86,50 @@ def _cached(store) -> Cached:
                   {s.id: (v, r.classes[s.predicted]) for s, v in zip(sel, q)}, tuple(s.id for s in sel))
 
 
+@dataclass(frozen=True)
+class ServeOptions:
+    """``tidal serve``'s settings (its flags), checked on creation."""
+
+    top: int | None = None  # candidates each retrain ranks (-k of its round); None: every unlabeled sample
+    push: int = 200  # predictions pushed to Label Studio after a retrain: the most informative candidates
+    method: str | None = None  # strategy; None: the project's
+    retrain: str = "scratch"  # each retrain from scratch, or "continue" from the last round's weights
+    device: str = "auto"  # cpu, cuda, cuda:N or auto
+    label_studio: str | None = None  # Label Studio's URL, to push predictions and model_version to
+    token: str | None = None  # its Personal Access Token
+    ls_project: int | None = None  # the Label Studio project's id (None: learnt from its /setup call)
+    secret: str | None = None  # a shared secret every request must carry (None: none)
+    # Label Studio asks for a retrain (in the annotation's save) BEFORE it sends that annotation's webhook, so
+    # the retrain waits for it: up to wait_labels s for what Label Studio's API lists, or (no API) settle s
+    settle: float = 1.0  # s
+    wait_labels: float = WAIT_LABELS  # s
+
+    def __post_init__(self) -> None:
+        if self.top is not None and self.top < 1:
+            raise ValueError(f"--top {self.top} must be >= 1")
+        if self.push < 0:
+            raise ValueError(f"--push {self.push} must be >= 0")
+        if self.label_studio:
+            from tidal.project.lsapi import LabelStudioAPI
+
+            LabelStudioAPI(self.label_studio, self.token or "")  # a bad URL or no token: refused now, not later
+
+
 class ServeState:
     """The state behind ``tidal serve``: the cached model, the inbox, the retrain thread."""
 
-    def __init__(self, project: str | Path, *, top: int | None = None, push: int = 200, method: str | None = None,
-                 retrain: str = "scratch", device: str = "auto", label_studio: str | None = None,
-                 token: str | None = None, ls_project: int | None = None, secret: str | None = None,
-                 settle: float = 1.0, wait_labels: float = WAIT_LABELS, log=None) -> None:
+    def __init__(self, project: str | Path, options: ServeOptions = ServeOptions(), log=None) -> None:
         from tidal.project.project import check_project_dir
         from tidal.project.store import DB_NAME, ProjectStore
 
         self.project = Path(project)
         check_project_dir(self.project, must_exist=True)
-        if top is not None and top < 1:
-            raise ValueError(f"--top {top} must be >= 1")
-        if push < 0:
-            raise ValueError(f"--push {push} must be >= 0")
-        self.top, self.push, self.method, self.retrain, self.device = top, push, method, retrain, device
-        self.label_studio, self.token, self.ls_project = label_studio, token, ls_project
-        if label_studio:
-            from tidal.project.lsapi import LabelStudioAPI
-
-            LabelStudioAPI(label_studio, token or "")  # a bad URL or no token: refused now, not after a retrain
-        self.secret = secret or None
-        # Label Studio asks for a retrain (in the annotation's save) BEFORE it sends that annotation's webhook, so
-        # the retrain waits for it: up to wait_labels s for what Label Studio's API lists, or (no API) settle s
-        self.settle = settle
-        self.wait_labels = wait_labels
+        o = options
+        self.top, self.push, self.method, self.retrain, self.device = o.top, o.push, o.method, o.retrain, o.device
+        self.label_studio, self.token = o.label_studio, o.token
+        self.ls_project = o.ls_project  # learnt from Label Studio's /setup call when not given
+        self.secret = o.secret or None
+        self.settle, self.wait_labels = o.settle, o.wait_labels
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         with ProjectStore(self.project / DB_NAME, readonly=True) as store:
             self.classes = store.classes
