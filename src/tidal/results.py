@@ -363,10 +363,5 @@ def _union(old: ExperimentConfig, new: ExperimentConfig) -> ExperimentConfig:
     def merge(a: tuple, b: tuple) -> tuple:
         return tuple(a) + tuple(x for x in b if x not in a)
 
-    return dataclasses.replace(
-        new,
-        datasets=merge(old.datasets, new.datasets),
-        imbalances=merge(old.imbalances, new.imbalances),
-        methods=merge(old.methods, new.methods),
-        seeds=merge(old.seeds, new.seeds),
-    )
+    axes = ("datasets", "imbalances", "methods", "seeds")
+    return dataclasses.replace(new, **{axis: merge(getattr(old, axis), getattr(new, axis)) for axis in axes})

@@ -311,12 +311,6 @@ class FileDataset(DiskSplit):
         for ids, x in decode_ahead(decode, batch_ids, augment is not None, generator, self.num_workers, self.device):
             yield ids, to_float(x, self.mean, self.std)
 
-    def with_workers(self, num_workers: int) -> FileDataset:
-        """The same split decoded by ``num_workers`` processes."""
-        out = self._with(None, self.labels)
-        out.num_workers = num_workers
-        return out
-
     def _with(self, keep: np.ndarray | None, labels: torch.Tensor) -> FileDataset:
         return FileDataset(self.paths if keep is None else self.paths[keep], labels, self.num_classes, self.size,
                            self.mean, self.std, self.resize_eval, self.num_workers)
