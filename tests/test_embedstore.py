@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from memory_probe import LargestTensor
 
 from tidal.config import ALConfig, ExperimentConfig, StrategyConfig, TrainConfig
 from tidal.data.dataset import FeatureDataset
@@ -227,21 +227,6 @@ def test_stored_rows_round_trip_and_float16_rounding(tmp_path):
 
 # ---- memory: what the strategies allocate does not grow with n * D -----------------------------
 
-class _Largest(TorchDispatchMode):
-    """Records the largest tensor any torch operation returns (factories included)."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                self.largest = max(self.largest, t.numel() * t.element_size())
-        return out
-
-
 def _largest(name, n, spec, dim=64, classes=50):
     split = _pool(n + 40, dim, classes)
     torch.manual_seed(0)
@@ -255,7 +240,7 @@ def _largest(name, n, spec, dim=64, classes=50):
         objective = strategy.make_objective(ctx)
         objective.correctness.update(labeled, (torch.arange(40) % 2).float().unsqueeze(1))  # half "uncertain"
     candidates, labeled = torch.arange(n), torch.arange(n, n + 40)  # [n] ids: the caller's, not scoring's
-    with _Largest() as probe:
+    with LargestTensor() as probe:
         ids, _ = select(strategy, ScoringPass(model, objective, split, candidates, labeled, 16,
                                               torch.Generator().manual_seed(0), 64), store=spec)
     assert len(ids) == 16
@@ -312,7 +297,7 @@ def test_mc_dropout_of_other_models_runs_batch_by_batch():
     assert runs[0][1].min() > 0  # dropout really sampled: the passes disagree
     assert model.training  # the caller's mode is restored
     # What the pass holds: [T, batch, C] of samples, never [T, n, C].
-    with _Largest() as probe:
+    with LargestTensor() as probe:
         select(strategy, ScoringPass(model, None, split, torch.arange(n), torch.zeros(0, dtype=torch.int64), 20,
                                      torch.Generator().manual_seed(0), 64), 64)
     assert probe.largest < 4 * n * 6 * 4 / 2

@@ -92,6 +92,19 @@ def served(tmp_path: Path, write_images, classes, fast):
         server.backend.close()
 
 
+
+def _labelled_project(tmp_path, write_images, classes, **init) -> tuple:
+    """A project over 45 written images whose first 6 (in the store's order) are labelled:
+    (project folder, the images' true classes by path, the store's paths)."""
+    truth = write_images(tmp_path / "pool", 45)
+    project = tmp_path / "project"
+    init_project(project, f"folder:{tmp_path / 'pool'}", classes, **init)
+    with ProjectStore(project / DB_NAME, readonly=True) as s:
+        paths = s.paths()
+    (tmp_path / "first.csv").write_text("id,label\n" + "".join(f"{i},{truth[paths[i]]}\n" for i in range(6)))
+    import_labels(project, tmp_path / "first.csv")
+    return project, truth, paths
+
 def test_replayed_label_studio_requests(served, classes) -> None:
     url, project, (truth, paths), server, logs = served
     b = server.backend
@@ -291,13 +304,7 @@ def test_killing_tidal_serve_mid_retrain_loses_no_acknowledged_label(tmp_path, w
     import subprocess
     import sys
 
-    truth = write_images(tmp_path / "pool", 45)
-    project = tmp_path / "project"
-    init_project(project, f"folder:{tmp_path / 'pool'}", classes, train={**fast["train"], "epochs": 30})
-    with ProjectStore(project / DB_NAME, readonly=True) as s:
-        paths = s.paths()
-    (tmp_path / "first.csv").write_text("id,label\n" + "".join(f"{i},{truth[paths[i]]}\n" for i in range(6)))
-    import_labels(project, tmp_path / "first.csv")
+    project, truth, paths = _labelled_project(tmp_path, write_images, classes, train={**fast["train"], "epochs": 30})
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -430,13 +437,7 @@ def test_start_training_waits_for_the_webhook_of_the_annotation_that_asked(tmp_p
     """Label Studio sends START_TRAINING inside the save of the N-th annotation, before that annotation's
     webhook, which may come seconds later on a loaded machine: the retrain waits for it (Label Studio's API
     lists it; the payload's project counts it), not for a fixed second."""
-    truth = write_images(tmp_path / "pool", 45)
-    project = tmp_path / "project"
-    init_project(project, f"folder:{tmp_path / 'pool'}", classes, **fast)
-    with ProjectStore(project / DB_NAME, readonly=True) as s:
-        paths = s.paths()
-    (tmp_path / "first.csv").write_text("id,label\n" + "".join(f"{i},{truth[paths[i]]}\n" for i in range(6)))
-    import_labels(project, tmp_path / "first.csv")
+    project, truth, paths = _labelled_project(tmp_path, write_images, classes, **fast)
     fake = _FakeLabelStudio()
     logs: list[str] = []
     server, url = _serve_with(project, fake, logs)
@@ -490,13 +491,7 @@ def test_health_never_shows_the_new_model_still_training(tmp_path, write_images,
     """model_version, training and trainings change in one step; the push to Label Studio (slow here) comes
     after, with training already false, so whoever sees the new model_version in Label Studio sees
     ``training: false`` too."""
-    truth = write_images(tmp_path / "pool", 45)
-    project = tmp_path / "project"
-    init_project(project, f"folder:{tmp_path / 'pool'}", classes, **fast)
-    with ProjectStore(project / DB_NAME, readonly=True) as s:
-        paths = s.paths()
-    (tmp_path / "first.csv").write_text("id,label\n" + "".join(f"{i},{truth[paths[i]]}\n" for i in range(6)))
-    import_labels(project, tmp_path / "first.csv")
+    project, truth, paths = _labelled_project(tmp_path, write_images, classes, **fast)
     fake = _FakeLabelStudio(delay=1.5)
     logs: list[str] = []
     server, url = _serve_with(project, fake, logs)
@@ -529,13 +524,7 @@ def test_a_started_server_pushes_the_stored_model_before_it_answers(tmp_path, wr
     anything: its queue serves TiDAL's order (never a random task, a labelled one perhaps) from the start."""
     from tidal.project.query import query_project
 
-    truth = write_images(tmp_path / "pool", 45)
-    project = tmp_path / "project"
-    init_project(project, f"folder:{tmp_path / 'pool'}", classes, **fast)
-    with ProjectStore(project / DB_NAME, readonly=True) as s:
-        paths = s.paths()
-    (tmp_path / "first.csv").write_text("id,label\n" + "".join(f"{i},{truth[paths[i]]}\n" for i in range(6)))
-    import_labels(project, tmp_path / "first.csv")
+    project, truth, paths = _labelled_project(tmp_path, write_images, classes, **fast)
     query_project(project, 39, device="cpu")
     fake = _FakeLabelStudio()
     fake.tasks = [{"id": 500 + i, "data": {"tidal_id": i, "path": p}} for i, p in enumerate(paths)]

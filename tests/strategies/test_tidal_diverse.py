@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from memory_probe import LargestTensor
 
 import tidal.strategies.tidal_diverse as diverse
 from tidal.embedstore import EmbeddingStore, StoreSpec
@@ -152,28 +152,13 @@ def test_selection_is_the_same_from_any_store(tmp_path):
     assert len(set(runs[0][0].tolist())) == 20 and os.listdir(tmp_path) == []
 
 
-class _Largest(TorchDispatchMode):
-    """Records the largest tensor any torch operation returns."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                self.largest = max(self.largest, t.numel() * t.element_size())
-        return out
-
-
 def test_a_disk_store_keeps_it_from_allocating_n_by_d(tmp_path):
     from tidal.gather import ScoringPass, select
 
     dim = 64
     for n in (2_000, 20_000):
         split, model, strategy, objective, candidates, labeled = _setup(n, dim)
-        with _Largest() as probe:
+        with LargestTensor() as probe:
             ids, _ = select(strategy, ScoringPass(model, objective, split, candidates, labeled, 16,
                                                   torch.Generator().manual_seed(0), 64),
                             store=StoreSpec("disk", "float16", str(tmp_path), 64))
