@@ -38,6 +38,8 @@ def test_paper_preset_matches_the_paper():
         (dict(strategy=StrategyConfig(mc_samples=0)), "mc_samples=0 must be >= 1"),
         (dict(strategy=StrategyConfig(cal_threshold=1.5)), r"cal_threshold=1.5 must be in \[0, 1\]"),
         (dict(strategy=StrategyConfig(cal_threshold=-0.1)), r"cal_threshold=-0.1 must be in \[0, 1\]"),
+        (dict(strategy=StrategyConfig(diverse_prefilter=0.5)), r"diverse_prefilter=0.5 must be a finite number >= 1"),
+        (dict(strategy=StrategyConfig(diverse_prefilter=float("inf"))), r"diverse_prefilter=inf must be"),
     ],
 )
 def test_bad_values_are_quoted(change, message):

@@ -99,6 +99,7 @@ class StrategyConfig:
     #   (CAL's code bins correctness and uses <= 0.2; 0.5 here because a ResNet fits its labeled set within a few epochs)
     vaal_epochs: int = 10  # VAAL/TA-VAAL: passes over the unlabeled subset when training the VAE and discriminator
     vaal_latent_dim: int = 32  # VAAL/TA-VAAL: latent size of the VAE
+    diverse_prefilter: float = 10.0  # tidal-diverse-*: β, draws only among the ⌈β·k⌉ most TD-uncertain candidates
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,8 @@ class ExperimentConfig:
         need(0 <= sc.cal_threshold <= 1, f"cal_threshold={sc.cal_threshold} must be in [0, 1]")
         need(sc.vaal_epochs >= 1, f"vaal_epochs={sc.vaal_epochs} must be >= 1")
         need(sc.vaal_latent_dim >= 1, f"vaal_latent_dim={sc.vaal_latent_dim} must be >= 1")
+        need(math.isfinite(sc.diverse_prefilter) and sc.diverse_prefilter >= 1,
+             f"diverse_prefilter={sc.diverse_prefilter} must be a finite number >= 1 (1: plain top-k; 10: the default)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

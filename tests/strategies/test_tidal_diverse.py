@@ -1,5 +1,6 @@
 """TD-weighted k-means++ seeding (issue 20) on hand-made points, blockwise equality, the strategy's encoding."""
 
+import math
 import os
 
 import pytest
@@ -114,6 +115,27 @@ def test_strategy_encodes_its_picks_among_the_most_uncertain(name):
     assert torch.equal(ids, cand[picked]) and top.tolist() == [4.0, 3.0, 2.0, 1.0]
     assert int((scores > 0).sum()) == k
     assert bool(most_uncertain_mask(u, 10 * k)[picked].all()) and picked[0] == int(u.argmax())
+
+
+@pytest.mark.parametrize("beta", [1.0, 2.5])
+def test_prefilter_is_the_config_field(beta):
+    """β (``StrategyConfig.diverse_prefilter``) bounds the draws to the ⌈β k⌉ most uncertain;
+    β = 1 takes exactly the top-k of u."""
+    from tidal.config import StrategyConfig
+
+    g = torch.Generator().manual_seed(1)
+    n, k = 100, 6
+    emb, u = torch.randn(n, 3, generator=g), torch.rand(n, generator=g)
+    inp = ScoreInputs(torch.arange(n), torch.tensor([1]), k, torch.Generator().manual_seed(2), embedding=emb,
+                      objective=_FixedUncertainty(u))
+    scores = create_strategy("tidal-diverse-entropy", StrategyConfig(diverse_prefilter=beta)).score(inp)
+    picked = torch.nonzero(scores > 0).flatten()
+    allowed = most_uncertain_mask(u, math.ceil(beta * k))
+    assert len(picked) == k and bool(allowed[picked].all())
+    if beta == 1.0:
+        assert set(picked.tolist()) == set(torch.topk(u, k).indices.tolist())
+    expected = weighted_kmeans_pp(emb, u.double(), k, torch.Generator().manual_seed(2), allowed)
+    assert set(picked.tolist()) == set(expected.tolist())
 
 
 # ---- through the loop's selection: the embedding store, in memory or on disk ----------------------

@@ -104,7 +104,6 @@ class _TiDALDiverse(Strategy):
     blockwise = True
     model_needs = frozenset({"features"})  # the TD module reads the feature maps
     kind: ClassVar[str] = ""  # "entropy" or "margin": which TD uncertainty weighs the draws
-    prefilter: ClassVar[float] = 10.0  # β: draws only among the ⌈β k⌉ most TD-uncertain candidates (provisional)
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:
         return ScoringTDObjective(ctx, weight=self.config.tidal_weight)
@@ -112,7 +111,7 @@ class _TiDALDiverse(Strategy):
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         """Pick-order scores of :func:`weighted_kmeans_pp` on the embedding, weighted by the TD uncertainty."""
         u = inputs.objective.td_uncertainty(inputs.candidates, self.kind)
-        allowed = most_uncertain_mask(u, math.ceil(self.prefilter * inputs.k))
+        allowed = most_uncertain_mask(u, math.ceil(self.config.diverse_prefilter * inputs.k))
         picked = weighted_kmeans_pp(inputs.embedding, u, inputs.k, inputs.generator, allowed)
         return pick_order_scores(picked, len(inputs.candidates))
 
@@ -122,7 +121,7 @@ class TiDALDiverseEntropy(_TiDALDiverse):
     """TiDAL's H̄(p̃) (Eq. 10) as the weight of k-means++ seeding on the embedding (module docstring)."""
 
     name = "tidal-diverse-entropy"
-    description = "TiDAL variant: k-means++ on the embedding, draws ∝ H̄(predicted TD)·D² (10·k most uncertain)"
+    description = "TiDAL variant: k-means++ on the embedding, draws ∝ H̄(predicted TD)·D² (β·k most uncertain)"
     kind = "entropy"
 
 
@@ -132,5 +131,5 @@ class TiDALDiverseMargin(_TiDALDiverse):
 
     name = "tidal-diverse-margin"
     description = ("TiDAL variant: k-means++ on the embedding, draws ∝ (1-M̄(predicted TD))·D² "
-                   "(10·k most uncertain)")
+                   "(β·k most uncertain)")
     kind = "margin"

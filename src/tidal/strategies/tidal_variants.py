@@ -33,7 +33,7 @@ from tidal.inference import batched_outputs
 from tidal.models.resnet import ModelOutput
 from tidal.strategies.base import AuxObjective, ScoreInputs, Strategy, TrainContext, register
 from tidal.strategies.scores import entropy, margin
-from tidal.strategies.tidal import TDPredictionObjective
+from tidal.strategies.tidal import TDPredictionObjective, TiDALEntropy, TiDALMargin
 
 __all__ = [
     "ScoringTDObjective",
@@ -152,42 +152,34 @@ class ScoringTDObjective(TDPredictionObjective):
         return torch.cat(parts).double() if parts else torch.zeros(0, dtype=torch.float64)
 
 
-class _TiDALDetached(Strategy):
-    needs = frozenset({"aux", "probs"})
-    per_sample = True
-    model_needs = frozenset({"features"})
+class _Detached:
+    """Mixin: the paper's strategy with its TD module behind a stop-gradient (score inherited)."""
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:
         return TDPredictionObjective(ctx, weight=self.config.tidal_weight, detach=True)
 
 
 @register
-class TiDALDetachedEntropy(_TiDALDetached):
+class TiDALDetachedEntropy(_Detached, TiDALEntropy):
     """TiDAL-entropy with the TD module behind a stop-gradient: the backbone trains on CE alone.
 
-    Hypothesis: removes TiDAL's cycle-1 handicap (module docstring); same score as ``tidal-entropy``.
+    Hypothesis: removes TiDAL's cycle-1 handicap (module docstring); the score is ``tidal-entropy``'s.
     No hyper-parameter of its own (λ = ``tidal_weight`` now scales the module's loss only).
     """
 
     name = "tidal-detached-entropy"
     description = "TiDAL variant: entropy of the predicted TD; the module trains behind a stop-gradient (backbone: CE)"
 
-    def score(self, inputs: ScoreInputs) -> torch.Tensor:
-        return entropy(inputs.aux["td"])
-
 
 @register
-class TiDALDetachedMargin(_TiDALDetached):
+class TiDALDetachedMargin(_Detached, TiDALMargin):
     """TiDAL-margin with the TD module behind a stop-gradient: the backbone trains on CE alone.
 
-    Hypothesis: removes TiDAL's cycle-1 handicap (module docstring); same score as ``tidal-margin``.
+    Hypothesis: removes TiDAL's cycle-1 handicap (module docstring); the score is ``tidal-margin``'s.
     """
 
     name = "tidal-detached-margin"
     description = "TiDAL variant: margin of the predicted TD at ŷ, module trained behind a stop-gradient"
-
-    def score(self, inputs: ScoreInputs) -> torch.Tensor:
-        return -margin(inputs.aux["td"], reference=inputs.probs.argmax(dim=1))
 
 
 class _TiDALCalibrated(Strategy):
