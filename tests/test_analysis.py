@@ -137,13 +137,14 @@ def test_analyze_scores_on_tiny_long_tailed_samples(tiny_splits, tmp_path):
     assert a.path.name == "scores_fashion-mnist_ir10_seed0.npz" and not list(a.path.parent.glob("*.tmp"))
     with np.load(a.path) as f:
         assert set(f.files) == {"dataset", "imbalance", "seed", "epochs", "width", "num_classes", "indices",
-                                "labels", *SCORES}
+                                "labels", "method", "temperature", *SCORES}
+        assert str(f["method"]) == "tidal-entropy" and float(f["temperature"]) == a.temperature > 0
         assert all(f[k].shape == (80,) for k in ("indices", "labels", *SCORES))
         assert np.array_equal(f["labels"], tiny_splits.train.labels[torch.from_numpy(f["indices"])].numpy())
         assert len(set(f["indices"].tolist())) == 80 and str(f["dataset"]) == "fashion-mnist"
-    for key in ("H", "H_td", "H_pred"):
+    for key in ("H", "H_td", "H_pred", "H_cal"):
         assert (a.scores[key] >= -1e-9).all() and (a.scores[key] <= math.log(4) + 1e-6).all()
-    for key in ("M", "M_td", "M_pred"):
+    for key in ("M", "M_td", "M_pred", "M_cal"):
         assert (np.abs(a.scores[key]) <= 1 + 1e-6).all()
     assert set(np.unique(a.labels[a.is_tail])) <= {2, 3} and 0 < a.is_tail.sum() < 80  # tail half of 4 classes
     aurocs = a.aurocs()
@@ -153,6 +154,51 @@ def test_analyze_scores_on_tiny_long_tailed_samples(tiny_splits, tmp_path):
     again = analyze_scores(tmp_path / "run", **{**kw, "seed": 1})  # an analysis-only directory may be reused
     assert again.path.name == "scores_fashion-mnist_ir10_seed1.npz"
     prepare_out(tmp_path / "run")  # and is accepted as a run directory
+
+
+def test_calibrated_scores_are_the_predicted_td_at_the_fitted_temperature(tiny_splits, tmp_path, monkeypatch):
+    """H_cal, M_cal: Eqs. 10-11 of softmax(m(x) / T), T fitted on the module's logits against the
+    trained samples' recorded TD (here replaced by T = 2 after recording what it was given)."""
+    import tidal.analysis as analysis
+    from tidal.strategies.scores import entropy, margin
+
+    seen = {}
+
+    def fit(z, target):
+        seen.update(z=z.clone(), target=target.clone())
+        return 2.0
+
+    monkeypatch.setattr(analysis, "fit_td_temperature", fit)
+    a = analyze_scores(tmp_path / "run", imbalance=10, size=60, epochs=2, width=2, device="cpu", splits=tiny_splits)
+    z, y = seen["z"], torch.from_numpy(a.labels)
+    assert a.temperature == 2.0 and z.shape == (60, 4) and torch.allclose(seen["target"].sum(1), torch.ones(60))
+    assert np.allclose(a.scores["H_pred"], entropy(torch.softmax(z, 1)).double().numpy(), atol=1e-5)
+    assert np.allclose(a.scores["H_td"], entropy(seen["target"]).double().numpy(), atol=1e-5)
+    assert np.allclose(a.scores["H_cal"], entropy(torch.softmax(z / 2, 1)).double().numpy(), atol=1e-5)
+    assert np.allclose(a.scores["M_cal"], margin(torch.softmax(z / 2, 1), reference=y).double().numpy(), atol=1e-5)
+    assert not np.allclose(a.scores["H_cal"], a.scores["H_pred"])
+
+
+def test_analyze_scores_of_a_td_variant_and_an_old_file(tiny_splits, tmp_path):
+    from tidal.report.analyses import auroc_table
+
+    kw = dict(imbalance=10, size=60, epochs=1, width=2, device="cpu", splits=tiny_splits)
+    a = analyze_scores(tmp_path / "run", method="tidal-detached-entropy", **kw)
+    assert a.path.name == "scores_fashion-mnist_ir10_seed0_tidal-detached-entropy.npz"
+    assert load_score_analysis(a.path).method == "tidal-detached-entropy"
+    with pytest.raises(ValueError, match="method 'random' trains no TD prediction module; choose a TiDAL strategy"):
+        analyze_scores(tmp_path / "other", method="random", **kw)
+    with pytest.raises(ValueError, match="tidal-entrpy"):
+        analyze_scores(tmp_path / "other", method="tidal-entrpy", **kw)
+    assert not (tmp_path / "other").exists()
+    # a file written before the calibrated scores and the method were stored still reads
+    with np.load(a.path) as f:
+        old = {k: f[k] for k in f.files if k not in ("H_cal", "M_cal", "method", "temperature")}
+    np.savez(tmp_path / "old.npz", **old)
+    back = load_score_analysis(tmp_path / "old.npz")
+    assert back.method == "tidal-entropy" and math.isnan(back.temperature) and "H_cal" not in back.aurocs()
+    row = auroc_table([back]).rows[0]
+    assert row[3] == "tidal-entropy" and row[-2:] == ["–", "–"] and row[-3] != "–"
 
 
 def test_analyze_scores_refuses_bad_input_before_writing(tiny_splits, tmp_path):

@@ -33,11 +33,15 @@ from tidal.inference import batched_outputs
 from tidal.loop import configured_model, derive_seed, new_model, new_objective
 from tidal.metrics import auroc, tail_classes
 from tidal.results import ANALYSIS_DIR
-from tidal.strategies import AuxObjective, create_strategy
+from tidal.strategies import AuxObjective, Strategy, create_strategy
+from tidal.strategies.tidal import TDPredictionObjective
+from tidal.strategies.tidal_variants import fit_td_temperature
 from tidal.strategies.scores import entropy, margin
 from tidal.train import train_model
 
 __all__ = [
+    "METHOD",
+    "OPTIONAL_SCORES",
     "SCORES",
     "ScoreAnalysis",
     "TDTracker",
@@ -61,7 +65,12 @@ SCORES: dict[str, str] = {
     "M_td": "M̄(p̄), actual TD",
     "H_pred": "H̄(p̃_m), predicted TD",
     "M_pred": "M̄(p̃_m), predicted TD",
+    "H_cal": "H̄(p̃_m/T), calibrated",
+    "M_cal": "M̄(p̃_m/T), calibrated",
 }
+# Scores a file written before they existed may lack (the report shows "–" for them).
+OPTIONAL_SCORES = ("H_cal", "M_cal")
+METHOD = "tidal-entropy"  # the paper's TiDAL objective, what the analysis trains unless told otherwise
 _SCORES_STREAM = 3_000_003  # stream id of this analysis's randomness (distinct from the loop's and the pool's)
 
 
@@ -79,6 +88,8 @@ class ScoreAnalysis:
     labels: np.ndarray  # their labels, int64 [n]
     scores: dict[str, np.ndarray]  # SCORES key -> float64 [n], the estimator's value
     path: Path | None = None  # the .npz it was stored in / read from
+    method: str = METHOD  # the strategy whose objective trained the model and its TD module
+    temperature: float = float("nan")  # T of the calibrated scores (NaN: a file without them)
 
     @property
     def is_tail(self) -> np.ndarray:
@@ -95,9 +106,10 @@ class ScoreAnalysis:
         return {key: auroc(self.uncertainty(key), self.is_tail) for key in self.scores}
 
 
-def score_file_name(dataset: str, imbalance: float, seed: int) -> str:
-    """``scores_<dataset>_ir<IR>_seed<seed>.npz``, e.g. ``scores_fashion-mnist_ir10_seed0.npz``."""
-    return f"scores_{dataset}_ir{imbalance:g}_seed{seed}.npz"
+def score_file_name(dataset: str, imbalance: float, seed: int, method: str = METHOD) -> str:
+    """``scores_<dataset>_ir<IR>_seed<seed>.npz``, e.g. ``scores_fashion-mnist_ir10_seed0.npz``;
+    another method than tidal-entropy adds ``_<method>`` before ``.npz``."""
+    return f"scores_{dataset}_ir{imbalance:g}_seed{seed}{'' if method == METHOD else '_' + method}.npz"
 
 
 def save_score_analysis(analysis: ScoreAnalysis, run_dir: str | Path) -> Path:
@@ -105,16 +117,17 @@ def save_score_analysis(analysis: ScoreAnalysis, run_dir: str | Path) -> Path:
 
     The .npz holds ``labels`` and ``indices`` (int64 ``[n]``), one float64 ``[n]`` array per
     :data:`SCORES` key, and the scalars ``dataset``, ``imbalance``, ``seed``, ``epochs``,
-    ``width``, ``num_classes``.
+    ``width``, ``num_classes``, ``method``, ``temperature``.
     """
     folder = Path(run_dir) / ANALYSIS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / score_file_name(analysis.dataset, analysis.imbalance, analysis.seed)
+    path = folder / score_file_name(analysis.dataset, analysis.imbalance, analysis.seed, analysis.method)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, dataset=np.array(analysis.dataset), imbalance=np.float64(analysis.imbalance),
                  seed=np.int64(analysis.seed), epochs=np.int64(analysis.epochs), width=np.int64(analysis.width),
                  num_classes=np.int64(analysis.num_classes), indices=analysis.indices.astype(np.int64),
-                 labels=analysis.labels.astype(np.int64),
+                 labels=analysis.labels.astype(np.int64), method=np.array(analysis.method),
+                 temperature=np.float64(analysis.temperature),
                  **{key: np.asarray(v, dtype=np.float64) for key, v in analysis.scores.items()})
     analysis.path = path
     return path
@@ -124,17 +137,20 @@ _META = ("dataset", "imbalance", "seed", "epochs", "width", "num_classes", "indi
 
 
 def load_score_analysis(path: str | Path) -> ScoreAnalysis:
-    """Read a file written by :func:`save_score_analysis`; a ``ValueError`` names missing keys."""
+    """Read a file written by :func:`save_score_analysis`; a ``ValueError`` names missing keys.
+    A file written before the calibrated scores existed reads without them (:data:`OPTIONAL_SCORES`)."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in (*_META, *SCORES) if k not in f.files]
+            missing = [k for k in (*_META, *SCORES) if k not in f.files and k not in OPTIONAL_SCORES]
             if missing:
                 raise ValueError(f"{path} is not a tidal score analysis (missing {', '.join(missing)}); "
                                  "write it with `tidal analyze-scores`")
             a = ScoreAnalysis(str(f["dataset"]), float(f["imbalance"]), int(f["seed"]), int(f["epochs"]),
                               int(f["width"]), int(f["num_classes"]), f["indices"], f["labels"],
-                              {key: f[key] for key in SCORES}, path)
+                              {key: f[key] for key in SCORES if key in f.files}, path,
+                              str(f["method"]) if "method" in f.files else METHOD,
+                              float(f["temperature"]) if "temperature" in f.files else float("nan"))
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"cannot read {path} ({exc}); write it again with `tidal analyze-scores`") from exc
     n_tail = int(a.is_tail.sum())
@@ -148,8 +164,9 @@ def format_aurocs(analysis: ScoreAnalysis) -> str:
     """The AUROC of every score as lines of text (what ``tidal analyze-scores`` prints)."""
     tail = tail_classes(analysis.num_classes)
     n_tail = int(analysis.is_tail.sum())
-    lines = [f"{analysis.dataset}, imbalance ratio {analysis.imbalance:g}, seed {analysis.seed}: "
-             f"{len(analysis.labels)} trained samples, {n_tail} from the tail classes {tail[0]}-{tail[-1]}.",
+    lines = [f"{analysis.dataset}, imbalance ratio {analysis.imbalance:g}, seed {analysis.seed}, {analysis.method}: "
+             f"{len(analysis.labels)} trained samples, {n_tail} from the tail classes {tail[0]}-{tail[-1]}; "
+             f"calibration temperature T = {analysis.temperature:.3g}.",
              "AUROC at telling tail- from head-class samples (higher = rates tail samples as more uncertain; "
              "margins enter as -M, a smaller margin being more uncertain):"]
     for key, value in analysis.aurocs().items():
@@ -167,6 +184,7 @@ def analyze_scores(
     size: int = 3000,
     epochs: int | None = None,
     width: int | None = None,
+    method: str = METHOD,
     data_dir: str | None = None,
     device: str | torch.device = "auto",
     progress: bool = False,
@@ -176,16 +194,21 @@ def analyze_scores(
 
     The samples are a seeded random slice of :func:`tidal.experiment.make_pool` at
     ``imbalance`` (so their classes keep the long-tailed profile). A fresh ResNet-18 with the
-    ``tidal-entropy`` strategy's objective (the TD prediction module, Eq. 9) trains on them
-    for ``epochs`` (training settings of the quick preset; ``epochs``/``width`` default to
-    it). Then, for the trained samples, with ``y`` the true label:
+    objective of ``method`` (default ``tidal-entropy``: the TD prediction module, Eq. 9; any
+    strategy that trains a TD prediction module, e.g. ``tidal-detached-entropy``, whose module
+    reads the features through a stop-gradient) trains on them for ``epochs`` (training
+    settings of the quick preset; ``epochs``/``width`` default to it). Then, for the trained
+    samples, with ``y`` the true label:
 
     * ``H``, ``M``: entropy and margin of the final model's softmax ``p`` (eval mode);
     * ``H_td``, ``M_td``: of the actual TD ``p̄(T)``, the objective's running record (free);
-    * ``H_pred``, ``M_pred``: of the module's predicted TD ``p̃_m(T)`` (eval mode).
+    * ``H_pred``, ``M_pred``: of the module's predicted TD ``p̃_m(T) = softmax(m(x))`` (eval mode);
+    * ``H_cal``, ``M_cal``: of ``softmax(m(x) / T)``, one temperature fitted on these samples'
+      recorded TD (:func:`~tidal.strategies.tidal_variants.fit_td_temperature`, the
+      ``tidal-calibrated-*`` strategies' rule).
 
-    Stored in ``out/analysis/`` (:func:`save_score_analysis`; the same dataset, imbalance and
-    seed replace an earlier file). ``out`` may be a run directory or a new one. ``splits``
+    Stored in ``out/analysis/`` (:func:`save_score_analysis`; the same dataset, imbalance,
+    seed and method replace an earlier file). ``out`` may be a run directory or a new one. ``splits``
     replaces the dataset files (tests, notebooks).
 
     Raises:
@@ -199,6 +222,7 @@ def analyze_scores(
                                  methods=("tidal-entropy",), seeds=(seed,), train=train_cfg,
                                  data=dataclasses.replace(quick.data, data_dir=data_dir)).validate()
     check_source_spec(dataset)
+    strategy = create_strategy(method, config.strategy)  # an unknown name: ValueError listing the valid ones
     if size < 2:
         raise ValueError(f"size={size} must be >= 2 samples (training needs at least 2)")
     dev = resolve_device(device)
@@ -214,44 +238,51 @@ def analyze_scores(
     if n_tail in (0, size):
         raise ValueError(f"the {size} drawn samples hold {n_tail} tail-class samples; AUROC needs tail and head "
                          "samples: raise --size or lower --imbalance")
+    model, objective = _build(train, idx.to(dev), config, strategy, seed, dev)
     out = Path(out)
     prepare_out(out)
-    model, objective = _train_tidal(train, idx.to(dev), config, seed, dev, g, progress)
-    scores = _scores(model, objective, train, idx.to(dev), config.train.eval_batch_size)
+    train_model(model, objective, train, idx.to(dev), config.train, g, progress, desc=f"{method} (analysis)")
+    scores, temperature = _scores(model, objective, train, idx.to(dev), config.train.eval_batch_size)
     analysis = ScoreAnalysis(dataset, float(imbalance), seed, train_cfg.epochs, train_cfg.width, train.num_classes,
-                             idx.numpy(), labels, scores)
+                             idx.numpy(), labels, scores, method=method, temperature=temperature)
     save_score_analysis(analysis, out)
     return analysis
 
 
-def _train_tidal(train: Split, idx: torch.Tensor, config: ExperimentConfig, seed: int, device: torch.device,
-                 generator: torch.Generator, progress: bool) -> tuple[nn.Module, AuxObjective]:
-    """A fresh model (``config.train.model``: the quick preset's ResNet-18) and the tidal-entropy
-    objective, trained on ``train[idx]``."""
-    strategy = create_strategy("tidal-entropy", config.strategy)
+def _build(train: Split, idx: torch.Tensor, config: ExperimentConfig, strategy: Strategy, seed: int,
+           device: torch.device) -> tuple[nn.Module, AuxObjective]:
+    """A fresh model (``config.train.model``: the quick preset's ResNet-18) and ``strategy``'s
+    objective for training on ``train[idx]``; refuses an objective that is no TD prediction module."""
     # weights drawn on the CPU from this analysis's seed
     model = new_model(configured_model(config.train), train, strategy, derive_seed(seed, _SCORES_STREAM, 1))
     objective = new_objective(strategy, model, train, (idx, idx[:0]), config.train, device,
                               seed=derive_seed(seed, _SCORES_STREAM, 2))
-    model.to(device)
-    objective.to(device)
-    train_model(model, objective, train, idx, config.train, generator, progress, desc="tidal-entropy (analysis)")
-    return model, objective
+    if not isinstance(objective, TDPredictionObjective):
+        raise ValueError(f"method {strategy.name!r} trains no TD prediction module; choose a TiDAL strategy, e.g. "
+                         "tidal-entropy or tidal-detached-entropy (`tidal methods 'tidal-*'`)")
+    return model.to(device), objective.to(device)
 
 
 @torch.no_grad()
-def _scores(model: nn.Module, objective: AuxObjective, train: Split, idx: torch.Tensor,
-            batch_size: int) -> dict[str, np.ndarray]:
-    """Each :data:`SCORES` entry for the samples ``idx`` ``[n]`` (float64 ``[n]`` arrays)."""
+def _scores(model: nn.Module, objective: TDPredictionObjective, train: Split, idx: torch.Tensor,
+            batch_size: int) -> tuple[dict[str, np.ndarray], float]:
+    """Each :data:`SCORES` entry for the samples ``idx`` ``[n]`` (float64 ``[n]`` arrays), and the
+    calibration temperature ``T`` of ``H_cal``/``M_cal``."""
     objective.eval()
-    probs, predicted = [], []
+    probs, predicted, td_logits = [], [], []
     for _, out in batched_outputs(model, train, idx, batch_size):
         probs.append(torch.softmax(out.logits, dim=1).cpu())
         predicted.append(objective.predict(out)["td"].cpu())
-    dists = {"": torch.cat(probs), "_td": objective.dynamics.targets(idx).cpu(), "_pred": torch.cat(predicted)}
+        td_logits.append(objective.module(out.features).float().cpu())
+    record = objective.dynamics.targets(idx).cpu()
+    z = torch.cat(td_logits)
+    seen = record.sum(dim=1) > 0  # rows the record never updated are all zero: not a TD
+    temperature = fit_td_temperature(z[seen], record[seen].float())
+    dists = {"": torch.cat(probs), "_td": record, "_pred": torch.cat(predicted),
+             "_cal": torch.softmax(z.double() / temperature, dim=1).float()}
     y = train.labels[idx].cpu()
     scores = {}
     for suffix, p in dists.items():
         scores["H" + suffix] = entropy(p).double().numpy()
         scores["M" + suffix] = margin(p, reference=y).double().numpy()
-    return scores
+    return scores, temperature

@@ -181,7 +181,7 @@ def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
     ana = sub.add_parser(
         "analyze-scores", help="paper Figure 2: snapshot vs. TD-based uncertainty scores after long-tailed training",
         description="Train TiDAL on SIZE samples of the long-tailed pool, then store each sample's label and its "
-                    "snapshot scores H(p), M(p) and TD-based scores (actual and predicted TD) in "
+                    "snapshot scores H(p), M(p) and TD-based scores (actual, predicted and calibrated predicted TD) in "
                     "OUT/analysis/scores_<dataset>_ir<IR>_seed<seed>.npz, and print how well each score tells "
                     "tail- from head-class samples (AUROC). `tidal report OUT` then draws Figure 2.")
     ana.add_argument("--out", required=True, help="run directory (a `tidal run --out` directory, or a new one)")
@@ -191,6 +191,10 @@ def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
     ana.add_argument("--size", type=int, default=3000, help="long-tailed samples to train on (default: 3000)")
     ana.add_argument("--epochs", type=int, help=f"training epochs (default: the quick preset's {quick.epochs})")
     ana.add_argument("--width", type=int, help=f"ResNet-18 base width (default: the quick preset's {quick.width})")
+    ana.add_argument("--method", default="tidal-entropy",
+                     help="the TiDAL strategy whose objective trains, e.g. tidal-detached-entropy (its module behind a "
+                          "stop-gradient); another than tidal-entropy adds _METHOD to the file name "
+                          "(default: tidal-entropy)")
     ana.add_argument("--data-dir", help="folder with the dataset files (default: as for `tidal run`)")
     ana.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     ana.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -721,7 +725,8 @@ def _run_command(args: argparse.Namespace) -> int:
         from tidal.analysis import analyze_scores, format_aurocs
 
         analysis = analyze_scores(args.out, dataset=args.dataset, imbalance=args.imbalance, seed=args.seed,
-                                  size=args.size, epochs=args.epochs, width=args.width, data_dir=args.data_dir,
+                                  size=args.size, epochs=args.epochs, width=args.width, method=args.method,
+                                  data_dir=args.data_dir,
                                   device=args.device, progress=not args.quiet)
         print(format_aurocs(analysis))
         print(f"wrote {analysis.path}; `tidal report {args.out}` draws Figure 2 into report.html and figures/")

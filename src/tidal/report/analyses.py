@@ -36,6 +36,8 @@ _PANELS = {
     "M_td": r"actual TD $-\bar{M}(\bar{p})$",
     "H_pred": r"predicted TD $\bar{H}(\tilde{p}_m)$",
     "M_pred": r"predicted TD $-\bar{M}(\tilde{p}_m)$",
+    "H_cal": r"calibrated $\bar{H}(\tilde{p}_m/T)$",
+    "M_cal": r"calibrated $-\bar{M}(\tilde{p}_m/T)$",
 }
 
 _Key = tuple[str, float, str]  # (dataset, imbalance, method)
@@ -119,17 +121,19 @@ def auroc_table(analyses: list["ScoreAnalysis"]) -> Table:
     """One row per stored analysis: the AUROC of each score at telling tail from head samples."""
     from tidal.analysis import SCORES
 
-    header = ["dataset", "IR", "seed", "epochs", "samples", "tail samples"]
+    header = ["dataset", "IR", "seed", "method", "epochs", "samples", "tail samples"]
     header += [("−" if key.startswith("M") else "") + label for key, label in SCORES.items()]
     body = []
     for a in analyses:
         aurocs = a.aurocs()
-        body.append([a.dataset, f"{a.imbalance:g}", str(a.seed), str(a.epochs), str(len(a.labels)),
-                     str(int(a.is_tail.sum()))] + [f"{aurocs[key]:.3f}" for key in SCORES])
+        body.append([a.dataset, f"{a.imbalance:g}", str(a.seed), a.method, str(a.epochs), str(len(a.labels)),
+                     str(int(a.is_tail.sum()))] + [f"{aurocs[key]:.3f}" if key in aurocs else "–" for key in SCORES])
     caption = ("AUROC of each uncertainty score at telling tail-class (the rarer half of the classes) from head-class "
                "samples among the trained samples, in the direction higher = more uncertain: margins enter as −M, "
                "since a smaller margin is more uncertain. 1 = every tail sample rated more uncertain than every "
-               "head sample, 0.5 = chance (paper Figure 2, §3.1).")
+               "head sample, 0.5 = chance (paper Figure 2, §3.1). Calibrated: the predicted TD at one temperature T "
+               "fitted on the trained samples' recorded TD (the tidal-calibrated-* rule); – in a file written before "
+               "it was stored.")
     return Table(header, body, caption)
 
 
@@ -154,8 +158,8 @@ def add_score_section(doc: Document, paths: list[Path], fig_dir: Path | None) ->
 
         fig = plot_score_distributions({_PANELS[k]: a.uncertainty(k) for k in a.scores}, a.is_tail,
                                        fig_dir / f"{a.path.stem}.png")
-        doc.figure(fig, f"Figure 2, {a.dataset}, imbalance ratio {a.imbalance:g}, seed {a.seed}: densities of each "
-                        f"score for head- and tail-class samples among the {len(a.labels)} trained samples "
+        doc.figure(fig, f"Figure 2, {a.dataset}, imbalance ratio {a.imbalance:g}, seed {a.seed}, {a.method}: densities "
+                        f"of each score for head- and tail-class samples among the {len(a.labels)} trained samples "
                         f"({a.epochs} epochs, width {a.width}); every panel reads higher = more uncertain (margins "
                         "as −M), and its title gives the AUROC at telling tail from head.")
     if not analyses:
