@@ -175,7 +175,7 @@ class Backend(ServeState):
             pairs = [(annotations, tasks)]
         relabel = action == "ANNOTATION_UPDATED"
         stored = skipped = 0
-        with self._inbox_lock:
+        with self.inbox.lock:
             for ann, task in pairs:
                 if not isinstance(ann, dict) or not isinstance(task, dict):
                     raise ServeError(400, f"webhook {action}: no 'annotation' and 'task' objects")
@@ -207,14 +207,14 @@ class Backend(ServeState):
                 finally:
                     file.unlink(missing_ok=True)
                 new = dict(changes).get(i, current)
-                before = self.pending[i][0] if i in self.pending else current
+                before = self.inbox.pending[i][0] if i in self.inbox.pending else current
                 if before is not None and before != new and not relabel:
                     raise ServeError(409, f"{where}: {self.paths[i]} is labelled {self.classes[before]!r}, the "
                                           f"annotation says {self.classes[new]!r}; update that annotation instead "
                                           "(an update may change a label)")
                 if before == new:
                     continue  # the same label again: nothing to store
-                self._append({"pairs": [[i, new]], "source": f"Label Studio annotation {aid}", "at": time.time()})
+                self.inbox.append({"pairs": [[i, new]], "source": f"Label Studio annotation {aid}", "at": time.time()})
                 stored += 1
         self.apply_soon()
         return {"action": action, "stored": stored, "skipped": skipped}
@@ -226,14 +226,14 @@ class Backend(ServeState):
         if not isinstance(annotations, list) or not all(isinstance(a, dict) and "id" in a for a in annotations):
             raise ServeError(400, "webhook ANNOTATIONS_DELETED: 'annotations' must be a list of {\"id\": ...}")
         forgotten = 0
-        with self._inbox_lock, ProjectStore(self.project / DB_NAME, readonly=True) as store:
+        with self.inbox.lock, ProjectStore(self.project / DB_NAME, readonly=True) as store:
             sources = {i: s for i, (s, _) in store.label_sources().items()}
-            sources.update({i: s for i, (c, s) in self.pending.items() if c is not None})
+            sources.update({i: s for i, (c, s) in self.inbox.pending.items() if c is not None})
             for a in annotations:
                 source = f"Label Studio annotation {a['id']}"
                 ids = [i for i, s in sources.items() if s == source]
                 if ids:
-                    self._append({"pairs": [[i, None] for i in ids], "source": source, "at": time.time()})
+                    self.inbox.append({"pairs": [[i, None] for i in ids], "source": source, "at": time.time()})
                     forgotten += len(ids)
         self.apply_soon()
         return {"action": "ANNOTATIONS_DELETED", "forgotten": forgotten}

@@ -1,22 +1,13 @@
 """The state behind ``tidal serve`` (:mod:`tidal.project.serve`): the cached model, the inbox, the retrain thread.
 
-Labels: an accepted annotation is appended to ``PROJECT/serve-inbox.jsonl`` and fsynced before
-the answer (so killing the server loses nothing acknowledged), then written into the project
-store under the project lock by a background thread, at once unless a retrain holds the lock
-(then as soon as it ends). At start the inbox is applied first; applying twice changes nothing.
-While another tidal command holds the project, the labels wait in the inbox: logged once when
-the wait begins (naming the holder) and once when they are stored.
+Labels: an accepted annotation goes to the inbox (:mod:`tidal.project.serve_inbox`, fsynced
+before the answer), which a background thread stores into the project under the project lock,
+at once unless a retrain holds the lock (then as soon as it ends). At start the inbox is stored
+first.
 
 Retraining runs in one background thread, one at a time; requests that arrive meanwhile are
-merged into one follow-up run. Label Studio asks for a retrain (``START_TRAINING``, inside the
-save of the N-th annotation) BEFORE it sends that annotation's webhook, so a retrain first waits
-for the annotations it was asked for: with a Label Studio URL, token and project id it reads the
-project's annotations from Label Studio's API and waits (polling, ``wait_labels`` s at most: 30)
-until there are at least as many as the request counted (``total_annotations_number`` of the
-payload's project; a ``/train`` call lists them) and the webhook of every one, at its last
-update, has arrived (or it was there when the server started); a wait that is not instant is
-logged, and after a timeout the retrain goes on without the missing ones and logs them. Without
-API access it sleeps ``settle`` s (1) instead.
+merged into one follow-up run. A retrain first waits for the webhooks of the annotations it was
+asked for (:mod:`tidal.project.serve_wait`: Label Studio asks before it sends them).
 
 A retrain is a round of ``tidal query`` (:func:`query_project`, ``-k`` = every unlabeled sample
 unless ``top`` says fewer), so it trains and scores exactly as ``tidal query`` does and is
@@ -31,7 +22,6 @@ restarted server serves the last stored round's model, and pushes it before its 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -41,28 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tidal.errors import RunDirectoryError
+from tidal.project.serve_inbox import INBOX_NAME, Inbox
+from tidal.project.serve_wait import WAIT_LABELS, Webhooks
 
 __all__ = ["INBOX_NAME", "NO_MODEL", "Cached", "ServeOptions", "ServeState"]
 
-INBOX_NAME = "serve-inbox.jsonl"  # accepted annotations not yet in the store, one JSON record a line
 NO_MODEL = "tidal none"  # model_version before any model is trained
-WAIT_LABELS = 30.0  # s: the longest a retrain waits for the webhooks of the annotations it was asked for
-EARLIER = 2.0  # s: an annotation's webhook seen at most this much before its last update counts as that update's
-
-
-def _when(stamp) -> float | None:
-    """Label Studio's ``updated_at`` (ISO 8601) as POSIX seconds; None if it is not one."""
-    from datetime import datetime, timezone
-
-    if not isinstance(stamp, str) or not stamp:
-        return None
-    try:
-        t = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
-
-
 @dataclass(frozen=True)
 class Cached:
     """One finished model's view of the pool: replaced as a whole after each retrain."""
@@ -129,7 +103,6 @@ class ServeState:
         self.label_studio, self.token = o.label_studio, o.token
         self.ls_project = o.ls_project  # learnt from Label Studio's /setup call when not given
         self.secret = o.secret or None
-        self.settle, self.wait_labels = o.settle, o.wait_labels
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         with ProjectStore(self.project / DB_NAME, readonly=True) as store:
             self.classes = store.classes
@@ -146,9 +119,7 @@ class ServeState:
                                                 pool=quote(root.name if root is not None else ""))
 
         self.by_url = {url(p): i for i, p in enumerate(self.paths)}
-        self.inbox = self.project / INBOX_NAME
-        self._inbox_lock = threading.Lock()  # one writer of the inbox and the pending overlay at a time
-        self.pending: dict[int, tuple[int | None, str]] = {}  # id -> (class or None: deleted, source), not yet stored
+        self.inbox = Inbox(self.project, self.log)
         self._wake = threading.Condition()  # guards the fields below; cached, training and trainings change together
         self._train_wanted = False
         self._busy = False  # the worker is storing, training or pushing
@@ -159,90 +130,18 @@ class ServeState:
         # annotation ids -> updated_at (a /train call lists them)
         self._want_count: int | None = None
         self._want_annotations: dict[int, str | None] = {}
-        # annotation id -> (updated_at, when received) of every annotation a webhook brought (guarded by _wake)
-        self.seen: dict[int, tuple[str | None, float]] = {}
-        self._baseline: dict[int, str | None] | None = None  # Label Studio's annotations when the server started
-        self._baseline_ok = False  # ... listed (else annotations updated before _started count as there)
-        self._started = time.time()
+        self.webhooks = Webhooks(self._wake, self._connect, self.log, o.settle, o.wait_labels)
         self.last_error: str | None = None
-        self._held_since: float | None = None  # time.monotonic() when storing the inbox began waiting for the lock
         self._stop = False
-        for rec in self._read_inbox():
-            self._overlay(rec)
         # before the first answer: Label Studio's annotations that no webhook will bring, and the stored model's
         # predictions, so that its queue serves that model's order (not random tasks) from the first request
-        self._take_baseline()
+        self.webhooks.take_baseline()
         self._push_at_start()
         self._worker = threading.Thread(target=self._work, name="tidal-serve-worker", daemon=True)
         self._worker.start()
         self.apply_soon()
 
-    # -- the inbox ---------------------------------------------------------------------------
-    def _read_inbox(self) -> list[dict]:
-        if not self.inbox.is_file():
-            return []
-        out = []
-        for line in self.inbox.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:  # a line cut short by a kill before its fsync: it was never acknowledged
-                continue
-        return out
-
-    def _overlay(self, rec: dict) -> None:
-        for i, c in rec["pairs"]:
-            self.pending[int(i)] = (c, rec["source"])
-
-    def _append(self, rec: dict) -> None:
-        """Write ``rec`` to the inbox durably (fsync) and into the pending overlay."""
-        with open(self.inbox, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self._overlay(rec)
-
-    def _apply_inbox(self) -> int:
-        """Store the inbox's records under the project lock, in order, then drop them from the inbox.
-
-        Only the worker thread calls this. The inbox lock is held just to read and to rewrite the
-        inbox, never while waiting for the project lock, so webhooks keep answering at once.
-        """
-        from tidal.io import atomic_write_text
-        from tidal.project.project import open_project
-
-        with self._inbox_lock:
-            records = self._read_inbox()
-        if not records:
-            return 0
-        with open_project(self.project, on_wait=self._lock_held) as (store, _):
-            for rec in records:
-                sets = [(i, c) for i, c in rec["pairs"] if c is not None]
-                if sets:
-                    store.set_labels(sets, source=rec["source"])
-                gone = [i for i, c in rec["pairs"] if c is None]
-                if gone:
-                    sources = store.label_sources()
-                    store.remove_labels([i for i in gone if sources.get(i, ("",))[0] == rec["source"]])
-        with self._inbox_lock:  # records that came in meanwhile stay in the inbox (and pending)
-            rest = self._read_inbox()[len(records):]
-            atomic_write_text(self.inbox, "".join(json.dumps(r) + "\n" for r in rest))
-            self.pending.clear()
-            for rec in rest:
-                self._overlay(rec)
-        if self._held_since is not None:
-            self.log(f"tidal serve: project {self.project} is free again; stored {len(records)} inbox records after "
-                     f"waiting {time.monotonic() - self._held_since:.1f} s")
-            self._held_since = None
-        return len(records)
-
-    def _lock_held(self, holder: str) -> None:
-        """``open_project``'s ``on_wait``: say once, when the wait begins, that the labels wait for the lock."""
-        if self._held_since is None:
-            self._held_since = time.monotonic()
-            who = f" ({holder[:200]})" if holder else ""
-            self.log(f"tidal serve: project {self.project} is in use by another tidal process{who}; acknowledged "
-                     f"labels wait in {INBOX_NAME} until it finishes")
-
+    # -- the inbox (stored by the worker) ----------------------------------------------------
     def apply_soon(self) -> None:
         with self._wake:
             self._wake.notify_all()
@@ -261,98 +160,16 @@ class ServeState:
         return "queued" if queued else "started"
 
     def note_annotation(self, aid, updated_at) -> None:
-        """A webhook brought annotation ``aid`` as of ``updated_at`` (stored, skipped or refused: it came)."""
-        if isinstance(aid, bool) or not isinstance(aid, int):
-            return
-        with self._wake:
-            self.seen[aid] = (updated_at if isinstance(updated_at, str) else None, time.time())
-            self._wake.notify_all()
+        """A webhook brought annotation ``aid`` as of ``updated_at`` (:meth:`Webhooks.note`)."""
+        self.webhooks.note(aid, updated_at)
 
-    def _api(self):
+    def _connect(self):
+        """``(Label Studio API client, project id)``; None without a URL or a project id (yet)."""
         from tidal.project.lsapi import LabelStudioAPI
 
         if not self.label_studio or self.ls_project is None:
             return None
-        return LabelStudioAPI(self.label_studio, self.token or "")
-
-    def _ls_annotations(self, api) -> dict[int, tuple[str | None, bool]]:
-        """Label Studio's annotations of the project: id -> (updated_at, was_cancelled)."""
-        out = {}
-        for t in api.tasks(self.ls_project):
-            for a in t.get("annotations") or []:
-                if isinstance(a, dict) and isinstance(a.get("id"), int):
-                    out[a["id"]] = (a.get("updated_at"), bool(a.get("was_cancelled")))
-        return out
-
-    def _take_baseline(self) -> None:
-        """Remember the annotations Label Studio has when the server starts: no webhook will bring them."""
-        api = self._api()
-        if api is None or self._baseline is not None:
-            return
-        try:
-            self._baseline = {i: u for i, (u, _) in self._ls_annotations(api).items()}
-            self._baseline_ok = True
-        except Exception as exc:  # noqa: BLE001 - Label Studio not up: go by the clock (_came)
-            self._baseline = {}
-            self.log(f"tidal serve: could not list Label Studio project {self.ls_project}'s annotations "
-                     f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); a retrain waits only for "
-                     "annotations updated after the server started")
-
-    def _came(self, aid: int, updated_at) -> bool:
-        """Has the webhook of annotation ``aid`` as of ``updated_at`` arrived, or was it in Label Studio already
-        when the server started? (Called with ``_wake`` held.)"""
-        t = _when(updated_at)
-
-        def covers(stamp) -> bool:  # a webhook of this update, or of a later one
-            w = _when(stamp)
-            return t is None or w is None or w >= t - EARLIER
-
-        if aid in self.seen and covers(self.seen[aid][0]):
-            return True
-        if self._baseline and aid in self._baseline and covers(self._baseline[aid]):
-            return True
-        if not self._baseline_ok:  # Label Studio's annotations at the start are unknown: go by the clock
-            return t is not None and t < self._started - EARLIER
-        return False
-
-    def _await_labels(self, count: int | None, listed: dict[int, str | None]) -> None:
-        """Wait until the annotations a retrain was asked for have come by webhook (see the module's doc)."""
-        api = self._api()
-        if api is None:
-            if self.settle > 0:
-                time.sleep(self.settle)  # no API: the webhook of the annotation that asked comes right after
-            return
-        t0 = time.monotonic()
-        while True:
-            try:
-                there = self._ls_annotations(api)
-            except Exception as exc:  # noqa: BLE001 - Label Studio unreachable: the old fixed wait
-                self.log(f"tidal serve: could not list Label Studio project {self.ls_project}'s annotations "
-                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); retraining after "
-                         f"{self.settle:g} s")
-                time.sleep(self.settle)
-                return
-            live = sum(1 for _, cancelled in there.values() if not cancelled)
-            with self._wake:
-                missing = sorted({i for i, (u, _) in there.items() if not self._came(i, u)}
-                                 | {i for i, u in listed.items() if not self._came(i, u)})
-            short = count is not None and live < count
-            waited = time.monotonic() - t0
-            if not missing and not short:
-                if waited >= 0.5:
-                    self.log(f"tidal serve: waited {waited:.1f} s for the webhooks of the annotations Label Studio "
-                             "has before retraining")
-                return
-            if waited >= self.wait_labels:
-                what = [f"annotation{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing[:20]))}"] if missing \
-                    else []
-                if short:
-                    what.append(f"{count - live} of the {count} annotations it counted")
-                self.log(f"tidal serve: retraining without {' and '.join(what)}: no webhook within "
-                         f"{self.wait_labels:g} s")
-                return
-            with self._wake:
-                self._wake.wait(timeout=0.25)
+        return LabelStudioAPI(self.label_studio, self.token or ""), self.ls_project
 
     def _push_at_start(self) -> None:
         """Give Label Studio the stored model's predictions when the server starts, so its queue serves that
@@ -368,9 +185,9 @@ class ServeState:
     def _work(self) -> None:
         while True:
             with self._wake:
-                while not self._stop and not self._train_wanted and not self._inbox_has_records():
+                while not self._stop and not self._train_wanted and not self.inbox.has_records():
                     self._wake.wait(timeout=1.0)
-                    if self._baseline is None and self.label_studio and self.ls_project is not None:
+                    if self.webhooks.baseline is None and self.label_studio and self.ls_project is not None:
                         break  # the project id came with /setup: take the baseline first
                 if self._stop:
                     return
@@ -380,16 +197,16 @@ class ServeState:
                 self._busy = True
                 self.training = train
             try:
-                if self._baseline is None:
-                    self._take_baseline()
+                if self.webhooks.baseline is None:
+                    self.webhooks.take_baseline()
                 if train:
-                    self._await_labels(count, listed)
-                self._apply_inbox()
+                    self.webhooks.wait_for(count, listed)
+                self.inbox.store()
                 if train:
                     self._train_once()
             except Exception as exc:  # noqa: BLE001 - a failed retrain is logged; the server keeps serving
                 self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-                if train or not (isinstance(exc, RunDirectoryError) and self._held_since is not None):
+                if train or not (isinstance(exc, RunDirectoryError) and self.inbox.waiting):
                     # (still waiting for another process's lock to store the inbox: said once, when it began)
                     self.log(f"tidal serve: {'retrain' if train else 'storing the inbox'} failed: "
                              f"{self.last_error}")
@@ -405,12 +222,6 @@ class ServeState:
         """(model_version, training, trainings, pushing), read together."""
         with self._wake:
             return self.cached.version, self.training, self.trainings, self.pushing
-
-    def _inbox_has_records(self) -> bool:
-        try:
-            return self.inbox.stat().st_size > 0
-        except OSError:
-            return False
 
     def _train_once(self) -> None:
         from tidal.project.data import missing_samples
@@ -438,7 +249,7 @@ class ServeState:
         what = "drew at random (fewer than 2 labels)" if result.random else f"trained on {result.n_labeled} labels"
         self.log(f"tidal serve: round {rnd} {what} in {time.perf_counter() - t0:.1f} s; model_version "
                  f"{self.cached.version!r}")
-        self._apply_inbox()  # labels that came in while training held the lock
+        self.inbox.store()  # labels that came in while training held the lock
         if self.label_studio and cached.round == rnd:
             self._push(cached)
 
@@ -455,7 +266,7 @@ class ServeState:
         """Block until no retrain is running or wanted and the inbox is stored (tests, benchmarks)."""
         deadline = time.monotonic() + timeout
         with self._wake:
-            while self._busy or self._train_wanted or self._inbox_has_records():
+            while self._busy or self._train_wanted or self.inbox.has_records():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
