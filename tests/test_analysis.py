@@ -236,6 +236,8 @@ def test_analyze_scores_cli_on_real_fashion_mnist_then_report(fmnist_dir, tmp_pa
     code, stdout, err = _cli(capsys, "report", out)
     assert code == 0, err
     assert "report.html, figures/" in stdout and "AUROC of each uncertainty score" in stdout
+    wrote = stdout.split("wrote ")[-1]  # an analysis-only directory: no results table is written or named
+    assert "results.json" in wrote and "results.csv" not in wrote and not (out / "results.csv").exists()
     assert (out / "figures" / "scores_fashion-mnist_ir10_seed0.png").is_file()
 
 

@@ -719,7 +719,8 @@ def _run_command(args: argparse.Namespace) -> int:
         from tidal.report import write_report
 
         print(write_report(args.run_dir, reference=args.reference))
-        print(f"wrote {args.run_dir}/report.md, report.html, figures/, results.csv, results.json, paired.csv")
+        tables = ", results.csv, paired.csv" if (Path(args.run_dir) / "results.sqlite").is_file() else ""
+        print(f"wrote {args.run_dir}/report.md, report.html, figures/, results.json{tables}")
         return 0
     if args.command == "analyze-scores":
         from tidal.analysis import analyze_scores, format_aurocs

@@ -97,6 +97,20 @@ def test_figure_2_section_from_analysis_files(synth, tmp_path):
     assert "`results.sqlite` and `analysis/*.npz`" in md and "## Configuration" in md
 
 
+def test_figure_2_rows_go_by_imbalance_then_seed_then_method(tmp_path):
+    labels = np.arange(200) % 10
+    tail = (labels >= 5).astype(float)
+    scores = {k: tail for k in ("H", "M", "H_td", "M_td", "H_pred", "M_pred")}
+    for ir, seed, method in [(100.0, 0, "tidal-entropy"), (10.0, 1, "tidal-entropy"),
+                             (10.0, 0, "tidal-detached-entropy"), (10.0, 0, "tidal-entropy")]:
+        save_score_analysis(ScoreAnalysis("fashion-mnist", ir, seed, 3, 2, 10, np.arange(200), labels, scores,
+                                          method=method), tmp_path)
+    md = write_report(tmp_path)
+    rows = [line.split(" | ")[1:4] for line in md.splitlines() if line.startswith("| fashion-mnist | ")]
+    assert rows == [["10", "0", "tidal-entropy"], ["10", "0", "tidal-detached-entropy"], ["10", "1", "tidal-entropy"],
+                    ["100", "0", "tidal-entropy"]]
+
+
 def test_an_analysis_only_directory_is_reported(tmp_path):
     run = tmp_path / "alone"
     write_scores(run, seed=0)

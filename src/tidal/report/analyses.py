@@ -151,6 +151,7 @@ def add_score_section(doc: Document, paths: list[Path], fig_dir: Path | None) ->
             analyses.append(load_score_analysis(path))
         except ValueError as exc:
             doc.paragraph(f"Skipped `{path.name}`: {exc}")
+    analyses.sort(key=lambda a: (a.dataset, a.imbalance, a.seed, a.method != "tidal-entropy", a.method))
     for a in analyses:
         if fig_dir is None:
             break
