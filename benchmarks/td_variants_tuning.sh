@@ -23,4 +23,4 @@ for beta in 3 10 20; do
         --device cpu --methods tidal-diverse-entropy tidal-diverse-margin --diverse-prefilter "$beta" \
         --out "$OUT/beta-$beta"
 done
-python benchmarks/td_variants_tuning.py "$OUT"
+${PYTHON:-.venv/bin/python} benchmarks/td_variants_tuning.py "$OUT"

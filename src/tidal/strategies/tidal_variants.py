@@ -1,7 +1,8 @@
 """TD variants beyond the paper (issue 20): a detached TD module, and a calibrated predicted TD.
 
-Each variant is TiDAL with one change and states the hypothesis it tests. The hyper-parameters
-below are provisional: they are to be chosen on IR 10, seeds 0-1 only, and then left alone.
+Each variant is TiDAL with one change and states the hypothesis it tests. Neither has a
+hyper-parameter to choose: the detached module has none of its own, and the calibration
+temperature is fitted on each cycle's labeled record.
 
 * ``tidal-detached-entropy`` / ``tidal-detached-margin``: the TD module reads the backbone's
   feature maps through a stop-gradient (:class:`~tidal.strategies.tidal.TDPredictionObjective`
@@ -201,7 +202,7 @@ class TiDALCalibratedEntropy(_TiDALCalibrated):
     """TiDAL-entropy on the predicted TD calibrated by one temperature fitted on the labeled record.
 
     Hypothesis: the module's output is mis-scaled as a TD; matching it to the recorded TD of the
-    labeled set before Eq. 10 ranks the candidates better. Defaults (provisional): one temperature,
+    labeled set before Eq. 10 ranks the candidates better. Defaults: one temperature,
     searched in ``T_RANGE`` = [0.01, 100], fitted by forward KL on every labeled sample.
     Cost: one eval pass over the labeled set per cycle.
     """
