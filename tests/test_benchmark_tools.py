@@ -1,5 +1,6 @@
 """benchmarks/copy_runs.py: a finished run copied between run directories of one experiment is the
-run the destination computes itself (checked by running the rest there and comparing)."""
+run the destination computes itself (checked by running the rest there and comparing);
+benchmarks/paired_table.py on a hand-written paired.csv."""
 
 import dataclasses
 import sys
@@ -13,6 +14,7 @@ from tidal.results import DB_NAME, ResultStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from copy_runs import copy_runs  # noqa: E402
+from paired_table import tables  # noqa: E402
 
 
 def _config(**kw):
@@ -50,3 +52,14 @@ def test_another_experiment_is_refused(tiny_splits, tmp_path):
     with pytest.raises(SystemExit, match="hold different experiments; nothing copied"):
         copy_runs(tmp_path / "src", tmp_path / "dst", ["random"])
     assert len(_rows(tmp_path / "dst")) == 2
+
+
+def test_paired_table_marks_wins_and_counts_the_pairs_that_ran(tmp_path):
+    head = "dataset,imbalance,a,b,seeds,auc_mean,auc_lo,auc_hi\n"
+    rows = ["d,10.0,x,r,0 1 2,1.5,0.25,2.75", "d,10.0,x,m,0 1 2,0.5,-1.0,2.0", "d,10.0,y,r,0,-2.0,nan,nan",
+            "d,1.0,r,x,0 1,0.0,-1.0,1.0"]
+    (tmp_path / "paired.csv").write_text(head + "\n".join(rows) + "\n")
+    text = tables(tmp_path / "paired.csv", ["x", "y"], ["r", "m"])
+    assert "IR 1:" not in text  # no row method there
+    assert "| x | **+1.50 [+0.25, +2.75] (3)** | +0.50 [-1.00, +2.00] (3) | 1/2 |" in text
+    assert "| y | -2.00 (1) | – | 0/1 |" in text
