@@ -159,7 +159,7 @@ def test_analyze_scores_on_tiny_long_tailed_samples(tiny_splits, tmp_path):
 def test_calibrated_scores_are_the_predicted_td_at_the_fitted_temperature(tiny_splits, tmp_path, monkeypatch):
     """H_cal, M_cal: Eqs. 10-11 of softmax(m(x) / T), T fitted on the module's logits against the
     trained samples' recorded TD (here replaced by T = 2 after recording what it was given)."""
-    import tidal.analysis as analysis
+    import tidal.strategies.tidal_variants as variants
     from tidal.strategies.scores import entropy, margin
 
     seen = {}
@@ -168,7 +168,7 @@ def test_calibrated_scores_are_the_predicted_td_at_the_fitted_temperature(tiny_s
         seen.update(z=z.clone(), target=target.clone())
         return 2.0
 
-    monkeypatch.setattr(analysis, "fit_td_temperature", fit)
+    monkeypatch.setattr(variants, "fit_td_temperature", fit)  # what fit_on_record calls
     a = analyze_scores(tmp_path / "run", imbalance=10, size=60, epochs=2, width=2, device="cpu", splits=tiny_splits)
     z, y = seen["z"], torch.from_numpy(a.labels)
     assert a.temperature == 2.0 and z.shape == (60, 4) and torch.allclose(seen["target"].sum(1), torch.ones(60))

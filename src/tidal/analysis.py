@@ -35,7 +35,7 @@ from tidal.metrics import auroc, tail_classes
 from tidal.results import ANALYSIS_DIR
 from tidal.strategies import AuxObjective, Strategy, create_strategy
 from tidal.strategies.tidal import TDPredictionObjective
-from tidal.strategies.tidal_variants import fit_td_temperature
+from tidal.strategies.tidal_variants import fit_on_record
 from tidal.strategies.scores import entropy, margin
 from tidal.train import train_model
 
@@ -204,7 +204,7 @@ def analyze_scores(
     * ``H_td``, ``M_td``: of the actual TD ``p̄(T)``, the objective's running record (free);
     * ``H_pred``, ``M_pred``: of the module's predicted TD ``p̃_m(T) = softmax(m(x))`` (eval mode);
     * ``H_cal``, ``M_cal``: of ``softmax(m(x) / T)``, one temperature fitted on these samples'
-      recorded TD (:func:`~tidal.strategies.tidal_variants.fit_td_temperature`, the
+      recorded TD (:func:`~tidal.strategies.tidal_variants.fit_on_record`, the
       ``tidal-calibrated-*`` strategies' rule).
 
     Stored in ``out/analysis/`` (:func:`save_score_analysis`; the same dataset, imbalance,
@@ -272,12 +272,12 @@ def _scores(model: nn.Module, objective: TDPredictionObjective, train: Split, id
     probs, predicted, td_logits = [], [], []
     for _, out in batched_outputs(model, train, idx, batch_size):
         probs.append(torch.softmax(out.logits, dim=1).cpu())
-        predicted.append(objective.predict(out)["td"].cpu())
-        td_logits.append(objective.module(out.features).float().cpu())
+        z = objective.module(out.features)  # m(x), run once: p̃_m = softmax(m(x)) is what predict() gives
+        predicted.append(torch.softmax(z, dim=1).cpu())
+        td_logits.append(z.float().cpu())
     record = objective.dynamics.targets(idx).cpu()
     z = torch.cat(td_logits)
-    seen = record.sum(dim=1) > 0  # rows the record never updated are all zero: not a TD
-    temperature = fit_td_temperature(z[seen], record[seen].float())
+    temperature = fit_on_record(z, record)
     dists = {"": torch.cat(probs), "_td": record, "_pred": torch.cat(predicted),
              "_cal": torch.softmax(z.double() / temperature, dim=1).float()}
     y = train.labels[idx].cpu()

@@ -719,7 +719,9 @@ def _run_command(args: argparse.Namespace) -> int:
         from tidal.report import write_report
 
         print(write_report(args.run_dir, reference=args.reference))
-        tables = ", results.csv, paired.csv" if (Path(args.run_dir) / "results.sqlite").is_file() else ""
+        from tidal.results import DB_NAME
+
+        tables = ", results.csv, paired.csv" if (Path(args.run_dir) / DB_NAME).is_file() else ""
         print(f"wrote {args.run_dir}/report.md, report.html, figures/, results.json{tables}")
         return 0
     if args.command == "analyze-scores":

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tidal.errors import RunDirectoryError
 from tidal.project.serve_inbox import INBOX_NAME, Inbox
-from tidal.project.serve_wait import WAIT_LABELS, Webhooks
+from tidal.project.serve_wait import WAIT_LABELS, Webhooks, short_error
 
 __all__ = ["INBOX_NAME", "NO_MODEL", "Cached", "ServeOptions", "ServeState"]
 
@@ -179,8 +179,7 @@ class ServeState:
         try:
             self._push(self.cached)
         except Exception as exc:  # noqa: BLE001 - Label Studio not reachable: the queue waits for the next push
-            self.log(f"tidal serve: pushing {self.cached.version!r} at start failed: {type(exc).__name__}: "
-                     f"{' '.join(str(exc).split())[:300]}")
+            self.log(f"tidal serve: pushing {self.cached.version!r} at start failed: {short_error(exc, 300)}")
 
     def _work(self) -> None:
         while True:
@@ -205,7 +204,7 @@ class ServeState:
                 if train:
                     self._train_once()
             except Exception as exc:  # noqa: BLE001 - a failed retrain is logged; the server keeps serving
-                self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+                self.last_error = short_error(exc)
                 if train or not (isinstance(exc, RunDirectoryError) and self.inbox.waiting):
                     # (still waiting for another process's lock to store the inbox: said once, when it began)
                     self.log(f"tidal serve: {'retrain' if train else 'storing the inbox'} failed: "

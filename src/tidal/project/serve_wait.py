@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["EARLIER", "WAIT_LABELS", "Webhooks"]
+__all__ = ["EARLIER", "WAIT_LABELS", "Webhooks", "short_error"]
 
 WAIT_LABELS = 30.0  # s: the longest a retrain waits for the webhooks of the annotations it was asked for
 EARLIER = 2.0  # s: an annotation's webhook seen at most this much before its last update counts as that update's
@@ -37,7 +37,8 @@ def _when(stamp) -> float | None:
     return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def _short(exc: Exception, limit: int = 200) -> str:
+def short_error(exc: Exception, limit: int | None = None) -> str:
+    """``"Type: message"`` on one line, the message cut to ``limit`` characters (None: whole)."""
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:limit]}"
 
 
@@ -86,8 +87,9 @@ class Webhooks:
             self._baseline_ok = True
         except Exception as exc:  # noqa: BLE001 - Label Studio not up: go by the clock (_came)
             self.baseline = {}
-            self.log(f"tidal serve: could not list Label Studio project {link[1]}'s annotations ({_short(exc)}); "
-                     "a retrain waits only for annotations updated after the server started")
+            self.log(f"tidal serve: could not list Label Studio project {link[1]}'s annotations "
+                     f"({short_error(exc, 200)}); a retrain waits only for annotations updated after the server "
+                     "started")
 
     def _came(self, aid: int, updated_at) -> bool:
         """Has the webhook of annotation ``aid`` as of ``updated_at`` arrived, or was it in Label Studio already
@@ -118,8 +120,8 @@ class Webhooks:
             try:
                 there = self._annotations(*link)
             except Exception as exc:  # noqa: BLE001 - Label Studio unreachable: the old fixed wait
-                self.log(f"tidal serve: could not list Label Studio project {link[1]}'s annotations ({_short(exc)}); "
-                         f"retraining after {self.settle:g} s")
+                self.log(f"tidal serve: could not list Label Studio project {link[1]}'s annotations "
+                         f"({short_error(exc, 200)}); retraining after {self.settle:g} s")
                 time.sleep(self.settle)
                 return
             live = sum(1 for _, cancelled in there.values() if not cancelled)

@@ -139,7 +139,7 @@ def auroc_table(analyses: list["ScoreAnalysis"]) -> Table:
 
 def add_score_section(doc: Document, paths: list[Path], fig_dir: Path | None) -> Table | None:
     """The Figure 2 section: one figure per readable ``analysis/*.npz``, then :func:`auroc_table`."""
-    from tidal.analysis import load_score_analysis  # imported here: tidal.analysis imports tidal.report
+    from tidal.analysis import METHOD, load_score_analysis  # imported here: tidal.analysis imports tidal.report
 
     doc.heading(2, "Score distributions after long-tailed training (Figure 2)")
     doc.paragraph("Stored by `tidal analyze-scores`: a TiDAL model trained on long-tailed samples, then each trained "
@@ -151,7 +151,7 @@ def add_score_section(doc: Document, paths: list[Path], fig_dir: Path | None) ->
             analyses.append(load_score_analysis(path))
         except ValueError as exc:
             doc.paragraph(f"Skipped `{path.name}`: {exc}")
-    analyses.sort(key=lambda a: (a.dataset, a.imbalance, a.seed, a.method != "tidal-entropy", a.method))
+    analyses.sort(key=lambda a: (a.dataset, a.imbalance, a.seed, a.method != METHOD, a.method))
     for a in analyses:
         if fig_dir is None:
             break

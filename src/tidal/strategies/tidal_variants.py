@@ -42,6 +42,7 @@ __all__ = [
     "TiDALCalibratedMargin",
     "TiDALDetachedEntropy",
     "TiDALDetachedMargin",
+    "fit_on_record",
     "fit_td_temperature",
 ]
 
@@ -89,6 +90,14 @@ def fit_td_temperature(logits: torch.Tensor, targets: torch.Tensor, t_range: tup
     return 1.0 / math.exp(0.5 * (lo + hi))
 
 
+def fit_on_record(logits: torch.Tensor, record: torch.Tensor) -> float:
+    """:func:`fit_td_temperature` of module logits ``[m, C]`` against the TD record ``[m, C]`` of the
+    same samples, on the rows the record updated (a row never updated is all zero: not a TD)."""
+    record = record.float()
+    seen = record.sum(dim=1) > 0
+    return fit_td_temperature(logits[seen], record[seen])
+
+
 class ScoringTDObjective(TDPredictionObjective):
     """TiDAL's objective (same training, same record) that also runs the module at scoring time.
 
@@ -134,9 +143,7 @@ class ScoringTDObjective(TDPredictionObjective):
         if self._temperature is None:
             logits = [z for _, z, _ in self._outputs(self.labeled)]
             z = torch.cat(logits) if logits else torch.zeros(0, self.dynamics.sums.shape[1])
-            target = self.dynamics.targets(self.labeled).float().cpu()
-            seen = target.sum(dim=1) > 0  # rows the record never updated are all zero: not a TD
-            self._temperature = fit_td_temperature(z[seen], target[seen])
+            self._temperature = fit_on_record(z, self.dynamics.targets(self.labeled).cpu())
         return self._temperature
 
     def td_uncertainty(self, candidates: torch.Tensor, kind: str) -> torch.Tensor:
