@@ -9,14 +9,16 @@
 #      seeds 0-2 of every baseline;
 #   2. seeds 0-4 of badge, seeds 3-4 of random, entropy, margin, tidal-entropy, tidal-margin,
 #      coreset and the six variants: 87 runs;
+#   3. seeds 0-4 of tidal-detached-diverse-entropy, the variant added after stage 1's first seeds
+#      suggested it (docs/methods.md): 15 runs;
 # then `tidal report`, whose "Paired comparisons" section is the deliverable.
 #
 #   bash benchmarks/td_variants_grid.sh [OUT_DIR]   (default benchmarks/results/grid)
 #
-# 141 runs, 137 to train: the 4 tuning runs at the chosen β (IR 10, seeds 0-1) are copied in from
+# 156 runs, 152 to train: the 4 tuning runs at the chosen β (IR 10, seeds 0-1) are copied in from
 # benchmarks/results/td_tuning/beta-10 (benchmarks/copy_runs.py; the default OUT only). A variant's
 # quick-preset run took about 10 minutes per worker on this project's 2-core Xeon with JOBS=2
-# (benchmarks/td_variants_tuning.sh: 12 runs in 62 min beside a test suite), so about 11 hours.
+# (benchmarks/td_variants_tuning.sh: 12 runs in 62 min beside a test suite), so about 12 hours.
 # Resumable: results.sqlite holds every
 # finished cycle, so stop it at any moment and the same command continues where it stopped.
 # Runs are handed out seed by seed, so a partial grid holds whole seeds.
@@ -38,4 +40,5 @@ VARIANTS=(tidal-detached-entropy tidal-detached-margin tidal-calibrated-entropy 
 $TIDAL run "${COMMON[@]}" --seeds 0 1 2 --methods "${VARIANTS[@]}"
 $TIDAL run "${COMMON[@]}" --seeds 0 1 2 3 4 --methods badge random entropy margin tidal-entropy tidal-margin coreset \
     "${VARIANTS[@]}"
+$TIDAL run "${COMMON[@]}" --seeds 0 1 2 3 4 --methods tidal-detached-diverse-entropy
 $TIDAL report "$OUT"

@@ -28,7 +28,8 @@ def test_the_per_sample_strategies_are_the_expected_ones():
                                "tidal-calibrated-margin"}
     # VAAL/TA-VAAL's VAE gives batch-dependent float results (see vaal.py): chunks follow the eval batches.
     assert {n for n in PER_SAMPLE if strategy_class(n).batch_aligned} == {"vaal", "ta-vaal"}
-    assert {"coreset", "badge", "cal", "cal-uncertain", "tidal-diverse-entropy", "tidal-diverse-margin"} <= set(
+    assert {"coreset", "badge", "cal", "cal-uncertain", "tidal-diverse-entropy", "tidal-diverse-margin",
+            "tidal-detached-diverse-entropy"} <= set(
         list_strategies()) - set(PER_SAMPLE)
 
 

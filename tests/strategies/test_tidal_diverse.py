@@ -100,7 +100,7 @@ class _FixedUncertainty:
         return self.u
 
 
-@pytest.mark.parametrize("name", ["tidal-diverse-entropy", "tidal-diverse-margin"])
+@pytest.mark.parametrize("name", ["tidal-diverse-entropy", "tidal-diverse-margin", "tidal-detached-diverse-entropy"])
 def test_strategy_encodes_its_picks_among_the_most_uncertain(name):
     g = torch.Generator().manual_seed(0)
     n, k = 200, 4

@@ -50,6 +50,25 @@ def test_detached_backbone_gets_exactly_the_cross_entropy_gradients(detach):
     assert torch.equal(obj.dynamics.targets(labeled), torch.softmax(out.logits.detach(), 1))
 
 
+@pytest.mark.parametrize("name", ["tidal-detached-entropy", "tidal-detached-margin", "tidal-detached-diverse-entropy",
+                                  "tidal-entropy", "tidal-calibrated-margin", "tidal-diverse-entropy"])
+def test_each_strategy_s_objective_reaches_the_backbone_or_not(name):
+    """The ``detached`` strategies' objectives send the backbone nothing; TiDAL's and the others' do."""
+    torch.manual_seed(0)
+    model = ResNet18(3, width=2, in_channels=1)
+    labeled = torch.tensor([5, 9, 20, 33])
+    x, y = torch.randn(4, 1, 12, 12), torch.tensor([0, 1, 2, 0])
+    F.cross_entropy(model(x).logits, y).backward()
+    plain = _grads(model)
+    model.zero_grad(set_to_none=True)
+    obj = create_strategy(name).make_objective(_ctx(model, labeled))
+    out = model(x)
+    ce = F.cross_entropy(out.logits, y, reduction="none")
+    (ce.mean() + obj.loss(StepBatch(x, y, labeled, 0, out, ce))).backward()
+    same = all(torch.equal(plain[n], g) for n, g in _grads(model).items())
+    assert same == ("detached" in name)
+
+
 def test_detached_run_trains_the_plain_cross_entropy_backbone_bit_for_bit(tiny_splits):
     """A whole training run: the backbone after ``tidal-detached-*``'s training is the plain-CE one."""
     train = tiny_splits.train

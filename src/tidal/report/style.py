@@ -30,6 +30,7 @@ METHOD_COLORS: dict[str, str] = {
     "tidal-calibrated-margin": "#e0a030",
     "tidal-diverse-entropy": "#ff4f9a",
     "tidal-diverse-margin": "#8a4b00",
+    "tidal-detached-diverse-entropy": "#ffa0c8",
     "entropy": "#1f77b4",  # the snapshot counterparts in blues
     "margin": "#17becf",
     "least-confidence": "#9467bd",

@@ -32,7 +32,7 @@ from torch import nn
 
 from tidal.inference import batched_outputs
 from tidal.models.resnet import ModelOutput
-from tidal.strategies.base import AuxObjective, ScoreInputs, Strategy, TrainContext, register
+from tidal.strategies.base import AuxObjective, ScoreInputs, TrainContext, register
 from tidal.strategies.scores import entropy, margin
 from tidal.strategies.tidal import TDPredictionObjective, TiDALEntropy, TiDALMargin
 
@@ -190,10 +190,9 @@ class TiDALDetachedMargin(_Detached, TiDALMargin):
     description = "TiDAL variant: margin of the predicted TD at ŷ, module trained behind a stop-gradient"
 
 
-class _TiDALCalibrated(Strategy):
-    needs = frozenset({"aux", "probs"})
-    per_sample = True  # T is one number per cycle, fitted on the labeled set: each candidate's score is its own
-    model_needs = frozenset({"features"})
+class _Calibrated:
+    """Mixin: the paper's strategy (its needs; ``per_sample``: T is one number per cycle, fitted on the
+    labeled set, so each candidate's score is its own) scored on the temperature-calibrated TD."""
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:
         return ScoringTDObjective(ctx, weight=self.config.tidal_weight)
@@ -205,7 +204,7 @@ class _TiDALCalibrated(Strategy):
 
 
 @register
-class TiDALCalibratedEntropy(_TiDALCalibrated):
+class TiDALCalibratedEntropy(_Calibrated, TiDALEntropy):
     """TiDAL-entropy on the predicted TD calibrated by one temperature fitted on the labeled record.
 
     Hypothesis: the module's output is mis-scaled as a TD; matching it to the recorded TD of the
@@ -222,7 +221,7 @@ class TiDALCalibratedEntropy(_TiDALCalibrated):
 
 
 @register
-class TiDALCalibratedMargin(_TiDALCalibrated):
+class TiDALCalibratedMargin(_Calibrated, TiDALMargin):
     """TiDAL-margin (Eq. 11, ŷ from the classifier) on the temperature-calibrated predicted TD.
 
     Hypothesis and defaults: as ``tidal-calibrated-entropy``.
