@@ -63,3 +63,17 @@ def test_paired_table_marks_wins_and_counts_the_pairs_that_ran(tmp_path):
     assert "IR 1:" not in text  # no row method there
     assert "| x | **+1.50 [+0.25, +2.75] (3)** | +0.50 [-1.00, +2.00] (3) | 1/2 |" in text
     assert "| y | -2.00 (1) | – | 0/1 |" in text
+    # x wins against r only; y ran against r alone: x is the closest, by its smaller difference (against m)
+    assert ("Beats every column: none. Closest: x, above zero against 1 of 2; its smallest difference is "
+            "+0.50 [-1.00, +2.00] (3) (against m).") in text
+
+
+def test_paired_table_names_the_methods_that_beat_every_column(tmp_path):
+    head = "dataset,imbalance,a,b,seeds,auc_mean,auc_lo,auc_hi\n"
+    rows = ["d,10.0,x,r,0 1 2,1.5,0.25,2.75", "d,10.0,x,m,0 1 2,0.5,0.1,0.9",  # x: both intervals above zero
+            "d,10.0,y,r,0 1 2,3.0,1.0,5.0",  # y: above zero against r, but never ran against m
+            "d,10.0,z,r,0 1 2,2.0,0.5,3.5", "d,10.0,z,m,0 1 2,0.75,0.2,1.3"]
+    (tmp_path / "paired.csv").write_text(head + "\n".join(rows) + "\n")
+    text = tables(tmp_path / "paired.csv", ["x", "y", "z"], ["r", "m"])
+    assert ("Beats every column: x, by **+0.50 [+0.10, +0.90] (3)** at the least (against m); "
+            "z, by **+0.75 [+0.20, +1.30] (3)** at the least (against m).") in text
