@@ -1,6 +1,7 @@
 """benchmarks/copy_runs.py: a finished run copied between run directories of one experiment is the
 run the destination computes itself (checked by running the rest there and comparing);
-benchmarks/paired_table.py on a hand-written paired.csv."""
+benchmarks/paired_table.py on a hand-written paired.csv; benchmarks/cycle1_table.py and
+benchmarks/cpu_control.py against differences computed by hand from stored rows."""
 
 import dataclasses
 import sys
@@ -14,6 +15,8 @@ from tidal.results import DB_NAME, ResultStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from copy_runs import copy_runs  # noqa: E402
+from cpu_control import table as cpu_table  # noqa: E402
+from cycle1_table import table as cycle1  # noqa: E402
 from paired_table import tables  # noqa: E402
 
 
@@ -77,3 +80,53 @@ def test_paired_table_names_the_methods_that_beat_every_column(tmp_path):
     text = tables(tmp_path / "paired.csv", ["x", "y", "z"], ["r", "m"])
     assert ("Beats every column: x, by **+0.50 [+0.10, +0.90] (3)** at the least (against m); "
             "z, by **+0.75 [+0.20, +1.30] (3)** at the least (against m).") in text
+
+
+def _sql(out, statement):
+    """Edit a stored run by hand (as another CPU's numbers would differ)."""
+    import sqlite3
+
+    with sqlite3.connect(out / DB_NAME) as conn:
+        conn.execute(statement)
+
+
+def _first_accuracies(out, method):
+    with ResultStore(out / DB_NAME, readonly=True) as store:
+        return {r.seed: 100 * r.accuracy for r in store.records(method=method, cycle=0)}
+
+
+def test_cycle1_table_pairs_the_first_cycles_by_seed(tiny_splits, tmp_path):
+    import math
+
+    from scipy import stats
+
+    _run(_config(), tmp_path / "run", tiny_splits)
+    _sql(tmp_path / "run", "UPDATE cycles SET accuracy = accuracy - 0.05 WHERE method = 'random' AND seed = 1")
+    rnd, div = _first_accuracies(tmp_path / "run", "random"), _first_accuracies(tmp_path / "run",
+                                                                                  "tidal-diverse-entropy")
+    d = [div[s] - rnd[s] for s in (0, 1)]
+    mean, half = sum(d) / 2, stats.t.ppf(0.975, 1) * abs(d[0] - d[1]) / 2  # sd/sqrt(2) of two values: |d0-d1|/2
+    text = cycle1(tmp_path / "run", ["random", "tidal-diverse-entropy", "margin"], ["random"])
+    assert f"| random | 0 1 | {(rnd[0] + rnd[1]) / 2:.2f} | · |" in text
+    assert (f"| tidal-diverse-entropy | 0 1 | {(div[0] + div[1]) / 2:.2f} | "
+            f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] (2) |") in text
+    assert "| margin |" not in text and math.isfinite(half) and half > 0
+
+
+def test_cpu_control_pairs_the_same_method_across_directories(tiny_splits, tmp_path):
+    import shutil
+
+    cfg = _config(methods=("random",))
+    _run(cfg, tmp_path / "grid", tiny_splits)
+    shutil.copytree(tmp_path / "grid", tmp_path / "control")
+    same = cpu_table(tmp_path / "grid", tmp_path / "control")
+    zero = "+0.00 [+0.00, +0.00]"
+    assert f"| 1 | 0 1 | {zero} | {zero} | {zero} | 0: +0.00, 1: +0.00 |" in same
+    _sql(tmp_path / "control", "UPDATE cycles SET accuracy = accuracy + 0.01 + 0.02 * seed")  # +1 / +3 pp
+    # the area of a curve shifted by c pp is the area + c: mean +2, t-interval 2 ± 12.706 (sd sqrt 2, n 2)
+    text = cpu_table(tmp_path / "grid", tmp_path / "control")
+    two = "+2.00 [-10.71, +14.71]"
+    assert f"| 1 | 0 1 | {two} | {two} | {two} | 0: +1.00, 1: +3.00 |" in text
+    _run(_config(methods=("random",), strategy=StrategyConfig(diverse_prefilter=3.0)), tmp_path / "other", tiny_splits)
+    with pytest.raises(ValueError, match="hold different experiments"):
+        cpu_table(tmp_path / "grid", tmp_path / "other")
