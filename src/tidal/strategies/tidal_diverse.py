@@ -24,6 +24,9 @@ embedding store (memory or disk, float32 or float16) in row blocks, and besides 
 holds ``O(n)`` scalars. The TD uncertainty costs one eval pass over the candidates at scoring
 time (the store's pass cannot run the TD module: blockwise strategies do not get ``aux``).
 
+``tidal-detached-diverse-entropy`` makes the same draws on the TD module and backbone of
+``tidal-detached-entropy`` (:class:`TiDALDetachedDiverseEntropy`).
+
 Defaults: ``β = 10`` (``StrategyConfig.diverse_prefilter``, ``--diverse-prefilter``; chosen among
 3, 10 and 20 on FashionMNIST IR 10, seeds 0-1 only: ``benchmarks/td_variants_tuning.sh``), weights
 ``u`` to the power 1, distances in the classifier's penultimate embedding, no labeled centers.
