@@ -1,5 +1,6 @@
-"""Shared by the benchmark scripts: print a markdown table and save it under benchmarks/results/;
-build what the loop hands the scoring path for a synthetic pool."""
+"""Shared by the benchmark scripts: print a markdown table and save it under benchmarks/results/
+(or print any text and save it under the command that made it); build what the loop hands the
+scoring path for a synthetic pool."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ def write_table(caption: str, header: Sequence[str], rows: Sequence[Sequence[obj
     print("\n" + text)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(text)
+
+
+def show(text: str, save: str | Path | None, command: str) -> None:
+    """Print ``text``; with ``save``, also write it there under ``command`` (the line that made it)."""
+    print(text)
+    if save:
+        Path(save).write_text(f"`{command}`\n\n{text}\n")
 
 
 def scoring_setup(pool, method: str, classes: int, dim: int, hidden: int, mc_samples: int, candidates, labeled,

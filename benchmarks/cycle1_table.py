@@ -21,6 +21,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from common import show
+
 from tidal.report.paired import diff_stats
 from tidal.results import DB_NAME, ResultStore
 
@@ -71,11 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not (args.run_dir / DB_NAME).is_file():
         ap.error(f"{args.run_dir / DB_NAME} does not exist; give a run directory of `tidal run`")
-    text = table(args.run_dir, args.methods, args.refs)
-    print(text)
-    if args.save:
-        args.save.write_text(f"`python benchmarks/cycle1_table.py {args.run_dir} --methods {' '.join(args.methods)} "
-                             f"--refs {' '.join(args.refs)}`\n\n{text}\n")
+    show(table(args.run_dir, args.methods, args.refs), args.save,
+         f"python benchmarks/cycle1_table.py {args.run_dir} --methods {' '.join(args.methods)} "
+         f"--refs {' '.join(args.refs)}")
     return 0
 
 

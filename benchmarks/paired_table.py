@@ -24,6 +24,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from common import show
+
 
 def _cell(row: dict[str, str]) -> tuple[str, bool]:
     mean, lo, hi = _mean_lo_hi(row)
@@ -91,11 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cols", nargs="+", required=True)
     ap.add_argument("--save", type=Path)
     args = ap.parse_args(argv)
-    text = tables(args.run_dir / "paired.csv", args.rows, args.cols)
-    print(text)
-    if args.save:
-        args.save.write_text(f"`python benchmarks/paired_table.py {args.run_dir} --rows {' '.join(args.rows)} "
-                             f"--cols {' '.join(args.cols)}`\n\n{text}\n")
+    show(tables(args.run_dir / "paired.csv", args.rows, args.cols), args.save,
+         f"python benchmarks/paired_table.py {args.run_dir} --rows {' '.join(args.rows)} --cols {' '.join(args.cols)}")
     return 0
 
 
