@@ -17,35 +17,18 @@ pair. Prints markdown and saves it (``CONTROL/cpu_control.md``). Only complete r
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
-from tidal.report.paired import diff_stats
-from tidal.report.stats import area_under_curve
-from tidal.results import DB_NAME, ResultStore
+from common import diff_text, run_curves, show
+
+from tidal.results import DB_NAME
 
 
 def curves(run_dir: Path, method: str) -> tuple[object, dict[tuple[float, int], tuple[float, float, float]]]:
     """``(identity, {(imbalance, seed): (area pp, cycle-1 %, final %)})`` of the complete runs of ``method``."""
-    out = {}
-    with ResultStore(run_dir / DB_NAME, readonly=True) as store:
-        config = store.config()
-        runs: dict[tuple[float, int], list] = {}
-        for r in store.records(method=method):
-            runs.setdefault((r.imbalance, r.seed), []).append(r)
-        for key, recs in runs.items():
-            if len(recs) != config.al.cycles:
-                continue
-            recs.sort(key=lambda r: r.cycle)
-            acc = [100 * r.accuracy for r in recs]
-            out[key] = (area_under_curve([r.n_labeled for r in recs], acc), acc[0], acc[-1])
-    return config.identity(), out
-
-
-def _stat(values: list[float]) -> str:
-    d = diff_stats(values)
-    return f"{d.mean:+.2f}" + ("" if math.isnan(d.lo) else f" [{d.lo:+.2f}, {d.hi:+.2f}]")
+    config, runs = run_curves(run_dir, method=method)
+    return config.identity(), {(ir, seed): v for (_, _, ir, seed), v in runs.items()}
 
 
 def table(grid: Path, control: Path, method: str = "random") -> str:
@@ -63,8 +46,8 @@ def table(grid: Path, control: Path, method: str = "random") -> str:
             continue
         diffs = [[b[(ir, s)][j] - a[(ir, s)][j] for s in seeds] for j in range(3)]
         per_seed = ", ".join(f"{s}: {d:+.2f}" for s, d in zip(seeds, diffs[0]))
-        lines.append(f"| {ir:g} | {' '.join(map(str, seeds))} | {_stat(diffs[0])} | {_stat(diffs[1])} | "
-                     f"{_stat(diffs[2])} | {per_seed} |")
+        stats = " | ".join(diff_text(d, count=False) for d in diffs)
+        lines.append(f"| {ir:g} | {' '.join(map(str, seeds))} | {stats} | {per_seed} |")
     return "\n".join(lines)
 
 
@@ -77,10 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     for d in (args.grid, args.control):
         if not (d / DB_NAME).is_file():
             ap.error(f"{d / DB_NAME} does not exist; give run directories of `tidal run`")
-    text = table(args.grid, args.control, args.method)
-    print(text)
-    (args.control / "cpu_control.md").write_text(
-        f"`python benchmarks/cpu_control.py {args.grid} {args.control}`\n\n{text}\n")
+    show(table(args.grid, args.control, args.method), args.control / "cpu_control.md",
+         f"python benchmarks/cpu_control.py {args.grid} {args.control}")
     return 0
 
 

@@ -16,14 +16,12 @@ and saves it (``--save``).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-from common import show
+from common import diff_text, show
 
-from tidal.report.paired import diff_stats
 from tidal.results import DB_NAME, ResultStore
 
 
@@ -38,11 +36,7 @@ def first_cycles(run_dir: Path) -> dict[tuple[str, float], dict[str, dict[int, f
 
 def _diff(acc: dict[int, float], ref: dict[int, float]) -> str:
     seeds = sorted(set(acc) & set(ref))
-    if not seeds:
-        return "–"
-    d = diff_stats([acc[s] - ref[s] for s in seeds])
-    interval = "" if math.isnan(d.lo) else f" [{d.lo:+.2f}, {d.hi:+.2f}]"
-    return f"{d.mean:+.2f}{interval} ({d.n})"
+    return diff_text([acc[s] - ref[s] for s in seeds]) if seeds else "–"
 
 
 def table(run_dir: Path, methods: list[str], refs: list[str]) -> str:

@@ -41,20 +41,21 @@ def _mean_lo_hi(row: dict[str, str]) -> tuple[float, float, float]:
 
 def verdict(pairs: dict[tuple[str, str], dict[str, str]], rows: list[str], cols: list[str]) -> str:
     """One line: which of ``rows`` beat every one of ``cols`` (interval above zero, every pair run), by how much."""
-    ranked = []
+    ranked = []  # (method, wins, beats every column, least mean, its column, its cell text)
     for m in rows:
         ran = [(c, pairs[(m, c)]) for c in cols if (m, c) in pairs]
         if not ran:
             continue
         wins = sum(_cell(r)[1] for _, r in ran)
         least_col, least = min(ran, key=lambda cr: _mean_lo_hi(cr[1])[0])
-        ranked.append((m, wins, len(ran) == len(cols) and wins == len(cols), least_col, _cell(least)[0]))
+        ranked.append((m, wins, len(ran) == len(cols) and wins == len(cols), _mean_lo_hi(least)[0], least_col,
+                       _cell(least)[0]))
     if not ranked:
         return ""
-    winners = [f"{m}, by {text} at the least (against {c})" for m, _, every, c, text in ranked if every]
+    winners = [f"{m}, by {text} at the least (against {c})" for m, _, every, _, c, text in ranked if every]
     if winners:
         return "Beats every column: " + "; ".join(winners) + "."
-    m, wins, _, c, text = max(ranked, key=lambda t: (t[1], _mean_lo_hi(pairs[(t[0], t[3])])[0]))
+    m, wins, _, _, c, text = max(ranked, key=lambda t: (t[1], t[3]))
     return (f"Beats every column: none. Closest: {m}, above zero against {wins} of {len(cols)}; its smallest "
             f"difference is {text} (against {c}).")
 

@@ -18,28 +18,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from common import run_curves
 
-from tidal.report.stats import area_under_curve
-from tidal.results import DB_NAME, ResultStore
+from tidal.results import DB_NAME
 
 IMBALANCE, SEEDS = 10.0, (0, 1)
 
 
 def curves(run_dir: Path, methods: tuple[str, ...]) -> dict[tuple[str, int], tuple[float, float]]:
     """(method, seed) -> (area in pp, final accuracy in %) of the complete IR 10 runs in ``run_dir``."""
-    out = {}
     if not (run_dir / DB_NAME).exists():
-        return out
-    with ResultStore(run_dir / DB_NAME, readonly=True) as store:
-        cycles = store.config().al.cycles
-        for method in methods:
-            for seed in SEEDS:
-                recs = sorted(store.records(method=method, seed=seed, imbalance=IMBALANCE), key=lambda r: r.cycle)
-                if len(recs) != cycles:
-                    continue
-                x, y = [r.n_labeled for r in recs], [100 * r.accuracy for r in recs]
-                out[(method, seed)] = (area_under_curve(x, y), y[-1])
-    return out
+        return {}
+    _, runs = run_curves(run_dir, imbalance=IMBALANCE)
+    return {(m, seed): (area, final) for (_, m, _, seed), (area, _, final) in runs.items()
+            if m in methods and seed in SEEDS}
 
 
 def main(argv: list[str] | None = None) -> int:

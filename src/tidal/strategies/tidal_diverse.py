@@ -109,9 +109,10 @@ class _TiDALDiverse(Strategy):
     blockwise = True
     model_needs = frozenset({"features"})  # the TD module reads the feature maps
     kind: ClassVar[str] = ""  # "entropy" or "margin": which TD uncertainty weighs the draws
+    detach: ClassVar[bool] = False  # True: the TD module reads the features through a stop-gradient
 
     def make_objective(self, ctx: TrainContext) -> AuxObjective:
-        return ScoringTDObjective(ctx, weight=self.config.tidal_weight)
+        return ScoringTDObjective(ctx, weight=self.config.tidal_weight, detach=self.detach)
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         """Pick-order scores of :func:`weighted_kmeans_pp` on the embedding, weighted by the TD uncertainty."""
@@ -156,6 +157,4 @@ class TiDALDetachedDiverseEntropy(TiDALDiverseEntropy):
     name = "tidal-detached-diverse-entropy"
     description = ("TiDAL variant: tidal-diverse-entropy's k-means++ draws, the TD module trained behind a "
                    "stop-gradient (backbone: CE)")
-
-    def make_objective(self, ctx: TrainContext) -> AuxObjective:
-        return ScoringTDObjective(ctx, weight=self.config.tidal_weight, detach=True)
+    detach = True
