@@ -67,16 +67,63 @@ def test_what_cannot_be_shared_out_is_refused():
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_under_torchrun_rank_0_alone_prints_the_refusal(rank, tmp_path, monkeypatch, capsys):
-    from tidal.cli import main
+    from tidal import cli
 
+    slept = []
+    monkeypatch.setattr(cli.time, "sleep", slept.append)
+    monkeypatch.setattr(cli, "PEER_GRACE_S", 7.5)
     monkeypatch.setenv("RANK", str(rank))
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", str(rank))
-    assert main(["run", "--out", str(tmp_path / "r"), "--jobs", "3", "--no-download"]) == 2
+    assert cli.main(["run", "--out", str(tmp_path / "r"), "--jobs", "3", "--no-download"]) == 2
     err = capsys.readouterr().err
     assert err == ("tidal: error: jobs=3 cannot be combined with torchrun (world size 2): the ranks train one run "
                    "together; use --jobs 1\n" if rank == 0 else "")
     assert not (tmp_path / "r").exists()
+    assert slept == ([] if rank == 0 else [7.5])  # the silent rank leaves rank 0 time to say why
+
+
+def test_a_waiting_rank_exits_at_torchrun_s_sigterm_with_its_status(tmp_path, monkeypatch, capsys):
+    from tidal import cli
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(code):
+        raise Exited(code)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli.os, "_exit", exit_now)
+    def sleep(seconds):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10**7):  # the handler runs at the next bytecode
+            pass
+
+    monkeypatch.setattr(cli.time, "sleep", sleep)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(Exited) as exited:
+        cli.main(["run", "--out", str(tmp_path / "r"), "--jobs", "3", "--no-download"])
+    assert exited.value.args == (2,)
+    assert capsys.readouterr().err == ""
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+
+
+def test_alone_or_on_rank_0_a_failure_does_not_wait(tmp_path, monkeypatch, capsys):
+    from tidal import cli
+
+    slept = []
+    monkeypatch.setattr(cli.time, "sleep", slept.append)
+    for env in ({}, {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"},
+                {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}):
+        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        assert cli.main(["run", "--out", str(tmp_path / "r"), "--jobs", "0", "--no-download"]) == 2
+    assert slept == []
+    assert capsys.readouterr().err.count("tidal: error:") == 3
 
 
 # --- how a batch is cut (pure: no process group needed) ---------------------------------------
@@ -244,10 +291,14 @@ def test_a_run_whose_rank_was_killed_resumes_to_the_uninterrupted_numbers(fmnist
 
 @pytest.mark.slow
 def test_torchrun_refuses_jobs_in_one_line(tmp_path):
-    done = subprocess.run(_tidal_run(tmp_path / "j", ["--jobs", "2", "--no-download"]), capture_output=True,
-                          text=True, env=_env(), timeout=300)
+    """Rank 0 starts 5 s late, as on a busy machine: rank 1 refuses first and stays up, silent, until
+    rank 0 has printed the refusal (without the wait, torchrun stopped rank 0 before it spoke)."""
+    command = _torchrun(str(HERE / "late_rank_0.py"), "run", "--out", str(tmp_path / "j"), "--jobs", "2",
+                        "--no-download")
+    done = subprocess.run(command, capture_output=True, text=True, env=dict(_env(), TIDAL_TEST_RANK_0_LATE_S="5"),
+                          timeout=300)
     assert done.returncode != 0
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("tidal: error")]
     assert lines == ["tidal: error: jobs=2 cannot be combined with torchrun (world size 2): the ranks train one run "
-                     "together; use --jobs 1"]
+                     "together; use --jobs 1"], done.stdout + done.stderr
     assert not (tmp_path / "j").exists()

@@ -611,7 +611,42 @@ def _debug_env() -> bool:
     return os.environ.get("TIDAL_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
+# Seconds a rank other than 0 that failed stays up, so that rank 0 says why (see _let_rank_0_speak).
+PEER_GRACE_S = float(os.environ.get("TIDAL_PEER_GRACE_S", "60"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _main(argv)
+    if code in (1, 2):
+        _let_rank_0_speak(code)
+    return code
+
+
+def _let_rank_0_speak(code: int) -> None:
+    """Under torchrun, a rank other than 0 that failed stays up to ``PEER_GRACE_S`` seconds before
+    it exits with ``code``, and exits at once, silently, when torchrun's SIGTERM comes.
+
+    torchrun stops every rank as soon as one exits. Every rank refuses the same bad arguments,
+    and rank 0 alone prints the error (it learns the other ranks' errors through the collectives).
+    A silent rank that exited first could take rank 0 down before it printed, on a busy machine:
+    the user would see only torchrun's summary. Alone, or on rank 0, nothing waits.
+    """
+    launch = _launch()
+    if (launch is None or launch.rank == 0 or PEER_GRACE_S <= 0
+            or threading.current_thread() is not threading.main_thread()):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(code))
+    try:
+        time.sleep(PEER_GRACE_S)
+    except KeyboardInterrupt:  # Ctrl-C reaches every rank: this one had nothing more to do
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from tidal.errors import TidalError
