@@ -627,7 +627,7 @@ def _let_rank_0_speak(code: int) -> None:
     it exits with ``code``, and exits at once, silently, when torchrun's SIGTERM comes.
 
     torchrun stops every rank as soon as one exits. Every rank refuses the same bad arguments,
-    and rank 0 alone prints the error (it learns the other ranks' errors through the collectives).
+    and rank 0 alone prints the error (it learns the others' errors through the collectives).
     A silent rank that exited first could take rank 0 down before it printed, on a busy machine:
     the user would see only torchrun's summary. Alone, or on rank 0, nothing waits.
     """
