@@ -94,6 +94,7 @@ def test_a_waiting_rank_exits_at_torchrun_s_sigterm_with_its_status(tmp_path, mo
 
     before = signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(cli.os, "_exit", exit_now)
+
     def sleep(seconds):
         os.kill(os.getpid(), signal.SIGTERM)
         for _ in range(10**7):  # the handler runs at the next bytecode

@@ -616,8 +616,9 @@ PEER_GRACE_S = float(os.environ.get("TIDAL_PEER_GRACE_S", "60"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    code = _main(argv)
-    if code in (1, 2):
+    launch = _launch()
+    code = _main(argv, launch)
+    if code in (1, 2) and launch is not None and launch.rank != 0:
         _let_rank_0_speak(code)
     return code
 
@@ -631,9 +632,7 @@ def _let_rank_0_speak(code: int) -> None:
     A silent rank that exited first could take rank 0 down before it printed, on a busy machine:
     the user would see only torchrun's summary. Alone, or on rank 0, nothing waits.
     """
-    launch = _launch()
-    if (launch is None or launch.rank == 0 or PEER_GRACE_S <= 0
-            or threading.current_thread() is not threading.main_thread()):
+    if PEER_GRACE_S <= 0 or threading.current_thread() is not threading.main_thread():
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -646,7 +645,8 @@ def _let_rank_0_speak(code: int) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _main(argv: Sequence[str] | None, launch: Any) -> int:
+    """Run the command in ``argv``; its exit status. ``launch``: this process's torchrun rank, or None."""
     parser = build_parser()
     args = parser.parse_args(argv)
     from tidal.errors import TidalError
@@ -658,7 +658,6 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"tidal: error: {empty}", file=sys.stderr)
         return 2
 
-    launch = _launch()
     quiet = launch is not None and launch.rank != 0
     debug = args.debug or _debug_env()
 
