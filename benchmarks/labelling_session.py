@@ -85,7 +85,7 @@ def make_projects(work: Path, pool: int, vectors: int) -> dict[str, tuple[Path, 
     yt = np.array([names.index(CLASSES[int(data.test.labels[i])]) for i in test])
     np.savez(work / "vectors.npz", x_train=x.astype(np.float32), y_train=np.full(len(sel), -1),
              x_test=xt.astype(np.float32), y_test=yt, class_names=np.array(names))
-    init_project(work / "p-vectors", f"npz:{work / 'vectors.npz'}", names, model="mlp")
+    init_project(work / "p-vectors", f"npz:{work / 'vectors.npz'}", names, train={"model": "mlp"})
     out["vectors"] = (work / "p-vectors", [names[c] for c in y])
     return out
 

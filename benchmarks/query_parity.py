@@ -34,7 +34,7 @@ import json, sys, time
 t0 = time.perf_counter()
 import torch
 from tidal.data import load_dataset
-from tidal.project.query import query
+from tidal.project.query import QueryConfig, query
 n, threads = int(sys.argv[1]), int(sys.argv[2])
 torch.set_num_threads(threads)
 splits = load_dataset("fashion-mnist", download=False)
@@ -42,7 +42,7 @@ train = splits.train
 ids = torch.arange(n)
 labels = splits.train.labels[:n]
 t1 = time.perf_counter()
-r = query("auto", train, ids, labels, 30, "tidal-entropy", subset=1000, seed=0)
+r = query("auto", train, ids, labels, 30, "tidal-entropy", config=QueryConfig(subset=1000, seed=0))
 t2 = time.perf_counter()
 print(json.dumps({"total": t2 - t0, "setup": t1 - t0, "train": r.train_seconds, "score": r.score_seconds,
                   "query": t2 - t1}))

@@ -118,7 +118,7 @@ def test_amp_and_channels_last_are_flags_and_part_of_the_identity():
     cfg = config_from_args(args)
     assert cfg.train.amp == "bf16" and cfg.train.channels_last is True
     base = preset("quick")
-    assert cfg.fingerprint() != base.fingerprint()  # a bf16 run is another experiment: resume refuses to mix them
+    assert cfg.identity() != base.identity()  # a bf16 run is another experiment: resume refuses to mix them
     # a store written before the options existed reads back as float32 / contiguous
     old = base.to_dict()
     del old["train"]["amp"], old["train"]["channels_last"]

@@ -294,7 +294,15 @@ def test_a_missing_tracker_package_fails_before_anything_is_created(tiny_splits,
     monkeypatch.setitem(sys.modules, "mlflow" if flag == "mlflow" else "torch.utils.tensorboard", None)
     with pytest.raises(ValueError, match=f"--{flag} needs the {flag} package: pip install {flag}"):
         run_experiment(_config(), tmp_path / "m", progress=False, splits={"fashion-mnist": tiny_splits},
-                       **{flag: True})
+                       trackers=[flag])
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("trackers", [["wandb"], "mlflow", [True]])
+def test_an_unknown_tracker_fails_before_anything_is_created(tiny_splits, tmp_path, trackers):
+    with pytest.raises(ValueError, match=r"trackers=.* must be a list of names from mlflow, tensorboard"):
+        run_experiment(_config(), tmp_path / "m", progress=False, splits={"fashion-mnist": tiny_splits},
+                       trackers=trackers)
     assert not (tmp_path / "m").exists()
 
 

@@ -16,7 +16,7 @@ import torch
 
 from tidal.cli import main
 from tidal.config import ALConfig, DataConfig, TrainConfig, preset
-from tidal.experiment import run_experiment
+from tidal.experiment import Backend, run_experiment
 from tidal.results import DB_NAME, ResultStore
 
 try:
@@ -77,15 +77,16 @@ def test_without_ray_the_backend_is_one_line_with_the_install_command(tiny_split
 def test_address_without_the_ray_backend_is_refused(tiny_splits, tmp_path, capsys):
     with pytest.raises(ValueError, match=r"address='head:6379' .* add --backend ray"):
         run_experiment(_config(), tmp_path / "a", progress=False, splits={"fashion-mnist": tiny_splits},
-                       address="head:6379")
+                       backend=Backend(address="head:6379"))
     assert main(["run", "--out", str(tmp_path / "cli"), "--address", "head:6379"]) == 2
     assert "add --backend ray" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "cli").exists()
 
 
-@pytest.mark.parametrize("backend", ["Ray", "dask", ""])
+@pytest.mark.parametrize("backend", ["Ray", "dask", "", Backend("dask")])
 def test_unknown_backend_is_refused(tiny_splits, tmp_path, backend):
-    with pytest.raises(ValueError, match=f"backend={backend!r} must be one of local, ray"):
+    name = backend.name if isinstance(backend, Backend) else backend
+    with pytest.raises(ValueError, match=f"backend={name!r} must be one of local, ray"):
         run_experiment(_config(), tmp_path / "b", progress=False, splits={"fashion-mnist": tiny_splits},
                        backend=backend)
 
@@ -126,7 +127,7 @@ def test_an_address_nobody_answers_is_refused_at_once(tmp_path, tiny_splits):
     if ray is not None:  # through run_experiment: refused before the run directory exists
         with pytest.raises(ConnectionError, match="cannot reach"):
             run_experiment(_config(), tmp_path / "r", progress=False, splits={"fashion-mnist": tiny_splits},
-                           backend="ray", address=f"127.0.0.1:{port}")
+                           backend=Backend("ray", address=f"127.0.0.1:{port}"))
         assert not (tmp_path / "r").exists()
 
 

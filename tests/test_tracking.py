@@ -4,7 +4,7 @@ import types
 import pytest
 
 from tidal.results import CycleRecord
-from tidal.tracking import MlflowTracker, TensorBoardTracker, make_trackers
+from tidal.tracking import MlflowTracker, TensorBoardTracker, check_trackers, make_trackers
 
 REC = CycleRecord("fashion-mnist", 10.0, "tidal-entropy", 1, 2, 1500, 0.8, [1], [1], [2], [0.5], 3.0, 1.0, 0.5,
                   0.1, 0.0)
@@ -14,10 +14,19 @@ def test_missing_packages_say_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "mlflow", None)
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(ValueError, match="pip install mlflow"):
-        make_trackers(tmp_path, mlflow=True)
+        make_trackers(tmp_path, ["mlflow"])
     with pytest.raises(ValueError, match="pip install tensorboard"):
-        make_trackers(tmp_path, tensorboard=True)
-    assert make_trackers(tmp_path) == []
+        make_trackers(tmp_path, ("tensorboard",))
+    with pytest.raises(ValueError, match="pip install mlflow"):
+        check_trackers(["mlflow"])
+    assert make_trackers(tmp_path, []) == []
+    check_trackers(())
+
+
+@pytest.mark.parametrize("names", ["mlflow", ["mlflow", "wandb"], [True], True, None])
+def test_tracker_names_are_checked(names):
+    with pytest.raises(ValueError, match=r"trackers=.* must be a list of names from mlflow, tensorboard"):
+        check_trackers(names)
 
 
 def test_mlflow_gets_the_cycle_metrics(monkeypatch, tmp_path):

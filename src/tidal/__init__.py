@@ -34,6 +34,7 @@ _LAZY = {
     "TrainingDynamics": "tidal.dynamics",
     "td_kl_loss": "tidal.dynamics",
     "run_experiment": "tidal.experiment",
+    "Backend": "tidal.runs",
     "active_learning": "tidal.loop",
     "AuxObjective": "tidal.strategies",
     "Strategy": "tidal.strategies",
@@ -44,6 +45,8 @@ _LAZY = {
     "analyze_scores": "tidal.analysis",
     "query": "tidal.project.query",
     "QueryResult": "tidal.project.query",
+    "QueryConfig": "tidal.project.query",
+    "WarmStart": "tidal.project.query",
 }
 
 
@@ -58,6 +61,7 @@ def __getattr__(name: str):
 __all__ = [
     "ALConfig",
     "AuxObjective",
+    "Backend",
     "DataConfig",
     "ExperimentConfig",
     "Strategy",
@@ -70,9 +74,11 @@ __all__ = [
     "list_strategies",
     "preset",
     "query",
+    "QueryConfig",
     "QueryResult",
     "register",
     "run_experiment",
     "td_kl_loss",
+    "WarmStart",
     "write_report",
 ]

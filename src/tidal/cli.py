@@ -768,16 +768,16 @@ def _run_command(args: argparse.Namespace) -> int:
         print(format_aurocs(analysis))
         print(f"wrote {analysis.path}; `tidal report {args.out}` draws Figure 2 into report.html and figures/")
         return 0
-    from tidal.experiment import run_experiment
+    from tidal.experiment import Backend, run_experiment
     from tidal.report import write_report
     from tidal.report.text import run_summary
     from tidal.results import DB_NAME
+    from tidal.tracking import TRACKERS
 
     config = config_from_args(args)
-    summary = run_experiment(config, args.out, device=args.device, progress=not args.quiet,
-                             mlflow=args.mlflow, tensorboard=args.tensorboard, track_td=args.track_td,
-                             jobs=args.jobs, backend=args.backend, address=args.address,
-                             dist_backend=args.dist_backend)
+    summary = run_experiment(config, args.out, device=args.device, progress=not args.quiet, jobs=args.jobs,
+                             backend=Backend(args.backend, args.address, args.dist_backend),
+                             trackers=[name for name in TRACKERS if getattr(args, name)], track_td=args.track_td)
     if summary.rank != 0:  # torchrun: rank 0 reports
         return 0
     write_report(args.out)

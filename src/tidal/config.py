@@ -7,8 +7,6 @@ checked; everything downstream trusts it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -221,11 +219,6 @@ class ExperimentConfig:
         d["data"].pop("workers")
         d["al"].pop("store_dir")
         return d
-
-    def fingerprint(self) -> str:
-        """Short hash of ``identity()``."""
-        blob = json.dumps(self.identity(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _type_ok(value: Any, spec: str) -> bool:

@@ -72,11 +72,6 @@ class StoreSpec:
             raise ValueError(f"block_rows={self.block_rows!r} must be a positive multiple of {ALIGN} "
                              "(aligned blocks keep results equal to the whole array's)")
 
-    @property
-    def exact(self) -> bool:
-        """Whether the stored values are the gathered float32 values themselves."""
-        return self.dtype == "float32"
-
     def check_directory(self) -> None:
         """``ValueError`` (one line) when a disk store could not create its folder in ``directory``."""
         if self.kind != "disk":

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -16,14 +16,12 @@ from tidal.data import DatasetSplits
 from tidal.loop import CycleEnv, check_pool_fits, configured_model
 from tidal.results import DB_NAME, CycleRecord, ResultStore, RunKey
 from tidal.rundir import check_unlocked
-from tidal.runs import (RunOptions, RunWriter, experiment_runs, load_splits, make_pool, prepare_out, resolve_device,
-                        run_one, set_deterministic, train_run)
+from tidal.runs import (BACKENDS, Backend, RunOptions, RunWriter, experiment_runs, load_splits, make_pool,
+                        prepare_out, resolve_device, run_one, set_deterministic, train_run)
 from tidal.tracking import check_trackers, make_trackers
 
-__all__ = ["BACKENDS", "RunKey", "RunSummary", "experiment_runs", "load_splits", "make_pool", "prepare_out",
+__all__ = ["BACKENDS", "Backend", "RunKey", "RunSummary", "experiment_runs", "load_splits", "make_pool", "prepare_out",
            "resolve_device", "run_experiment", "run_one", "set_deterministic", "validate_experiment"]
-
-BACKENDS = ("local", "ray")  # where runs train: this machine (serially or --jobs processes), or Ray tasks
 
 
 @dataclass
@@ -43,22 +41,19 @@ def run_experiment(
     progress: bool = True,
     log: Callable[[str], None] = print,
     splits: dict[str, DatasetSplits] | None = None,
-    mlflow: bool = False,
-    tensorboard: bool = False,
-    track_td: bool = False,
     jobs: int | None = None,
     dataset: object = None,
     model: object = None,
-    backend: str = "local",
-    address: str | None = None,
-    dist_backend: str | None = None,
+    backend: str | Backend = "local",
+    trackers: Sequence[str] = (),
+    track_td: bool = False,
 ) -> RunSummary:
     """Run every (dataset, imbalance, seed, method) of ``config``, storing each cycle in ``out``.
 
     Cycles already stored are skipped; an interrupted (method, seed) continues from its last
     stored cycle with the same numbers an uninterrupted run gives. Runs go seed by seed
-    (:func:`experiment_runs`). ``mlflow`` / ``tensorboard`` also log each cycle's numbers there
-    (optional packages).
+    (:func:`experiment_runs`). ``trackers`` (``["mlflow"]``, ``["tensorboard"]`` or both) also
+    log each cycle's numbers there (optional packages).
 
     Your data and your model (the simulation needs the true labels of the pool):
 
@@ -79,9 +74,9 @@ def run_experiment(
     ``cuda`` every worker trains on that one GPU (each with its own CUDA context).
 
     ``backend="ray"`` sends each run as a Ray task (:mod:`tidal.ray_backend`, an optional
-    extra: ``pip install -e '.[ray]'``) to the cluster at ``address`` (``HOST:PORT``), or
-    to a local Ray of ``jobs`` CPUs (default: all) started and stopped here; each task trains
-    with one torch thread, and this process alone writes ``out``. With CUDA, ``jobs`` runs
+    extra: ``pip install -e '.[ray]'``) to a local Ray of ``jobs`` CPUs (default: all) started
+    and stopped here, or with ``Backend("ray", address="HOST:PORT")`` to that cluster; each
+    task trains with one torch thread, and this process alone writes ``out``. With CUDA, ``jobs`` runs
     share each GPU.
 
     ``track_td`` (the paper's Figure 7) also stores, for every cycle of a method whose
@@ -94,7 +89,7 @@ def run_experiment(
 
     Under ``torchrun --nproc-per-node N`` (``WORLD_SIZE`` > 1 in the environment) every
     process calls this with the same arguments and the N ranks train each run together
-    (:mod:`tidal.distributed`; ``dist_backend``: ``"nccl"`` or ``"gloo"``, default nccl on
+    (:mod:`tidal.distributed`; ``Backend(dist="gloo")`` or ``"nccl"``, default nccl on
     CUDA, gloo on the CPU); rank 0 alone takes the lock, writes the store and logs.
 
     Raises ``ValueError`` / ``DatasetError`` / ``RunDirectoryError`` before any training when
@@ -106,40 +101,41 @@ def run_experiment(
         raise ValueError(f"--out {out!r} is empty; pass a directory path (`.` for the current directory)")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs={jobs!r} must be a whole number >= 1 (parallel training runs)")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} must be one of {', '.join(BACKENDS)}")
-    if address is not None and backend != "ray":
-        raise ValueError(f"address={address!r} is the address of a Ray cluster; add --backend ray (or drop --address)")
+    where = backend if isinstance(backend, Backend) else Backend(backend)
+    if where.name not in BACKENDS:
+        raise ValueError(f"backend={where.name!r} must be one of {', '.join(BACKENDS)}")
+    if where.address is not None and where.name != "ray":
+        raise ValueError(f"address={where.address!r} is the address of a Ray cluster; add --backend ray or drop it")
     launch = launched()
-    if launch is not None and backend != "local":
-        raise ValueError(f"backend={backend!r} cannot run under torchrun (WORLD_SIZE={launch.world_size}): the ranks "
-                         "already train each run together; start tidal run without torchrun to use Ray")
-    if backend == "ray":
+    if launch is not None and where.name != "local":
+        raise ValueError(f"backend={where.name!r} cannot run under torchrun (WORLD_SIZE={launch.world_size}): the "
+                         "ranks already train each run together; start tidal run without torchrun to use Ray")
+    if where.name == "ray":
         from tidal.ray_backend import check_address, check_ray_device, require_ray
 
         require_ray()  # one line with the install command, before anything is loaded
         check_ray_device(device)
-        if address is not None:
-            check_address(address)
+        if where.address is not None:
+            check_address(where.address)
         dev = torch.device("cpu")  # this process only checks and writes; each task resolves its own device
     else:
         jobs = jobs or 1
         dev = resolve_device(device)
     if launch is not None:
         launch.check(config.train.batch_size, config.al.initial, jobs)
-    if backend == "local" and jobs > 1 and model is not None and not isinstance(model, str):
+    if where.name == "local" and jobs > 1 and model is not None and not isinstance(model, str):
         _check_picklable(model)
     config, splits = _with_user_objects(config, splits, dataset, model)
     validate_experiment(config, datasets=tuple(splits or ()), model=model)
-    check_trackers(mlflow=mlflow, tensorboard=tensorboard)
+    check_trackers(trackers)
     comm: Comm = LOCAL
     if launch is not None:  # the one place ranks are started
         from tidal.distributed import rank_device, start
 
-        dev, dist = rank_device(launch, dev, dist_backend)
+        dev, dist = rank_device(launch, dev, where.dist)
         comm = start(launch, dev, dist)
-    opts = RunOptions(dev, progress and comm.is_main, log, splits, mlflow, tensorboard, track_td, jobs, model, backend,
-                      address, device)
+    opts = RunOptions(dev, progress and comm.is_main, log, splits, tuple(trackers), track_td, jobs, model, where,
+                      device)
     try:
         return _run_experiment(config, Path(out), comm, opts)
     finally:
@@ -177,7 +173,7 @@ def _run_experiment(config: ExperimentConfig, out: Path, comm: Comm, opts: RunOp
     def open_out() -> tuple[RunWriter, list]:
         writer = RunWriter.open(out, al)  # closed in the `finally` below (the lock: by the OS if this process dies)
         try:
-            return writer, make_trackers(out, mlflow=opts.mlflow, tensorboard=opts.tensorboard)
+            return writer, make_trackers(out, opts.trackers)
         except BaseException:
             writer.close()
             raise
@@ -210,7 +206,7 @@ def _run_experiment(config: ExperimentConfig, out: Path, comm: Comm, opts: RunOp
                     f"{record.cycle + 1}/{al.cycles}: {record.n_labeled} labeled, "
                     f"accuracy {100 * record.accuracy:.2f}%")
 
-        if opts.backend == "ray":
+        if opts.backend.name == "ray":
             if todo:
                 from tidal.ray_backend import run_in_ray
 

@@ -104,7 +104,7 @@ def run_in_ray(keys: list[RunKey], config: ExperimentConfig, writer: RunWriter, 
     to ``config``); ``on_cycle(record)`` runs after each stored cycle.
 
     Ray: the one this process is already connected to (``ray.init`` called before, e.g. by a
-    test or a notebook), else the cluster at ``plan.address``, else a local Ray of
+    test or a notebook), else the cluster at ``plan.backend.address``, else a local Ray of
     ``plan.jobs`` CPUs (default: every CPU) started here and shut down before returning.
 
     Raises:
@@ -112,16 +112,16 @@ def run_in_ray(keys: list[RunKey], config: ExperimentConfig, writer: RunWriter, 
         when a run's worker process died more than ``MAX_RETRIES`` times.
     """
     ray = require_ray()
-    kind, log = check_ray_device(plan.device_spec), plan.log
+    kind, log, address = check_ray_device(plan.device_spec), plan.log, plan.backend.address
     started = not ray.is_initialized()
     if started:
         options: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING)
-        if plan.address is None:
+        if address is None:
             options["num_cpus"] = plan.jobs or os.cpu_count() or 1
         else:
-            options["address"] = plan.address
-        log(f"starting a local Ray of {options['num_cpus']} CPUs" if plan.address is None
-            else f"connecting to the Ray cluster at {plan.address}")
+            options["address"] = address
+        log(f"starting a local Ray of {options['num_cpus']} CPUs" if address is None
+            else f"connecting to the Ray cluster at {address}")
         ray.init(**options)
     pending: dict[Any, RunKey] = {}
     try:

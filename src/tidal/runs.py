@@ -24,9 +24,9 @@ from tidal.rundir import RunDirLock, is_tidal_leftover, remove_stale_temp_files
 from tidal.strategies import create_strategy
 from tidal.td_tracking import TDTrackerFactory
 
-__all__ = ["CycleOutput", "RunKey", "RunOptions", "RunWriter", "checkpoint_path", "cpu_platform", "experiment_runs",
-           "load_splits", "make_pool", "platform_difference", "prepare_out", "resolve_device", "run_one",
-           "set_deterministic", "train_run"]
+__all__ = ["BACKENDS", "Backend", "CycleOutput", "RunKey", "RunOptions", "RunWriter", "checkpoint_path", "cpu_platform",
+           "experiment_runs", "load_splits", "make_pool", "platform_difference", "prepare_out", "resolve_device",
+           "run_one", "set_deterministic", "train_run"]
 
 _POOL_STREAM = 2_000_003  # stream id for the pool draw (long-tail sampling and slicing)
 
@@ -178,6 +178,18 @@ def platform_difference(recorded: dict[str, str] | None, here: dict[str, str]) -
     return "; ".join(diffs) or None
 
 
+BACKENDS = ("local", "ray")  # where runs train: this machine (serially or --jobs processes), or Ray tasks
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where an experiment's runs train (``tidal run --backend``, ``--address``, ``--dist-backend``)."""
+
+    name: str = "local"  # one of BACKENDS
+    address: str | None = None  # "ray": HOST:PORT of a running cluster (None: a local Ray started and stopped here)
+    dist: str | None = None  # under torchrun: torch.distributed's "nccl" or "gloo" (None: nccl on CUDA, gloo on CPU)
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How an experiment's runs are trained beyond its configuration (run_experiment's checked arguments)."""
@@ -186,13 +198,11 @@ class RunOptions:
     progress: bool  # progress bars (on the main process only)
     log: Callable[[str], None]  # where log lines go
     splits: dict[str, DatasetSplits] | None  # preloaded datasets by name
-    mlflow: bool  # log each cycle to MLflow
-    tensorboard: bool  # log each cycle to TensorBoard
+    trackers: tuple[str, ...]  # also log each cycle there (tidal.tracking.TRACKERS)
     track_td: bool  # store Figure 7's per-epoch rows
     jobs: int | None  # worker processes (Ray: CPUs of a local Ray)
     model: object  # the user's model, else config.train.model
-    backend: str  # "local" or "ray"
-    address: str | None  # the Ray cluster
+    backend: Backend  # where runs train
     device_spec: torch.device | str  # the device as given (each Ray task resolves its own)
 
 

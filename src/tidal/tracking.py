@@ -6,12 +6,15 @@ Neither package is a dependency: asking for a tracker whose package is missing r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from tidal.results import CycleRecord
 
-__all__ = ["Tracker", "MlflowTracker", "TensorBoardTracker", "check_trackers", "make_trackers"]
+__all__ = ["TRACKERS", "Tracker", "MlflowTracker", "TensorBoardTracker", "check_trackers", "make_trackers"]
+
+TRACKERS = ("mlflow", "tensorboard")  # run_experiment(trackers=...)'s names (tidal run --mlflow / --tensorboard)
 
 TENSORBOARD_MISSING = "--tensorboard needs the tensorboard package: pip install tensorboard"
 MLFLOW_MISSING = "--mlflow needs the mlflow package: pip install mlflow"
@@ -86,25 +89,28 @@ class MlflowTracker:
             self._active = None
 
 
-def check_trackers(mlflow: bool = False, tensorboard: bool = False) -> None:
-    """Raise the ``ValueError`` of a tracker whose package is missing, before anything is created."""
-    if tensorboard:
+def check_trackers(names: Sequence[str]) -> None:
+    """Raise a ``ValueError`` for an unknown tracker name or one whose package is missing, before
+    anything is created."""
+    if not isinstance(names, (list, tuple, set, frozenset)) or any(name not in TRACKERS for name in names):
+        raise ValueError(f"trackers={names!r} must be a list of names from {', '.join(TRACKERS)}, e.g. ['mlflow']")
+    if "tensorboard" in names:
         try:
             from torch.utils.tensorboard import SummaryWriter  # noqa: F401
         except ImportError as exc:
             raise ValueError(TENSORBOARD_MISSING) from exc
-    if mlflow:
+    if "mlflow" in names:
         try:
             import mlflow as _  # noqa: F401
         except ImportError as exc:
             raise ValueError(MLFLOW_MISSING) from exc
 
 
-def make_trackers(out: str | Path, mlflow: bool = False, tensorboard: bool = False) -> list[Tracker]:
-    """The trackers asked for, logging into ``out`` (``out/tensorboard``, ``out/mlruns``)."""
+def make_trackers(out: str | Path, names: Sequence[str]) -> list[Tracker]:
+    """The trackers ``names`` (of :data:`TRACKERS`), logging into ``out`` (``out/tensorboard``, ``out/mlruns``)."""
     trackers: list[Tracker] = []
-    if tensorboard:
+    if "tensorboard" in names:
         trackers.append(TensorBoardTracker(Path(out) / "tensorboard"))
-    if mlflow:
+    if "mlflow" in names:
         trackers.append(MlflowTracker(out))
     return trackers

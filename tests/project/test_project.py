@@ -84,7 +84,7 @@ def test_an_npz_pool_with_some_labels_and_its_test_split_as_holdout(tmp_path, cl
 @pytest.mark.parametrize("kwargs,match", [
     (dict(classes=["a", "a"]), "repeats a"), (dict(classes=["a", " b"]), "spaces around"),
     (dict(classes=["a/b", "c"]), "slash"), (dict(data="imagenet"), "unknown dataset"),
-    (dict(model="resnet81"), "unknown model spec"), (dict(image_url="http://x/"), "names no {path}"),
+    (dict(train={"model": "resnet81"}), "unknown model spec"), (dict(image_url="http://x/"), "names no {path}"),
     (dict(image_url="http://x/{nope}/{path}"), r"names \{nope\}; the only fields are \{path\}, \{abspath\}, \{pool\}"),
     (dict(image_url="http://x/{}/{path}"), r"names \{\}; the only fields are"),
     (dict(image_url="http://x/{path.upper}"), r"names \{path.upper\}; the only fields are"),

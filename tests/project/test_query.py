@@ -13,7 +13,7 @@ from tidal.config import PRESETS
 from tidal.errors import RunDirectoryError
 from tidal.project.answers import import_labels
 from tidal.project.project import init_project
-from tidal.project.query import query, query_project, round_dir
+from tidal.project.query import QueryConfig, WarmStart, query, query_project, round_dir
 from tidal.project.store import DB_NAME, ProjectStore
 
 TINY = dataclasses.replace(PRESETS["quick"].train, epochs=2, width=4, batch_size=16)
@@ -26,12 +26,12 @@ def test_tidal_query_is_the_projects_query():
 
 
 def test_no_labels_draws_at_random_from_the_seed_and_round(tiny_splits):
-    a = query("auto", tiny_splits.train, [], [], 10, seed=0, round=1)
+    a = query("auto", tiny_splits.train, [], [], 10, config=QueryConfig(seed=0), round=1)
     assert a.random and a.model is None and len(set(a.ids.tolist())) == 10
     assert torch.isnan(a.scores).all() and (a.predicted == -1).all()
-    assert torch.equal(a.ids, query("auto", tiny_splits.train, [], [], 10, seed=0, round=1).ids)
-    assert not torch.equal(a.ids, query("auto", tiny_splits.train, [], [], 10, seed=1, round=1).ids)
-    assert not torch.equal(a.ids, query("auto", tiny_splits.train, [], [], 10, seed=0, round=2).ids)
+    assert torch.equal(a.ids, query("auto", tiny_splits.train, [], [], 10, config=QueryConfig(seed=0), round=1).ids)
+    assert not torch.equal(a.ids, query("auto", tiny_splits.train, [], [], 10, config=QueryConfig(seed=1), round=1).ids)
+    assert not torch.equal(a.ids, query("auto", tiny_splits.train, [], [], 10, config=QueryConfig(seed=0), round=2).ids)
 
 
 def test_a_trained_round_selects_through_the_simulations_select(tiny_splits, monkeypatch):
@@ -49,21 +49,21 @@ def test_a_trained_round_selects_through_the_simulations_select(tiny_splits, mon
     monkeypatch.setattr(tidal.gather, "select", spy)
     labeled = list(range(0, 40))
     labels = tiny_splits.train.labels[:40].tolist()
-    r = query("auto", tiny_splits, labeled, labels, 8, "entropy", train_config=TINY)
+    r = query("auto", tiny_splits, labeled, labels, 8, "entropy", config=QueryConfig(TINY))
     assert calls[0] == "entropy" and torch.equal(calls[1], r.ids)
     assert not r.random and r.n_labeled == 40 and r.class_counts == [10, 10, 10, 10]
     assert not set(r.ids.tolist()) & set(labeled)
     assert bool((r.scores[:-1] >= r.scores[1:]).all())  # best first
     assert ((r.predicted >= 0) & (r.predicted < 4)).all() and ((r.probability > 0) & (r.probability <= 1)).all()
     assert r.accuracy is not None and 0 <= r.accuracy <= 1  # DatasetSplits: its test split is the holdout
-    again = query("auto", tiny_splits, labeled, labels, 8, "entropy", train_config=TINY)
+    again = query("auto", tiny_splits, labeled, labels, 8, "entropy", config=QueryConfig(TINY))
     assert torch.equal(again.ids, r.ids) and torch.equal(again.scores, r.scores)
 
 
 def test_tidal_and_a_subset(tiny_splits):
     labeled = list(range(0, 40))
     r = query("auto", tiny_splits.train, labeled, tiny_splits.train.labels[:40].tolist(), 5, "tidal-entropy",
-              subset=30, train_config=TINY)
+              config=QueryConfig(TINY, subset=30))
     assert len(r.ids) == 5 and r.accuracy is None  # a split alone: no holdout
 
 
@@ -84,7 +84,7 @@ def test_a_pool_built_with_from_torch_datasets_is_relabelled_and_trained_on(tiny
 
     pool = from_torch_datasets(Tensors(tiny_splits.train), Tensors(tiny_splits.test), workers=0)
     labeled = list(range(0, 40))
-    r = query("auto", pool, labeled, tiny_splits.train.labels[:40].tolist(), 5, "entropy", train_config=TINY)
+    r = query("auto", pool, labeled, tiny_splits.train.labels[:40].tolist(), 5, "entropy", config=QueryConfig(TINY))
     assert not r.random and r.n_labeled == 40 and r.class_counts == [10, 10, 10, 10] and len(r.ids) == 5
     assert not set(r.ids.tolist()) & set(labeled) and r.accuracy is not None
 
@@ -102,7 +102,42 @@ def test_a_pool_built_with_from_torch_datasets_is_relabelled_and_trained_on(tiny
 def test_bad_arguments(tiny_splits, kwargs, match):
     ids, labels = kwargs.pop("ids", [0, 1, 2, 3]), kwargs.pop("labels", [0, 1, 2, 3])
     with pytest.raises(ValueError, match=match):
-        query("auto", tiny_splits.train, ids, labels, train_config=TINY, **kwargs)
+        query("auto", tiny_splits.train, ids, labels, config=QueryConfig(TINY, subset=kwargs.pop("subset", None)),
+              **kwargs)
+
+
+def test_a_continued_round_starts_from_the_warm_weights(tiny_splits):
+    labeled, labels = list(range(40)), tiny_splits.train.labels[:40].tolist()
+    cont = QueryConfig(TINY, retrain="continue")
+
+    def weights(r):
+        return {k: v.clone() for k, v in r.model.state_dict().items()}
+
+    first = query("auto", tiny_splits, labeled, labels, 8, "entropy", config=cont)
+    a = query("auto", tiny_splits, labeled, labels, 8, "entropy", config=cont, round=2, warm=WarmStart(weights(first)))
+    fresh = query("auto", tiny_splits, labeled, labels, 8, "entropy", config=cont, round=2)
+    assert a.final_loss != fresh.final_loss  # the same round from the backbone's warm weights
+    again = query("auto", tiny_splits, labeled, labels, 8, "entropy", config=cont, round=2,
+                  warm=WarmStart(weights(first)))
+    assert torch.equal(a.ids, again.ids) and a.final_loss == again.final_loss
+    first = query("auto", tiny_splits, labeled, labels, 8, "tidal-entropy", config=cont)
+    assert first.objective_state is not None  # TiDAL's module, kept for the next round
+    both = query("auto", tiny_splits, labeled, labels, 8, "tidal-entropy", config=cont, round=2,
+                 warm=WarmStart(weights(first), first.objective_state))
+    backbone = query("auto", tiny_splits, labeled, labels, 8, "tidal-entropy", config=cont, round=2,
+                     warm=WarmStart(weights(first)))
+    assert both.final_loss != backbone.final_loss  # the module's warm weights count too
+
+
+@pytest.mark.parametrize("config,warm,match", [
+    (QueryConfig(TINY), WarmStart({}), "warm weights are only used with retrain='continue'"),
+    (QueryConfig(TINY, retrain="continue"), WarmStart({"conv.weight": torch.zeros(1)}),
+     "the warm weights do not fit this model"),
+    (QueryConfig(TINY, retrain="again"), None, "retrain='again' must be 'scratch' or 'continue'"),
+])
+def test_bad_round_settings(tiny_splits, config, warm, match):
+    with pytest.raises(ValueError, match=match):
+        query("auto", tiny_splits.train, [0, 1, 2, 3], [0, 1, 2, 3], 5, config=config, warm=warm)
 
 
 # --- the project command --------------------------------------------------------------------------
@@ -232,7 +267,7 @@ def test_excluded_ids_are_never_selected_nor_trained_on(tiny_splits):
     labeled = list(range(0, 40))
     labels = tiny_splits.train.labels[:40].tolist()
     exclude = [0, 1, 50, 51, 52]
-    r = query("auto", tiny_splits.train, labeled, labels, 8, "entropy", train_config=TINY, exclude=exclude)
+    r = query("auto", tiny_splits.train, labeled, labels, 8, "entropy", config=QueryConfig(TINY), exclude=exclude)
     assert not set(r.ids.tolist()) & set(exclude) and r.n_labeled == 38
     assert r.excluded.tolist() == exclude and r.excluded_labeled == 2
     draw = query("auto", tiny_splits.train, [], [], 230, exclude=exclude[2:])  # a random round too
@@ -246,8 +281,8 @@ def test_excluded_ids_are_never_selected_nor_trained_on(tiny_splits):
 def test_without_exclusions_a_round_is_unchanged(tiny_splits):
     labeled = list(range(0, 40))
     labels = tiny_splits.train.labels[:40].tolist()
-    a = query("auto", tiny_splits.train, labeled, labels, 8, "entropy", train_config=TINY)
-    b = query("auto", tiny_splits.train, labeled, labels, 8, "entropy", train_config=TINY, exclude=[])
+    a = query("auto", tiny_splits.train, labeled, labels, 8, "entropy", config=QueryConfig(TINY))
+    b = query("auto", tiny_splits.train, labeled, labels, 8, "entropy", config=QueryConfig(TINY), exclude=[])
     assert torch.equal(a.ids, b.ids) and torch.equal(a.scores, b.scores) and len(b.excluded) == 0
 
 
@@ -338,7 +373,8 @@ def test_a_trained_round_reports_its_loss_holdout_confusion_and_fitted_settings(
     its final loss and the holdout confusion matrix behind its accuracy (for the report's per-class view)."""
     train = dataclasses.replace(TINY, epochs=1, batch_size=128)
     ids = list(range(12))
-    r = query("resnet18", tiny_splits, ids, tiny_splits.train.labels[:12].tolist(), 3, "random", train_config=train)
+    r = query("resnet18", tiny_splits, ids, tiny_splits.train.labels[:12].tolist(), 3, "random",
+              config=QueryConfig(train))
     assert r.fitted == ["batch 6 instead of 128 (12 labels would make 1 SGD step per epoch; at least 2)",
                         "crop padding 1 instead of 4 px (at most 1/7 of the 12-px image side)"]
     assert r.final_loss is not None and r.final_loss > 0
@@ -347,5 +383,5 @@ def test_a_trained_round_reports_its_loss_holdout_confusion_and_fitted_settings(
     assert m.sum(dim=1).tolist() == torch.bincount(tiny_splits.test.labels, minlength=4).tolist()
     assert int(m.diag().sum()) / len(tiny_splits.test) == r.accuracy
     no_holdout = query("resnet18", tiny_splits.train, ids, tiny_splits.train.labels[:12].tolist(), 3, "random",
-                       train_config=train)
+                       config=QueryConfig(train))
     assert no_holdout.confusion is None and no_holdout.final_loss == r.final_loss

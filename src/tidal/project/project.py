@@ -222,9 +222,8 @@ def read_table(path: Path, delimiter: str = ",") -> list[dict[str, Any]]:
     return out
 
 
-def init_project(project: str | Path, data: str, classes: Sequence[str], *, model: str | None = None,
-                 method: str = "tidal-entropy", holdout: str | None = None, seed: int = 0,
-                 image_size: int | None = None, image_url: str | None = None,
+def init_project(project: str | Path, data: str, classes: Sequence[str], *, method: str = "tidal-entropy",
+                 holdout: str | None = None, seed: int = 0, image_size: int | None = None, image_url: str | None = None,
                  train: dict[str, Any] | None = None, strategy: dict[str, Any] | None = None,
                  data_dir: str | None = None, moved: bool = False) -> InitResult:
     """Create ``project`` over the pool ``data`` (or rescan the pool of an existing project).
@@ -232,7 +231,7 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
     Args:
         data: ``folder:PATH`` (any tree of images), ``npz:PATH`` or a named source.
         classes: the class names; images under a folder named like one count as labelled.
-        model, method, seed: defaults of the queries (``model`` overrides ``train["model"]``).
+        method, seed: defaults of the queries.
         holdout: a folder ``PATH/<class>/*`` or a CSV ``path,label`` of labelled images to
             report accuracy on (``npz:`` and named sources hold their own test split).
         image_size: resize and centre-crop every image to this many pixels square (needed when
@@ -244,7 +243,7 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
             (docs/labelstudio.md). Given on an existing project, it replaces the template of
             later rounds (the only setting a rescan changes).
         train, strategy: fields of :class:`TrainConfig` / :class:`StrategyConfig` overriding
-            the quick preset's.
+            the quick preset's (``train={"model": "mlp"}``: the queries' model; default ``"auto"``).
         moved: the existing project's pool folder (or npz file) moved to ``data``: point the
             project at it (samples keep their ids by their paths inside the folder; ``holdout``,
             when given, replaces the stored holdout). Without it another path is refused
@@ -266,8 +265,8 @@ def init_project(project: str | Path, data: str, classes: Sequence[str], *, mode
     check_source_spec(data)
     strategy_class(method)
     quick = PRESETS["quick"]
-    train_cfg = dataclasses.replace(quick.train, **(train or {}), **({"model": model} if model else {}))
-    if train_cfg.model == "resnet18" and not (train or {}).get("model") and not model:
+    train_cfg = dataclasses.replace(quick.train, **(train or {}))
+    if train_cfg.model == "resnet18" and not (train or {}).get("model"):
         train_cfg = dataclasses.replace(train_cfg, model="auto")
     strategy_cfg = dataclasses.replace(quick.strategy, **(strategy or {}))
     dataclasses.replace(quick, train=train_cfg, strategy=strategy_cfg).validate()

@@ -21,19 +21,37 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from tidal.config import ALConfig, StrategyConfig, TrainConfig, adapt_train
+from tidal.config import PRESETS, ALConfig, StrategyConfig, TrainConfig, adapt_train
 from tidal.data.dataset import DatasetSplits, Split
 from tidal.errors import DatasetError, RunDirectoryError
 
-__all__ = ["MISSING_NAME", "QueryResult", "query", "query_project", "round_dir"]
+__all__ = ["MISSING_NAME", "QueryConfig", "QueryResult", "WarmStart", "query", "query_project", "round_dir"]
 
 _RANDOM_STREAM = 4_000_037  # stream id of a random round's draw (distinct from the cycle streams)
 MISSING_NAME = "missing.txt"  # a round's pool files that were gone: "id<TAB>path<TAB>stored label (or empty)" a line
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    """A round's settings (``tidal query``'s flags over a project's stored ones)."""
+
+    train: TrainConfig = field(default_factory=lambda: PRESETS["quick"].train)  # training (default: the quick preset's)
+    strategy: StrategyConfig = field(default_factory=lambda: PRESETS["quick"].strategy)  # the strategy's settings
+    subset: int | None = None  # score a random subset of this many unlabeled samples (None: all of them)
+    seed: int = 0  # with the round number, seeds everything the round draws
+    retrain: str = "scratch"  # "scratch" (the paper) or "continue": from ``warm``, keeping the weights for the next
+
+
+class WarmStart(NamedTuple):
+    """The last round's weights that ``retrain="continue"`` goes on from."""
+
+    model: dict[str, torch.Tensor]  # the backbone's state_dict
+    objective: dict[str, torch.Tensor] | None = None  # the objective's carried module's (same method only)
 
 
 @dataclass
@@ -67,18 +85,12 @@ def query(
     k: int,
     method: str = "tidal-entropy",
     *,
-    subset: int | None = None,
-    seed: int = 0,
+    config: QueryConfig | None = None,
     round: int = 1,
-    holdout: Split | None = None,
-    train_config: TrainConfig | None = None,
-    strategy_config: StrategyConfig | None = None,
-    retrain: str = "scratch",
-    model_state: dict[str, torch.Tensor] | None = None,
-    objective_state: dict[str, torch.Tensor] | None = None,
+    exclude: Sequence[int] | torch.Tensor = (),
+    warm: WarmStart | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
-    exclude: Sequence[int] | torch.Tensor = (),
 ) -> QueryResult:
     """Train on ``labels`` of ``labeled_ids`` and select the ``k`` most informative other samples.
 
@@ -86,37 +98,39 @@ def query(
         model: a model spec (``"auto"``, ``"resnet18"``, ``"pkg.mod:fn"``, a function of
             ``num_classes`` or an ``nn.Module``; see :func:`tidal.models.build_model`).
         dataset: the pool, a split whose ids are its positions (its own labels are ignored);
-            a :class:`DatasetSplits` gives its ``train`` split (and ``test`` as the holdout).
+            a :class:`DatasetSplits` gives its ``train`` split, and its ``test`` split as the
+            holdout that accuracy is measured on.
         labeled_ids, labels: the labelled samples and their class indices ``0..C-1``.
         k: samples to select; at most the number of unlabeled samples.
         method: a registered strategy (``tidal methods``).
-        subset: score a random subset of this many unlabeled samples (None: all of them).
-        seed, round: the round's randomness comes from ``(seed, round)``.
-        holdout: a labelled split (normalised like ``dataset``) to measure accuracy on.
-        train_config, strategy_config: training and strategy settings (default: the quick preset's).
-        retrain: ``"scratch"`` (the paper) or ``"continue"`` from ``model_state`` (and the
-            objective's carried module from ``objective_state``) when given.
+        config: training, strategy, subset, seed and retrain mode (:class:`QueryConfig`;
+            default: the quick preset's, the whole pool, seed 0, from scratch).
+        round: the round's randomness comes from ``(config.seed, round)``.
         exclude: ids left out of the round (e.g. samples whose file is gone): never selected,
             and not trained on when labelled; the result counts them.
+        warm: with ``retrain="continue"``, the last round's weights to go on from (None: a
+            fresh model, as in a first round).
     Returns:
         :class:`QueryResult`: ``ids`` and ``scores`` best first, with the predicted classes.
         With fewer than 2 labels nothing can be trained: the round draws ``k`` at random.
     Raises:
         ValueError: a bad ``k``, ``subset``, id or label, an unknown method.
     """
-    from tidal.config import PRESETS
     from tidal.loop import CycleEnv, configured_model, derive_seed, run_cycle
     from tidal.pool import LabelPool
     from tidal.strategies import create_strategy, strategy_class
 
-    if isinstance(dataset, DatasetSplits):
-        holdout = dataset.test if holdout is None else holdout
-        dataset = dataset.train
-    train_config = train_config or PRESETS["quick"].train
-    strategy_config = strategy_config or PRESETS["quick"].strategy
+    holdout = dataset.test if isinstance(dataset, DatasetSplits) else None
+    dataset = dataset.train if isinstance(dataset, DatasetSplits) else dataset
+    config = config or QueryConfig()
+    train_config, strategy_config, subset, seed, retrain = (config.train, config.strategy, config.subset, config.seed,
+                                                            config.retrain)
     strategy_class(method)  # unknown names: ValueError listing the valid ones
     if retrain not in ("scratch", "continue"):
         raise ValueError(f"retrain={retrain!r} must be 'scratch' or 'continue'")
+    if warm is not None and retrain != "continue":
+        raise ValueError("warm weights are only used with retrain='continue'; drop warm or set "
+                         "QueryConfig(retrain='continue')")
     n, c = len(dataset), dataset.num_classes
     ids = torch.as_tensor(labeled_ids, dtype=torch.int64).flatten().cpu()
     y = torch.as_tensor(labels, dtype=torch.int64).flatten().cpu()
@@ -168,17 +182,17 @@ def query(
     env = CycleEnv(train_config, ALConfig(initial=len(ids), budget=k, subset=subset, retrain=retrain), device,
                    factory, progress=progress)
     start_model = None
-    if retrain == "continue" and model_state is not None:
+    if warm is not None:
         start_model = factory(c, pool.input_shape, strategy.dropout)
         try:
-            start_model.load_state_dict(model_state)
+            start_model.load_state_dict(warm.model)
         except (RuntimeError, KeyError) as exc:
-            raise ValueError("model_state does not fit this model (other keys or shapes): the last round used "
+            raise ValueError("the warm weights do not fit this model (other keys or shapes): the last round used "
                              "another model; query with --retrain scratch") from exc
     test = holdout.to(device) if holdout is not None else pool.subset(torch.zeros(0, dtype=torch.int64))
     _, fitted = adapt_train(train_config, len(ids), tuple(pool.input_shape))  # what run_cycle trains with
     result, trained = run_cycle(pool, test, state, strategy, seed, round, env, model=start_model,
-                                carried=objective_state if retrain == "continue" else None, selects=True,
+                                carried=warm.objective if warm is not None else None, selects=True,
                                 desc=f"round {round} {method}")
     predicted, probability = _predictions(trained, pool, result.selected, train_config.eval_batch_size)
     confusion = None
@@ -306,21 +320,15 @@ def query_project(project: str | Path, k: int, method: str | None = None, subset
         t0 = time.perf_counter()
         set_deterministic(dev)
         data = load_pool(store, dev, data_dir, skip=missing)
-        model_state = objective_state = None
-        if retrain == "continue" and rounds:
-            path = _model_path(project, rounds[-1].round)
-            if path.is_file():
-                saved = torch.load(path, map_location="cpu", weights_only=True)
-                model_state = saved["model"]
-                if saved.get("method") == method:
-                    objective_state = saved.get("objective")
-        train_config = TrainConfig(**settings["train"])
-        result = query(train_config.model, data.pool,
-                       list(labels), list(labels.values()), k, method, subset=subset, seed=seed, round=rnd,
-                       holdout=data.holdout, train_config=train_config,
-                       strategy_config=StrategyConfig(**settings["strategy"]), retrain=retrain,
-                       model_state=model_state, objective_state=objective_state, device=dev, progress=progress,
-                       exclude=missing)
+        warm = None
+        if retrain == "continue" and rounds and _model_path(project, rounds[-1].round).is_file():
+            saved = torch.load(_model_path(project, rounds[-1].round), map_location="cpu", weights_only=True)
+            warm = WarmStart(saved["model"], saved.get("objective") if saved.get("method") == method else None)
+        config = QueryConfig(TrainConfig(**settings["train"]), StrategyConfig(**settings["strategy"]), subset, seed,
+                             retrain)
+        pool = data.pool if data.holdout is None else DatasetSplits("pool", data.pool, data.holdout, tuple(classes))
+        result = query(config.train.model, pool, list(labels), list(labels.values()), k, method, config=config,
+                       round=rnd, exclude=missing, warm=warm, device=dev, progress=progress)
         total = time.perf_counter() - t0
         out = round_dir(project, rnd)
         out.mkdir(parents=True, exist_ok=True)
