@@ -120,8 +120,7 @@ def query(
     from tidal.pool import LabelPool
     from tidal.strategies import create_strategy, strategy_class
 
-    holdout = dataset.test if isinstance(dataset, DatasetSplits) else None
-    dataset = dataset.train if isinstance(dataset, DatasetSplits) else dataset
+    dataset, holdout = (dataset.train, dataset.test) if isinstance(dataset, DatasetSplits) else (dataset, None)
     config = config or QueryConfig()
     train_config, strategy_config, subset, seed, retrain = (config.train, config.strategy, config.subset, config.seed,
                                                             config.retrain)
@@ -136,18 +135,12 @@ def query(
     y = torch.as_tensor(labels, dtype=torch.int64).flatten().cpu()
     if len(ids) != len(y):
         raise ValueError(f"{len(ids)} labeled ids but {len(y)} labels; give one label per id")
-    if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= n):
-        raise ValueError(f"labeled id {int(ids.max()) if int(ids.max()) >= n else int(ids.min())} is outside the "
-                         f"pool's ids 0..{n - 1}")
+    _check_range("labeled id", ids, n, "pool's ids")
     if len(torch.unique(ids)) != len(ids):
         raise ValueError("labeled_ids hold an id twice; give each labelled sample once")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= c):
-        raise ValueError(f"label {int(y.max()) if int(y.max()) >= c else int(y.min())} is outside the class "
-                         f"indices 0..{c - 1}")
+    _check_range("label", y, c, "class indices")
     out = torch.as_tensor(exclude, dtype=torch.int64).flatten().cpu().unique()
-    if len(out) and (int(out.min()) < 0 or int(out.max()) >= n):
-        raise ValueError(f"excluded id {int(out.max()) if int(out.max()) >= n else int(out.min())} is outside the "
-                         f"pool's ids 0..{n - 1}")
+    _check_range("excluded id", out, n, "pool's ids")
     usable = torch.ones(n, dtype=torch.bool)
     usable[out] = False
     excluded_labeled = int((~usable[ids]).sum())
@@ -203,6 +196,13 @@ def query(
                        result.score_seconds, trained, result.objective_state, excluded=out,
                        excluded_labeled=excluded_labeled, final_loss=result.final_loss, confusion=confusion,
                        fitted=fitted)
+
+
+def _check_range(what: str, values: torch.Tensor, n: int, among: str) -> None:
+    """``ValueError`` quoting a value of ``values`` outside ``0..n-1`` (the largest when one is too large)."""
+    if len(values) and (int(values.min()) < 0 or int(values.max()) >= n):
+        bad = int(values.max()) if int(values.max()) >= n else int(values.min())
+        raise ValueError(f"{what} {bad} is outside the {among} 0..{n - 1}")
 
 
 def _confusion(model: nn.Module, holdout: Split, batch_size: int) -> list[list[int]]:
