@@ -297,7 +297,7 @@ def _add_labelstudio_parsers(sub: argparse._SubParsersAction) -> None:
                                                                   "from Label Studio's /setup call)")
     sv.add_argument("--push", type=int, default=200, metavar="N",
                     help="predictions pushed after a retrain: the N most informative candidates (default: 200)")
-    sv.add_argument("--top", type=int, metavar="K", help="candidates each retrain ranks (-k of its round; default: "
+    sv.add_argument("--top", type=int, metavar="K", help="candidates each retrain scores (-k of its round; default: "
                                                          "every unlabeled sample, so /predict answers for any task)")
     sv.add_argument("--method", help="strategy (default: the project's)")
     sv.add_argument("--retrain", choices=("scratch", "continue"), default="scratch",

@@ -64,7 +64,7 @@ def _cached(store) -> Cached:
 class ServeOptions:
     """``tidal serve``'s settings (its flags), checked on creation."""
 
-    top: int | None = None  # candidates each retrain ranks (-k of its round); None: every unlabeled sample
+    top: int | None = None  # candidates each retrain scores (-k of its round); None: every unlabeled sample
     push: int = 200  # predictions pushed to Label Studio after a retrain: the most informative candidates
     method: str | None = None  # strategy; None: the project's
     retrain: str = "scratch"  # each retrain from scratch, or "continue" from the last round's weights

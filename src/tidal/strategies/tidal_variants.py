@@ -10,7 +10,7 @@ temperature is fitted on each cycle's labeled record.
   of Eq. 5), but Eq. 9's KL term no longer reaches the backbone, whose gradients are those of the
   cross-entropy alone. *Hypothesis*: the KL term is what costs TiDAL its cycle-1 accuracy (at
   IR 100, 57.5% with plain CE vs 49.9% with TiDAL on the same random labels); without it the
-  backbone is the plain-CE one and the predicted TD still ranks the candidates.
+  backbone is the plain-CE one and the predicted TD still orders the candidates.
 * ``tidal-calibrated-entropy`` / ``tidal-calibrated-margin``: after training, one temperature
   ``T`` is fitted on the labeled set so that ``softmax(m(x) / T)``, the module's prediction in
   eval mode, matches the labeled samples' *recorded* TD ``p̄`` (:func:`fit_td_temperature`);
@@ -208,7 +208,7 @@ class TiDALCalibratedEntropy(_Calibrated, TiDALEntropy):
     """TiDAL-entropy on the predicted TD calibrated by one temperature fitted on the labeled record.
 
     Hypothesis: the module's output is mis-scaled as a TD; matching it to the recorded TD of the
-    labeled set before Eq. 10 ranks the candidates better. Defaults: one temperature,
+    labeled set before Eq. 10 orders the candidates better. Defaults: one temperature,
     searched in ``T_RANGE`` = [0.01, 100], fitted by forward KL on every labeled sample.
     Cost: one eval pass over the labeled set per cycle.
     """
