@@ -320,9 +320,9 @@ def query_project(project: str | Path, k: int, method: str | None = None, subset
         t0 = time.perf_counter()
         set_deterministic(dev)
         data = load_pool(store, dev, data_dir, skip=missing)
-        warm = None
-        if retrain == "continue" and rounds and _model_path(project, rounds[-1].round).is_file():
-            saved = torch.load(_model_path(project, rounds[-1].round), map_location="cpu", weights_only=True)
+        warm, last = None, _model_path(project, rounds[-1].round) if rounds else None
+        if retrain == "continue" and last is not None and last.is_file():
+            saved = torch.load(last, map_location="cpu", weights_only=True)
             warm = WarmStart(saved["model"], saved.get("objective") if saved.get("method") == method else None)
         config = QueryConfig(TrainConfig(**settings["train"]), StrategyConfig(**settings["strategy"]), subset, seed,
                              retrain)
