@@ -186,3 +186,39 @@ def test_ctrl_c_stops_every_process_and_says_what_was_saved(fmnist_dir, tmp_path
     assert "Traceback" not in err  # the workers ignore SIGINT; the parent stops them
     assert not any(_alive(w) for w in workers)
     assert "leaked" not in err  # the stopped workers released their semaphores (resource_tracker's warning)
+
+
+_SIGTERM_TWICE = """
+import os, signal, time
+from tidal import workers
+signal.signal(signal.SIGTERM, workers._stop)
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    print("not stopped")
+except workers._Stopped:
+    os.kill(os.getpid(), signal.SIGTERM)  # the second one comes while the worker unwinds
+    time.sleep(0.2)
+    print("stopped once, then unwound")
+"""
+
+_WORKER_EXIT = """
+import os, queue, signal, time, types
+from tidal import workers
+spec = workers._WorkerSpec(None, ".", types.SimpleNamespace(device="bogus"), 1, os.getppid())
+tasks, events = queue.Queue(), queue.Queue()
+workers._worker(spec, tasks, events)  # fails at once (the device), reports it, returns
+print(events.get_nowait()[0])
+os.kill(os.getpid(), signal.SIGTERM)  # a terminate() that finds the worker exiting
+time.sleep(0.2)
+print("exited whole")
+"""
+
+
+@pytest.mark.parametrize("script, said", [(_SIGTERM_TWICE, "stopped once, then unwound\n"),
+                                          (_WORKER_EXIT, "error\nexited whole\n")])
+def test_a_late_sigterm_cannot_break_off_a_worker_unwinding_or_exiting(script, said):
+    """Only the first SIGTERM stops a worker; one that comes while it unwinds or runs its exit's
+    cleanup (semaphores, the store) is ignored, so nothing is left half cleaned."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, said), done.stderr

@@ -148,6 +148,7 @@ def _worker(spec: _WorkerSpec, tasks: mp.Queue, events: mp.Queue) -> None:
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent, which re-raises it
         events.put(("error", _picklable(exc)))
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a late terminate() must not interrupt the exit's cleanup
         if store is not None:
             store.close()
 
@@ -160,6 +161,11 @@ class _Stopped(BaseException):
 
 
 def _stop(signum: int, frame: object) -> None:
+    """Raise :class:`_Stopped` once. Later SIGTERMs are ignored: raised again while the worker
+    unwinds or exits (a worker that took its stop sign is still alive when the parent's
+    ``terminate()`` comes), it would break off a semaphore's cleanup between unlinking it and
+    telling the resource tracker, which then warns of a leaked semaphore at shutdown."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Stopped
 
 
